@@ -1,0 +1,13 @@
+"""fer_keras: facial expression recognition on FER2013 with Keras 3.
+
+The package holds a model zoo (`fer_keras.models`), the FER2013 data pipeline
+(`fer_keras.data`), the named experiments of the reproduced study
+(`fer_keras.experiments`) and command-line entry points:
+
+* `python -m fer_keras.fit EXPERIMENT` trains one experiment,
+* `python -m fer_keras.evaluate MODEL.keras` scores a saved model.
+"""
+
+__version__ = "0.1.0"
+
+from fer_keras.data import CLASS_NAMES  # noqa: E402

@@ -1,0 +1,146 @@
+"""Named experiments: the study's Table 1 rows (and stronger recipes) as data.
+
+`fit`, `tune` and `report` all read this table; none of them restates it. An experiment is
+a model name from the registry, the builder keyword arguments, and the training settings.
+The study's own figures are kept beside each row (`study`) so reports can compare.
+
+Example:
+
+>>> experiment = get_experiment("baseline_deep_dropout")
+>>> experiment.model, experiment.model_kwargs
+('baseline_deep', {'dropout_rate': 0.4})
+"""
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyResult:
+    """A row of the study's Table 1: validation/training accuracy (%) and epoch."""
+
+    row: str
+    description: str
+    val_accuracy: float
+    train_accuracy: float
+    epoch: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One named training recipe.
+
+    Attributes:
+        name: experiment name (the CLI argument).
+        model: registry name of the architecture.
+        model_kwargs: keyword arguments for the builder.
+        augmentation: None, "study" or "combined" (see `fer_keras.augmentation`).
+        optimizer: "adam", "adamw" or "sgd" (SGD uses Nesterov momentum 0.9).
+        learning_rate: peak learning rate.
+        weight_decay: decoupled weight decay given to the optimizer (0 disables it).
+        schedule: "constant", "cosine" (with `warmup_epochs` linear warm-up) or "plateau".
+        warmup_epochs: linear warm-up length for "cosine".
+        batch_size: batch size.
+        epochs: default number of epochs.
+        label_smoothing: cross-entropy label smoothing.
+        class_weight: None or "balanced" (weights inversely proportional to class counts).
+        study: the study's reported result, or None for recipes of our own.
+        notes: why the settings differ from the study, where they do.
+    """
+
+    name: str
+    model: str
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    augmentation: Optional[str] = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    batch_size: int = 128
+    epochs: int = 30
+    label_smoothing: float = 0.0
+    class_weight: Optional[str] = None
+    study: Optional[StudyResult] = None
+    notes: str = ""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+TRAINING_KEYS = ("augmentation", "optimizer", "learning_rate", "weight_decay", "schedule",
+                 "warmup_epochs", "batch_size", "epochs", "label_smoothing", "class_weight")
+"""Fields of an `Experiment` that a command line or a tuner may override."""
+
+_EXPERIMENTS = {}
+
+
+def register_experiment(experiment):
+    """Adds an experiment to the table; names are unique."""
+    if experiment.name in _EXPERIMENTS:
+        raise ValueError(f"Experiment {experiment.name!r} is already registered.")
+    _EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def list_experiments():
+    """Experiment names, in registration order (the study's rows first)."""
+    return list(_EXPERIMENTS)
+
+
+def get_experiment(name):
+    """Returns the `Experiment` called `name`; unknown names list the valid ones."""
+    if name not in _EXPERIMENTS:
+        raise ValueError(f"Unknown experiment {name!r}. Valid names: "
+                         f"{', '.join(_EXPERIMENTS)}. Received: name={name!r}")
+    return _EXPERIMENTS[name]
+
+
+def _study(row, description, val, train, epoch):
+    return StudyResult(row, description, val, train, str(epoch))
+
+
+_ROWS = [
+    Experiment("baseline", "baseline", epochs=20,
+               study=_study("A", "Baseline net", 48.31, 96.41, 20)),
+    Experiment("baseline_aug", "baseline", augmentation="study", epochs=60,
+               study=_study("B", "Baseline net with aug.", 53.62, 76.10, 210)),
+    Experiment("baseline_dropout", "baseline", {"dropout_rate": 0.4}, epochs=40,
+               study=_study("C", "Baseline net with dropout", 50.05, 75.49, 60)),
+    Experiment("baseline_dropout_aug", "baseline", {"dropout_rate": 0.4},
+               augmentation="study", epochs=60,
+               study=_study("D", "Baseline net with dropout and aug.", 55.22, 56.22, 320)),
+    Experiment("baseline_deep_dropout", "baseline_deep", {"dropout_rate": 0.4}, epochs=60,
+               study=_study("E", "Baseline deep net with dropout", 57.72, 63.48, 280)),
+    Experiment("baseline_deep_bn", "baseline_deep", {"batch_norm": True}, epochs=30,
+               study=_study("F", "Baseline deep net with batch normalization", 53.31, 99.86,
+                            130)),
+    Experiment("deepest_bn_aug", "deepest", {"batch_norm": True}, augmentation="study",
+               epochs=60,
+               study=_study("G", "Deepest net with bn, augmentation", 61.37, 87.125, 460)),
+    Experiment("alexnet", "alexnet", epochs=20, learning_rate=1e-4,
+               study=_study("H", "AlexNet", 47.20, 60.92, 20),
+               notes="Adam 1e-4: AlexNet's large FC layers diverge toward 'happy' at 1e-3."),
+    Experiment("lenet5", "lenet5", epochs=30,
+               study=_study("I", "LeNet5", 50.30, 63.98, "10-30")),
+    Experiment("dexpression", "dexpression", {"dropout_rate": 0.5}, learning_rate=1e-4,
+               epochs=30, study=_study("J", "DeXpression", 48.20, 69.66, 150),
+               notes="The study used a much smaller rate than 1e-3 (1e-5 in one place); "
+                     "1e-4 with dropout 0.5 before the classifier fits a CPU budget."),
+    Experiment("dexpression_wide", "dexpression_wide", {"dropout_rate": 0.5},
+               learning_rate=1e-4, epochs=30,
+               study=_study("K", "DeXpression with wider featEx block", 31.45, 32.07, 450)),
+    Experiment("deep_emotion", "deep_emotion", learning_rate=5e-3, weight_decay=1e-3,
+               epochs=60, study=_study("L", "Deep Emotion", 52.12, 66.26, 200),
+               notes="The study's stated Adam 0.005 and weight decay 0.001 (decoupled here, "
+                     "L2 in PyTorch's Adam)."),
+    Experiment("deep_emotion_wide", "deep_emotion_wide", learning_rate=5e-3,
+               weight_decay=1e-3, epochs=60,
+               study=_study("M", "Deep Emotion Wide", 49.56, 65.03, 60)),
+]
+
+for _experiment in _ROWS:
+    register_experiment(_experiment)
+
+STUDY_EXPERIMENTS = tuple(experiment.name for experiment in _ROWS)
+"""The 13 rows of the study's Table 1, in order."""

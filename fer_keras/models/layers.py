@@ -1,0 +1,183 @@
+"""Layers with math of their own, written in `keras.ops` so they run on any backend.
+
+* `LocalResponseNormalization`: AlexNet/Caffe cross-channel LRN.
+* `SpatialTransformer`: warps an image with a per-sample 2x3 affine theta using a bilinear
+  sampler whose gradients reach theta (Jaderberg et al., 2015, arXiv 1506.02025).
+
+Shared helpers used by every builder (`preprocess`, `classifier_head`, `initializer`) live
+here too, so all models normalise inputs and emit probabilities the same way.
+"""
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "fer_keras"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LocalResponseNormalization(layers.Layer):
+    """Cross-channel local response normalisation (Krizhevsky et al., 2012).
+
+    `y = x / (k + alpha / size * sum_{window} x^2) ** beta`, the window spanning `size`
+    neighbouring channels (the Caffe convention, which divides alpha by the size).
+
+    Args:
+        size: number of channels in the window (odd).
+        alpha: scale.
+        beta: exponent.
+        k: offset.
+    """
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"size must be a positive odd integer. Received: size={size}")
+        self.size = size
+        self.alpha = alpha
+        self.beta = beta
+        self.k = k
+
+    def call(self, inputs):
+        squared = ops.square(inputs)
+        half = self.size // 2
+        padded = ops.pad(squared, [[0, 0], [0, 0], [0, 0], [half, half]])
+        channels = ops.shape(inputs)[-1]
+        window_sum = padded[..., 0:channels]
+        for offset in range(1, self.size):
+            window_sum = window_sum + padded[..., offset:offset + channels]
+        scale = self.k + (self.alpha / self.size) * window_sum
+        return inputs / ops.power(scale, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+        return config
+
+
+def affine_grid_sample(images, theta):
+    """Samples `images` at an affine grid, bilinearly, with zeros outside the image.
+
+    Coordinates are normalised to [-1, 1] with pixel centres at `(2i + 1) / size - 1`
+    (PyTorch's `align_corners=False`), so theta `[1, 0, 0, 0, 1, 0]` returns the input.
+    Written with gathers and arithmetic only, so the gradient flows to theta.
+
+    Args:
+        images: `(batch, height, width, channels)` float tensor.
+        theta: `(batch, 6)` rows `[a, b, tx, c, d, ty]`: source x = a*x + b*y + tx,
+            source y = c*x + d*y + ty for each output location (x, y).
+
+    Returns:
+        The warped images, same shape as `images`.
+    """
+    shape = ops.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    dtype = images.dtype
+    height_f = ops.cast(height, dtype)
+    width_f = ops.cast(width, dtype)
+    ys = (2.0 * ops.cast(ops.arange(height), dtype) + 1.0) / height_f - 1.0
+    xs = (2.0 * ops.cast(ops.arange(width), dtype) + 1.0) / width_f - 1.0
+    grid_y, grid_x = ops.meshgrid(ys, xs, indexing="ij")
+    grid_x = ops.reshape(grid_x, (1, -1))
+    grid_y = ops.reshape(grid_y, (1, -1))
+    theta = ops.cast(theta, dtype)
+    source_x = theta[:, 0:1] * grid_x + theta[:, 1:2] * grid_y + theta[:, 2:3]
+    source_y = theta[:, 3:4] * grid_x + theta[:, 4:5] * grid_y + theta[:, 5:6]
+    # Back to pixel units; pixel i spans [i - 0.5, i + 0.5].
+    pixel_x = ((source_x + 1.0) * width_f - 1.0) / 2.0
+    pixel_y = ((source_y + 1.0) * height_f - 1.0) / 2.0
+    x0 = ops.floor(pixel_x)
+    y0 = ops.floor(pixel_y)
+    weight_x1 = pixel_x - x0
+    weight_y1 = pixel_y - y0
+    flat = ops.reshape(images, (batch, -1, channels))
+    output = 0.0
+    for dy, weight_y in ((0.0, 1.0 - weight_y1), (1.0, weight_y1)):
+        for dx, weight_x in ((0.0, 1.0 - weight_x1), (1.0, weight_x1)):
+            corner_x = x0 + dx
+            corner_y = y0 + dy
+            inside = ops.logical_and(
+                ops.logical_and(corner_x >= 0.0, corner_x <= width_f - 1.0),
+                ops.logical_and(corner_y >= 0.0, corner_y <= height_f - 1.0))
+            index_x = ops.cast(ops.clip(corner_x, 0.0, width_f - 1.0), "int32")
+            index_y = ops.cast(ops.clip(corner_y, 0.0, height_f - 1.0), "int32")
+            index = index_y * width + index_x
+            values = ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)
+            weight = weight_x * weight_y * ops.cast(inside, dtype)
+            output = output + values * ops.expand_dims(weight, -1)
+    return ops.reshape(output, shape)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SpatialTransformer(layers.Layer):
+    """Applies a predicted affine transform to an image (the sampler of an STN).
+
+    Called on `[images, theta]`, where theta is the `(batch, 6)` output of a localisation
+    network. The localisation head that predicts theta is built with ordinary layers by the
+    model (see `identity_theta_initializers`), so its weights are plain Dense weights.
+
+    Example:
+
+    >>> theta = layers.Dense(6, **identity_theta_initializers())(features)
+    >>> warped = SpatialTransformer()([images, theta])
+    """
+
+    def call(self, inputs):
+        images, theta = inputs
+        return affine_grid_sample(images, theta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+def identity_theta_initializers():
+    """Initialisers for the last localisation Dense: zero weights, identity bias."""
+    return {
+        "kernel_initializer": "zeros",
+        "bias_initializer": keras.initializers.Constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+    }
+
+
+INITIALIZERS = {
+    # The study's two choices, plus Keras' defaults for everything else.
+    "study_normal": lambda: keras.initializers.RandomNormal(mean=0.0, stddev=0.05),
+    "orthogonal": lambda: keras.initializers.Orthogonal(),
+}
+
+
+def initializer(name):
+    """Resolves a kernel initializer name ("study_normal", "orthogonal", or any Keras name)."""
+    if name in INITIALIZERS:
+        return INITIALIZERS[name]()
+    try:
+        return keras.initializers.get(name)
+    except ValueError as error:
+        raise ValueError(f"Unknown kernel_initializer. Use 'study_normal' (N(0, 0.05)), "
+                         f"'orthogonal' or a Keras initializer name. Received: "
+                         f"kernel_initializer={name!r}") from error
+
+
+def preprocess(inputs):
+    """Scales raw 0-255 pixels to [0, 1] inside the graph, so saved models need no wrapper."""
+    return layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+
+
+def classifier_head(x, num_classes, kernel_initializer="glorot_uniform"):
+    """The shared output layer: float32 softmax probabilities named "probabilities"."""
+    return layers.Dense(num_classes, activation="softmax", dtype="float32",
+                        kernel_initializer=initializer(kernel_initializer),
+                        name="probabilities")(x)
+
+
+def normalization(x, kind, name):
+    """Applies "batch_norm", "lrn" or nothing ("none"/None) to `x`."""
+    if kind in (None, "none"):
+        return x
+    if kind == "batch_norm":
+        return layers.BatchNormalization(name=f"{name}_bn")(x)
+    if kind == "lrn":
+        return LocalResponseNormalization(name=f"{name}_lrn")(x)
+    raise ValueError(f"normalization must be 'batch_norm', 'lrn' or 'none'. "
+                     f"Received: normalization={kind!r}")

@@ -1,0 +1,51 @@
+"""The one model registry: every builder registers here under a unique name."""
+
+_MODELS = {}
+
+
+def register_model(function=None, *, name=None):
+    """Registers a model builder, as a decorator (`@register_model`) or a call.
+
+    Args:
+        function: the builder; it must accept `input_shape` and `num_classes` keywords.
+        name: registry name; defaults to the function's name.
+
+    Raises:
+        ValueError: if the name is already registered.
+    """
+
+    def decorate(builder):
+        key = name or builder.__name__
+        if key in _MODELS:
+            raise ValueError(f"Model {key!r} is already registered by "
+                             f"{_MODELS[key].__module__}. Pick another name.")
+        _MODELS[key] = builder
+        return builder
+
+    return decorate(function) if function is not None else decorate
+
+
+def list_models():
+    """Returns the sorted names of all registered models."""
+    return sorted(_MODELS)
+
+
+def get_builder(name):
+    """Returns the builder function registered under `name`."""
+    if name not in _MODELS:
+        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}. "
+                         f"Received: name={name!r}")
+    return _MODELS[name]
+
+
+def get_model(name, **kwargs):
+    """Builds a registered model.
+
+    Args:
+        name: a name from `list_models()`.
+        **kwargs: forwarded to the builder (e.g. `dropout_rate`, `input_shape`).
+
+    Returns:
+        A `keras.Model` that takes raw pixels (0-255) and outputs class probabilities.
+    """
+    return get_builder(name)(**kwargs)

@@ -1,0 +1,142 @@
+"""Scoring a model on the FER2013 splits, and the plots written beside every run."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fer_keras.data import CLASS_NAMES, NUM_CLASSES
+
+
+def predict_probabilities(model, images, batch_size=512):
+    """Class probabilities for uint8 or float images, in batches, without augmentation."""
+    return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=batch_size,
+                                    verbose=0))
+
+
+def score(labels, probabilities):
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    Rows of the confusion matrix are true classes and columns predictions, both in Kaggle
+    id order (`CLASS_NAMES`).
+    """
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = np.asarray(labels)
+    predicted = np.argmax(probabilities, axis=1)
+    classes = list(range(NUM_CLASSES))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0)
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro",
+                                   zero_division=0)),
+        "count": int(len(labels)),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        "class_order": list(CLASS_NAMES),
+    }
+
+
+def evaluate_splits(model, splits, names=None, batch_size=512):
+    """Scores `model` on each named split of `splits` (a `load_splits` dict)."""
+    names = names or list(splits)
+    return {name: score(splits[name][1], predict_probabilities(model, splits[name][0],
+                                                               batch_size))
+            for name in names if len(splits[name][1])}
+
+
+def format_report(metrics, title=""):
+    """A plain-text per-class table for one split's `score` output."""
+    lines = [title] if title else []
+    lines.append(f"accuracy {100 * metrics['accuracy']:.2f}%  macro-F1 "
+                 f"{100 * metrics['macro_f1']:.2f}%  ({metrics['count']} images)")
+    lines.append(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, row in metrics["per_class"].items():
+        lines.append(f"{name:<10}{row['precision']:>10.3f}{row['recall']:>10.3f}"
+                     f"{row['f1']:>10.3f}{row['support']:>9d}")
+    return "\n".join(lines)
+
+
+def read_history(path):
+    """Reads a CSVLogger file into a dict of float lists (empty dict if absent)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                history.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                history.setdefault(key, []).append(float("nan"))
+    return history
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history, path, title=""):
+    """Loss and accuracy curves (train vs validation) to a PNG."""
+    plt = _pyplot()
+    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history.get("loss", []))))]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        if key in history:
+            axis.plot(epochs, history[key], label="train")
+        if f"val_{key}" in history:
+            axis.plot(epochs, history[f"val_{key}"], label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    if "val_accuracy" in history and history["val_accuracy"]:
+        best = int(np.nanargmax(history["val_accuracy"]))
+        axes[1].axvline(epochs[best], color="gray", linestyle=":", label="best")
+        axes[1].set_title(f"best val {100 * history['val_accuracy'][best]:.2f}% "
+                          f"(epoch {epochs[best]})")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion(matrix, path, title=""):
+    """Row-normalised confusion matrix with counts, classes in Kaggle id order."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix, dtype=np.float64)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
+    figure, axis = plt.subplots(figsize=(6.5, 5.5))
+    image = axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            axis.text(j, i, f"{100 * rates[i, j]:.0f}%\n{int(matrix[i, j])}", ha="center",
+                      va="center", fontsize=7,
+                      color="white" if rates[i, j] > 0.5 else "black")
+    axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right")
+    axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true (row-normalised recall)")
+    axis.set_title(title + "\n(classes in Kaggle id order)", fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_json(path, payload):
+    """Writes sorted, indented JSON with a trailing newline (stable diffs)."""
+    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")

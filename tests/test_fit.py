@@ -1,0 +1,130 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_keras import fit
+from fer_keras.evaluate import main as evaluate_main
+from fer_keras.experiments import STUDY_EXPERIMENTS, get_experiment, list_experiments
+from fer_keras.models import list_models
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_FILES = {"model.keras", "history.csv", "config.json", "metrics.json",
+             "learning_curves.png", "confusion_matrix.png"}
+
+
+def test_thirteen_study_rows_are_registered_experiments():
+    assert len(STUDY_EXPERIMENTS) == 13
+    assert [get_experiment(name).study.row for name in STUDY_EXPERIMENTS] == list("ABCDEFGHIJKLM")
+    for name in list_experiments():
+        assert get_experiment(name).model in list_models()
+
+
+def test_unknown_experiment_lists_valid_names():
+    with pytest.raises(ValueError, match="Valid names: baseline, baseline_aug"):
+        get_experiment("baseline_typo")
+
+
+def test_flags_override_hparams_override_experiment():
+    settings = fit.resolve_settings(
+        "baseline_deep_dropout",
+        overrides={"learning_rate": 0.01, "epochs": None},
+        hparams={"learning_rate": 0.002, "dropout_rate": 0.25, "weight_decay": 1e-4})
+    assert settings["learning_rate"] == 0.01
+    assert settings["epochs"] == get_experiment("baseline_deep_dropout").epochs
+    assert settings["model_kwargs"] == {"dropout_rate": 0.25}
+    assert settings["weight_decay"] == 1e-4
+    with pytest.raises(ValueError, match="neither a training setting"):
+        fit.resolve_settings("baseline", overrides={"momentum": 0.9})
+
+
+def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    metrics = fit.train("baseline_dropout_aug", data=tiny_csv, output_dir=out,
+                        overrides={"epochs": 2, "batch_size": 16}, verbose=0)
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert not (out / "backup").exists()
+    assert metrics["epochs_run"] == 2
+    assert set(metrics["splits"]) == {"train", "validation", "public_test", "private_test"}
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["splits"]["validation"]["count"] == 17
+    assert len(stored["splits"]["validation"]["confusion_matrix"]) == 7
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 2 and config["augmentation"] == "study"
+    capsys.readouterr()
+    assert evaluate_main([str(out / "model.keras"), "--data", str(tiny_csv), "--json",
+                          "--split", "validation"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    best = stored["splits"]["validation"]["accuracy"]
+    assert printed["accuracy"] == pytest.approx(best, abs=1e-6)
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_csv, tmp_path):
+    from fer_keras.training import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="Lower --learning-rate"):
+        fit.train("baseline", data=tiny_csv, output_dir=tmp_path / "nan",
+                  overrides={"epochs": 3, "batch_size": 8, "learning_rate": 1e35}, verbose=0)
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    missing = tmp_path / "missing.csv"
+    assert fit.main(["baseline", "--data", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: FER2013 not found") and "missing.csv" in err
+    assert fit.main(["no_such_experiment", "--data", str(missing)]) == 2
+    assert "Valid names" in capsys.readouterr().err
+
+
+def _run_fit(args, env):
+    return subprocess.Popen([sys.executable, "-m", "fer_keras.fit", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_run_resumes_from_last_finished_epoch(tiny_csv, tmp_path):
+    out = tmp_path / "resume"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    args = ["baseline", "--data", str(tiny_csv), "--epochs", "30", "--batch-size", "8",
+            "--output-dir", str(out), "--verbose", "0"]
+    first = _run_fit(args, env)
+    metadata = out / "backup" / "training_metadata.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None:
+        if metadata.exists() and json.loads(metadata.read_text() or '{"epoch": 0}')["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, "the run finished before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done = json.loads(metadata.read_text())["epoch"]
+    second = _run_fit(args, env)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output
+    assert f"after epoch {done}/30" in output
+    epochs = np.loadtxt(out / "history.csv", delimiter=",", skiprows=1, usecols=0)
+    np.testing.assert_array_equal(epochs, np.arange(30))
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 30
+
+
+def test_resume_refuses_different_settings(tiny_csv, tmp_path):
+    out = tmp_path / "guard"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    (out / "config.json").write_text(json.dumps({"learning_rate": 0.5}))
+    with pytest.raises(ValueError, match="different settings"):
+        fit.train("baseline", data=tiny_csv, output_dir=out, overrides={"epochs": 2})
+
+
+def test_end_to_end_fit_on_real_rows(real_data, tmp_path):
+    out = tmp_path / "real"
+    metrics = fit.train("baseline", data=real_data, output_dir=out, limit=400,
+                        overrides={"epochs": 2}, verbose=0)
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert metrics["splits"]["validation"]["count"] == 400
+    assert metrics["train_images_per_second"] > 0

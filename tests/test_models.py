@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+import keras
+
+from fer_keras.models import get_model, list_models, load_model, register_model
+
+INPUT = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 1)).astype("float32")
+# Models too slow for a train step on every CI run are still built and saved.
+HEAVY = {"alexnet", "dexpression_wide"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builds_with_probabilities(name):
+    model = get_model(name)
+    output = np.asarray(model(INPUT, training=False))
+    assert output.shape == (2, 7)
+    assert not np.isnan(output).any()
+    np.testing.assert_allclose(output.sum(axis=1), 1.0, atol=1e-5)
+    assert model.layers[-1].name == "probabilities"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_train_step_changes_weights(name):
+    if name in HEAVY:
+        pytest.skip("covered by the same generic builders as its light siblings")
+    model = get_model(name)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    targets = keras.utils.to_categorical([0, 3], 7)
+    model.train_on_batch(INPUT, targets)
+    after = model.get_weights()
+    changed = [not np.allclose(a, b) for a, b in zip(before, after)]
+    assert sum(changed) >= len(model.trainable_weights) // 2
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_keras_save_and_reload(name, tmp_path):
+    model = get_model(name)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = load_model(path)
+    np.testing.assert_allclose(model.predict(INPUT, verbose=0),
+                               reloaded.predict(INPUT, verbose=0), atol=1e-6)
+
+
+def _conv(k, c_in, c_out, bias=True):
+    return k * k * c_in * c_out + (c_out if bias else 0)
+
+
+def _dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+# Parameter counts worked out by hand from the study's layer lists (3x3 convs, 2x2 pools).
+HAND_COUNTS = {
+    # conv 10, conv 32 -> 12x12x32 -> FC 100 -> FC 7.
+    "baseline": _conv(3, 1, 10) + _conv(3, 10, 32) + _dense(12 * 12 * 32, 100) + _dense(100, 7),
+    # conv 10, 32, 64, 128 -> 3x3x128 -> FC 100 -> FC 7.
+    "baseline_deep": _conv(3, 1, 10) + _conv(3, 10, 32) + _conv(3, 32, 64) + _conv(3, 64, 128)
+    + _dense(3 * 3 * 128, 100) + _dense(100, 7),
+    # Five bias-free convs, each with BN (4 numbers per channel), 1x1x128 -> 64 -> 32 -> 7.
+    "deepest": sum(_conv(3, a, b, bias=False) + 4 * b
+                   for a, b in [(1, 10), (10, 32), (32, 64), (64, 128), (128, 128)])
+    + _dense(128, 64) + _dense(64, 32) + _dense(32, 7),
+    # conv 6 5x5 -> 22x22 -> conv 16 5x5 -> 9x9x16 -> 120 -> 84 -> 7.
+    "lenet5": _conv(5, 1, 6) + _conv(5, 6, 16) + _dense(9 * 9 * 16, 120) + _dense(120, 84)
+    + _dense(84, 7),
+    # Localisation 8/10 convs + FC 32 + FC 6; backbone of four 10-channel convs, BN, FC 50, 7.
+    "deep_emotion": _conv(7, 1, 8) + _conv(5, 8, 10) + _dense(640, 32) + _dense(32, 6)
+    + _conv(3, 1, 10) + 3 * _conv(3, 10, 10) + 4 * 10 + _dense(810, 50) + _dense(50, 7),
+    # Stem 7x7x64; each FeatEx: 1x1 96, 3x3 208, 1x1 64 (272 out); 3x3x272 -> 7.
+    "dexpression": _conv(7, 1, 64) + _conv(1, 64, 96) + _conv(3, 96, 208) + _conv(1, 64, 64)
+    + _conv(1, 272, 96) + _conv(3, 96, 208) + _conv(1, 272, 64) + _dense(3 * 3 * 272, 7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_COUNTS))
+def test_parameter_counts_match_hand_count(name):
+    assert get_model(name).count_params() == HAND_COUNTS[name]
+
+
+def test_dexpression_shapes_follow_the_paper_table():
+    model = get_model("dexpression", normalization="batch_norm")
+    assert model.get_layer("norm1_bn").output.shape[1:] == (12, 12, 64)
+    assert model.get_layer("featex1_pool_b").output.shape[1:] == (6, 6, 272)
+    assert model.get_layer("featex2_pool_b").output.shape[1:] == (3, 3, 272)
+    wide = get_model("dexpression_wide")
+    assert wide.get_layer("featex1_concat").output.shape[-1] == 272 + 128
+    assert wide.get_layer("featex2_concat").output.shape[-1] == 272 + 128
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(lambda **kwargs: None, name="baseline")
+    with pytest.raises(ValueError, match="Valid names: .*deep_emotion"):
+        get_model("resnet9000")
+
+
+def test_study_initialisers_are_options():
+    model = get_model("baseline", kernel_initializer="study_normal")
+    kernel = model.get_layer("block1_conv").get_weights()[0]
+    assert 0.02 < kernel.std() < 0.08
+    with pytest.raises(ValueError, match="kernel_initializer"):
+        get_model("baseline", kernel_initializer="no_such_init")
+    orthogonal = get_model("lenet5", kernel_initializer="orthogonal").get_layer("fc2")
+    weights = orthogonal.get_weights()[0]  # 120 x 84: columns are orthonormal.
+    np.testing.assert_allclose(weights.T @ weights, np.eye(84), atol=1e-4)
