@@ -171,6 +171,8 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
     config = dict(settings, seed=seed, limit=limit, data_path=data_path,
                   command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
                   keras_version=keras.__version__, backend=keras.backend.backend())
+    # JSON round trip, so tuples compare equal to the lists a stored config.json holds.
+    config = json.loads(json.dumps(config))
     output_dir.mkdir(parents=True, exist_ok=True)
     resuming, finished, best_so_far = _resume_state(output_dir, config)
     write_json(output_dir / "config.json", config)

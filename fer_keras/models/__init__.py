@@ -5,7 +5,7 @@ and outputs float32 softmax probabilities over the 7 classes (Kaggle id order) f
 layer named "probabilities".
 """
 
-from fer_keras.models import baselines, classic, deep_emotion, dexpression  # noqa: F401
+from fer_keras.models import baselines, classic, deep_emotion, dexpression, vgg  # noqa: F401
 from fer_keras.models.layers import LocalResponseNormalization, SpatialTransformer  # noqa: F401
 from fer_keras.models.registry import get_builder, get_model, list_models, register_model  # noqa: F401
 

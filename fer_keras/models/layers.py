@@ -160,8 +160,12 @@ def initializer(name):
 
 
 def preprocess(inputs):
-    """Scales raw 0-255 pixels to [0, 1] inside the graph, so saved models need no wrapper."""
-    return layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    """Maps raw 0-255 pixels to [-1, 1] inside the graph, so saved models need no wrapper.
+
+    Zero-centred inputs matter for the study's plain (no batch norm) nets: with [0, 1]
+    inputs the deep dropout net sat at the majority class for its first epochs.
+    """
+    return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
 
 
 def classifier_head(x, num_classes, kernel_initializer="glorot_uniform"):

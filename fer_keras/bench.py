@@ -1,0 +1,230 @@
+"""Measure each experiment's size, training speed and serving speed on this machine.
+
+Usage:
+
+    python -m fer_keras.bench [EXPERIMENT ...] [--steps N] [--json]
+
+With no names, the 13 rows of the study's Table 1 are measured. For each experiment:
+
+* parameters: `count_params()` of the experiment's model.
+* training images/s: `model.fit` on the pipeline `fit` builds (`fer_keras.data.make_dataset`
+  with shuffling and the experiment's augmentation, `fer_keras.training.compile_model` with
+  the experiment's optimizer and loss), batch 128, on random uint8 images. The model first
+  trains `WARMUP_STEPS` steps untimed (graph tracing); then `EPOCHS` epochs of N steps are
+  timed by the same `EpochTimer` callback that writes `train_images_per_second` into a
+  run's history.csv, and the median epoch is reported.
+* inference images/s: the model exported by `fer_keras.export.write_savedmodel` to a
+  temporary folder and reloaded with `tf.saved_model.load`; its `serving_default` signature
+  is called on one uint8 batch of 256, N times after `WARMUP_CALLS` untimed calls. Each
+  call's probabilities are copied to NumPy inside the timed region, as a client would.
+* batch-1 latency: the same signature on a single image, 10 x N calls after the warm-up,
+  each timed alone; the median (and 90th percentile) in milliseconds.
+
+Export, loading and warm-up are not timed. Other processes on the machine slow every
+number; the header prints the load average so a reader can judge.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAIN_BATCH = 128
+INFERENCE_BATCH = 256
+WARMUP_STEPS = 5
+WARMUP_CALLS = 3
+EPOCHS = 2
+DEFAULT_STEPS = 20
+
+
+def environment():
+    """The machine and library versions the numbers were measured with."""
+    import keras
+    import tensorflow as tf
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"machine": platform.platform(), "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count(), "load_average": load,
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "devices": [device.name for device in tf.config.list_logical_devices()]}
+
+
+def method(steps):
+    """What is timed, in words, for the report."""
+    return {
+        "training": f"model.fit on fer_keras.data.make_dataset (shuffle, the experiment's "
+                    f"augmentation), compiled by fer_keras.training.compile_model, batch "
+                    f"{TRAIN_BATCH}, random uint8 images; {WARMUP_STEPS} untimed warm-up steps, "
+                    f"then the median of {EPOCHS} epochs of {steps} steps (EpochTimer)",
+        "inference": f"exported SavedModel (tf.saved_model.load), serving_default on a uint8 "
+                     f"batch of {INFERENCE_BATCH}, {steps} calls after {WARMUP_CALLS} "
+                     f"warm-up calls, output copied to NumPy",
+        "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
+                   f"individually timed calls after {WARMUP_CALLS} warm-up calls",
+    }
+
+
+def _time_calls(function, count):
+    """Seconds taken by each of `count` calls of `function`."""
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def bench_experiment(name, steps=DEFAULT_STEPS, seed=0):
+    """Measures one experiment (see the module docstring for what is timed).
+
+    Args:
+        name: an experiment from `fer_keras.experiments.list_experiments()`.
+        steps: timed training steps per epoch and timed inference batches; batch-1
+            latency takes 10 x `steps` calls.
+        seed: seed of the random images, labels and weights.
+
+    Returns:
+        A JSON-ready dict: experiment, model, augmentation, parameters,
+        train_images_per_second, inference_images_per_second, latency_ms_median,
+        latency_ms_p90.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from fer_keras.augmentation import Augmentation
+    from fer_keras.data import IMAGE_SIZE, NUM_CLASSES, make_dataset
+    from fer_keras.export import write_savedmodel
+    from fer_keras.fit import resolve_settings
+    from fer_keras.models import get_model
+    from fer_keras.training import EpochTimer, class_weights, compile_model
+
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
+    settings = resolve_settings(name)
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    count = steps * TRAIN_BATCH
+    images = rng.integers(0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, count)
+
+    model = get_model(settings["model"], **settings["model_kwargs"])
+    compile_model(model, steps_per_epoch=steps, **settings)
+    augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None
+    dataset = make_dataset(images, labels, TRAIN_BATCH, shuffle=True, augmentation=augmentation,
+                           seed=seed)
+    weights = class_weights(labels, settings["class_weight"])
+    model.fit(dataset, epochs=1, steps_per_epoch=min(WARMUP_STEPS, steps), verbose=0,
+              shuffle=False, class_weight=weights)
+    timer = EpochTimer(count)
+    history = model.fit(dataset, epochs=EPOCHS, verbose=0, shuffle=False, callbacks=[timer],
+                        class_weight=weights)
+    train_rate = float(np.median(history.history["train_images_per_second"]))
+
+    batch = np.resize(images, (INFERENCE_BATCH, IMAGE_SIZE, IMAGE_SIZE, 1))
+    with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
+        write_savedmodel(model, Path(folder) / "savedmodel")
+        loaded = tf.saved_model.load(str(Path(folder) / "savedmodel"))
+        serve = loaded.signatures["serving_default"]
+        many = tf.constant(batch)
+        one = tf.constant(batch[:1])
+
+        def infer_many():
+            return serve(image=many)["probabilities"].numpy()
+
+        def infer_one():
+            return serve(image=one)["probabilities"].numpy()
+
+        for _ in range(WARMUP_CALLS):
+            infer_many()
+            infer_one()
+        inference_rate = steps * INFERENCE_BATCH / sum(_time_calls(infer_many, steps))
+        latency_ms = 1000.0 * np.asarray(_time_calls(infer_one, 10 * steps))
+    result = {
+        "experiment": name,
+        "model": settings["model"],
+        "augmentation": settings["augmentation"],
+        "parameters": int(model.count_params()),
+        "train_images_per_second": round(train_rate, 1),
+        "inference_images_per_second": round(float(inference_rate), 1),
+        "latency_ms_median": round(float(np.median(latency_ms)), 3),
+        "latency_ms_p90": round(float(np.percentile(latency_ms, 90)), 3),
+    }
+    keras.backend.clear_session()
+    return result
+
+
+def format_table(results, env=None, steps=DEFAULT_STEPS):
+    """A plain-text table of `bench_experiment` results with what was timed above it."""
+    lines = []
+    if env is not None:
+        load = env.get("load_average")
+        load_text = " ".join(f"{value:.2f}" for value in load) if load else "unknown"
+        lines.append(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, "
+                     f"{env['cpu_count']} CPU(s), devices {', '.join(env['devices'])}, "
+                     f"load average {load_text}")
+    for key, text in method(steps).items():
+        lines.append(f"{key}: {text}")
+    header = (f"{'experiment':<22}{'model':<19}{'parameters':>12}{'train img/s':>13}"
+              f"{'infer img/s':>13}{'batch-1 ms (p90)':>19}")
+    lines += ["", header, "-" * len(header)]
+    for row in results:
+        latency = f"{row['latency_ms_median']:.2f} ({row['latency_ms_p90']:.2f})"
+        lines.append(f"{row['experiment']:<22}{row['model']:<19}{row['parameters']:>12,}"
+                     f"{row['train_images_per_second']:>13,.0f}"
+                     f"{row['inference_images_per_second']:>13,.0f}{latency:>19}")
+    return "\n".join(lines)
+
+
+def build_parser():
+    from fer_keras.experiments import list_experiments
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_keras.bench", description=__doc__.split("\n\n")[0],
+        epilog="Experiments: " + ", ".join(list_experiments()))
+    parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
+                        help="experiment names; default the study's 13 rows")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"timed training steps per epoch and inference batches "
+                        f"(default {DEFAULT_STEPS}); batch-1 latency uses 10x as many calls")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (environment, method, results)")
+    return parser
+
+
+def main(argv=None):
+    from fer_keras.experiments import STUDY_EXPERIMENTS, get_experiment
+
+    args = build_parser().parse_args(argv)
+    names = args.experiments or list(STUDY_EXPERIMENTS)
+    try:
+        for name in names:
+            get_experiment(name)  # Unknown names fail before anything is timed.
+        if args.steps < 1:
+            raise ValueError(f"--steps must be a positive integer. Received: "
+                             f"steps={args.steps}")
+        env = environment()
+        results = []
+        for name in names:
+            if not args.json:
+                print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            results.append(bench_experiment(name, steps=args.steps, seed=args.seed))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"environment": env, "method": method(args.steps),
+                          "results": results}, indent=2))
+    else:
+        print(format_table(results, env, args.steps))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

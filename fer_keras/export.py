@@ -1,0 +1,389 @@
+"""Export a trained model for serving: a TF Serving SavedModel, a `.keras` copy and TFLite.
+
+Usage:
+
+    python -m fer_keras.export saved_models/EXPERIMENT [--output DIR] [--version N]
+        [--no-tflite]
+    python -m fer_keras.export path/to/model.keras
+
+The input is a run folder written by `fer_keras.fit` (it holds `model.keras`) or a `.keras`
+file. The SavedModel goes to `DIR/VERSION/`, the layout TF Serving scans: `DIR` defaults to
+`RUN_FOLDER/serving` (for a `.keras` file not named `model.keras`, to
+`FILE_FOLDER/FILE_STEM/serving`), and `VERSION` to one more than the highest version already
+there (1 for a new folder). A version is written under a temporary name and renamed when
+complete, so a running TF Serving never loads half a model.
+
+What one version folder holds:
+
+| path | what |
+|---|---|
+| `saved_model.pb`, `variables/` | the SavedModel (written by `keras.export.ExportArchive`) |
+| `assets/labels.txt` | the class names, one a line, line i = class id i (Kaggle order) |
+| `assets.extra/model.keras` | a byte copy of the exported Keras model |
+| `assets.extra/model.tflite` | the `serving_default` signature as TFLite, when it converts |
+| `assets.extra/export.json` | source, versions, signatures and the TFLite outcome |
+
+`assets.extra/` is the SavedModel folder meant for files that travel with a model without
+being part of its graph; TF Serving and `tf.saved_model.load` ignore it.
+
+Signatures (both take raw pixels; the model's own graph rescales them, as in training;
+augmentation is not part of the export):
+
+* `serving_default`: input `image`, uint8, shape `[batch, 48, 48, 1]`: grayscale face
+  crops already at the training size, like FER2013 itself. This is the fast path and the
+  one converted to TFLite.
+* `any_size`: input `image`, uint8, shape `[batch, height, width, channels]` with 1 (gray),
+  2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels and any height and width (all images of
+  one request share them). In the graph, colour becomes gray with the ITU-R BT.601 weights
+  (0.299 R + 0.587 G + 0.114 B, OpenCV's and Pillow's), alpha is composited over white, and
+  the image is resized to 48x48 with area averaging and rounded to integers (as FER2013's
+  pixels are), then classified by the `serving_default` function. Use it for face crops
+  that are not yet 48x48 gray; it does not find faces (`python -m fer_keras.predict`
+  does).
+
+Both return `probabilities` (float32 `[batch, 7]`, softmax, Kaggle class order),
+`class_id` (int32 `[batch]`, the argmax) and `label` (string `[batch]`, the class name).
+
+Example:
+
+>>> from fer_keras.export import export
+>>> result = export("saved_models/baseline_deep_dropout")
+>>> result["savedmodel"]
+'saved_models/baseline_deep_dropout/serving/1'
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("probabilities", "class_id", "label")
+DEFAULT_SIGNATURE = "serving_default"
+ANY_SIZE_SIGNATURE = "any_size"
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights, the ones OpenCV and Pillow use for colour to gray."""
+
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+LABELS_FILE = "labels.txt"
+METADATA_FILE = "export.json"
+
+
+def resolve_source(path):
+    """Finds the `.keras` file of a run folder or `.keras` path, and its default output.
+
+    Args:
+        path: a run folder holding `model.keras`, or a `.keras` file.
+
+    Returns:
+        `(keras_path, serving_dir)`: the model file and the default TF Serving base folder.
+
+    Raises:
+        ValueError: if the path is missing or holds no Keras model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        keras_path = path / KERAS_FILE
+        if not keras_path.is_file():
+            raise ValueError(f"{path} is a folder without {KERAS_FILE}. Pass a run folder "
+                             f"written by `python -m fer_keras.fit` (saved_models/EXPERIMENT) "
+                             f"or a .keras file. Received: {path}")
+        return keras_path, path / "serving"
+    if not path.exists():
+        raise ValueError(f"No such run folder or model file: {path}. Pass a run folder "
+                         f"(saved_models/EXPERIMENT) or a .keras file. Received: {path}")
+    if path.suffix != ".keras":
+        raise ValueError(f"Expected a run folder or a .keras file. Received: {path}")
+    if path.name == KERAS_FILE:
+        return path, path.parent / "serving"
+    return path, path.parent / path.stem / "serving"
+
+
+def existing_versions(serving_dir):
+    """The integer version folders under a TF Serving base folder, sorted."""
+    serving_dir = Path(serving_dir)
+    if not serving_dir.is_dir():
+        return []
+    return sorted(int(child.name) for child in serving_dir.iterdir()
+                  if child.is_dir() and child.name.isdigit())
+
+
+def next_version(serving_dir):
+    """One more than the highest version under `serving_dir`, or 1."""
+    versions = existing_versions(serving_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def to_model_input(image, size=(48, 48)):
+    """Turns a uint8 batch of any size and 1-4 channels into float gray `(*size, 1)`.
+
+    The graph version of what `fer_keras.predict` does to a face crop with Pillow and
+    OpenCV: BT.601 gray, alpha composited over white, area resize. Values stay 0-255.
+
+    Args:
+        image: uint8 tensor `(batch, height, width, channels)`, channels 1 to 4.
+        size: output `(height, width)`.
+
+    Returns:
+        float32 tensor `(batch, height, width, 1)`.
+    """
+    import tensorflow as tf
+
+    pixels = tf.cast(image, tf.float32)
+
+    def luma():
+        return tf.reduce_sum(pixels[..., :3] * tf.constant(GRAY_WEIGHTS), axis=-1,
+                             keepdims=True)
+
+    def alpha():
+        return pixels[..., -1:] / 255.0
+
+    static_channels = pixels.shape[-1]
+    if static_channels is not None:
+        # A known channel count (eager calls, fixed signatures) picks the branches here.
+        if not 1 <= static_channels <= 4:
+            raise ValueError(f"image must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) "
+                             f"channels. Received: shape={pixels.shape}")
+        gray = luma() if static_channels >= 3 else pixels[..., :1]
+        if static_channels in (2, 4):
+            opacity = alpha()
+            gray = gray * opacity + 255.0 * (1.0 - opacity)
+    else:
+        channels = tf.shape(pixels)[-1]
+        checked = tf.debugging.assert_less_equal(
+            channels, 4, message="image must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 "
+                                 "(RGBA) channels")
+        with tf.control_dependencies([checked]):
+            gray = tf.cond(channels >= 3, luma, lambda: pixels[..., :1])
+            has_alpha = tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4))
+            opacity = tf.cond(has_alpha, alpha, lambda: tf.ones_like(gray))
+        gray = gray * opacity + 255.0 * (1.0 - opacity)
+    resized = tf.image.resize(gray, list(size), method="area")
+    return tf.ensure_shape(resized, [None, *size, 1])
+
+
+def build_archive(model):
+    """An `ExportArchive` with the `serving_default` and `any_size` endpoints of `model`.
+
+    Args:
+        model: a zoo model: raw pixels `(48, 48, 1)` in, 7 probabilities out.
+
+    Returns:
+        A `keras.export.ExportArchive` ready for `write_out`.
+    """
+    import keras
+    import tensorflow as tf
+
+    from fer_keras.data import CLASS_NAMES
+
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[-1] != 1 or None in shape:
+        raise ValueError(f"Only single-channel models with a fixed input size export. "
+                         f"Received: input_shape={model.input_shape}")
+    if model.output_shape[-1] != len(CLASS_NAMES):
+        raise ValueError(f"The model must output {len(CLASS_NAMES)} class probabilities. "
+                         f"Received: output_shape={model.output_shape}")
+    class_names = tf.constant(CLASS_NAMES)
+
+    # The argument name is the signature's input name.
+    def serving_default(image):
+        probabilities = model(tf.cast(image, tf.float32), training=False)
+        probabilities = tf.cast(probabilities, tf.float32)
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"probabilities": probabilities, "class_id": class_id,
+                "label": tf.gather(class_names, class_id)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    default_function = archive.add_endpoint(DEFAULT_SIGNATURE, serving_default, input_signature=[
+        tf.TensorSpec((None, *shape), tf.uint8, name=INPUT_NAME)])
+
+    def any_size(image):
+        # Rounded to uint8 like the training pixels, then the default signature's function:
+        # the model is traced once, and both signatures classify a crop identically.
+        pixels = to_model_input(image, size=shape[:2])
+        return default_function(tf.cast(tf.round(tf.clip_by_value(pixels, 0.0, 255.0)),
+                                        tf.uint8))
+
+    archive.add_endpoint(ANY_SIZE_SIGNATURE, any_size, input_signature=[
+        tf.TensorSpec((None, None, None, None), tf.uint8, name=INPUT_NAME)])
+    return archive
+
+
+def write_savedmodel(model, directory):
+    """Writes `model` as a SavedModel with the serving signatures and `assets/labels.txt`.
+
+    Args:
+        model: a zoo Keras model.
+        directory: the SavedModel folder to create (it must not exist).
+
+    Returns:
+        The folder, as a `Path`.
+    """
+    from fer_keras.data import CLASS_NAMES
+
+    directory = Path(directory)
+    build_archive(model).write_out(str(directory), verbose=False)
+    # Nothing in the graph reads the file, so it is written beside the saved graph rather
+    # than tracked; the `label` output carries the same names.
+    (directory / "assets").mkdir(exist_ok=True)
+    (directory / "assets" / LABELS_FILE).write_text("\n".join(CLASS_NAMES) + "\n")
+    return directory
+
+
+def convert_tflite(savedmodel_dir, output_path):
+    """Converts the `serving_default` signature of a SavedModel to a TFLite file.
+
+    Only TFLite's builtin ops are allowed, so the file runs with the plain TFLite runtime.
+
+    Args:
+        savedmodel_dir: a folder written by `write_savedmodel`.
+        output_path: the `.tflite` file to write.
+
+    Returns:
+        `(written, message)`: whether the file was written, and its size or the reason it
+        could not be (the converter's first error line).
+    """
+    import tensorflow as tf
+
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            str(savedmodel_dir), signature_keys=[DEFAULT_SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        flatbuffer = converter.convert()
+    except Exception as error:  # The converter raises several types (ConverterError, ...).
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "error" in line.lower()),
+                      lines[0] if lines else type(error).__name__)
+        return False, f"TFLite conversion failed: {reason}"
+    Path(output_path).write_bytes(flatbuffer)
+    return True, f"{len(flatbuffer):,} bytes"
+
+
+def export(source, output=None, version=None, tflite=True):
+    """Exports a run folder or `.keras` file for TF Serving (and TFLite).
+
+    Args:
+        source: a run folder holding `model.keras`, or a `.keras` file.
+        output: the TF Serving base folder; default `RUN_FOLDER/serving`.
+        version: the version folder number; default one more than the highest present.
+        tflite: also write `assets.extra/model.tflite` where the converter allows it.
+
+    Returns:
+        A dict with the written paths (`savedmodel`, `keras`, `tflite` or None), the
+        `version`, and `tflite_message`.
+
+    Raises:
+        ValueError: for a missing source, a model that cannot be loaded, a bad version or
+            a version folder that already exists.
+    """
+    import keras
+    import tensorflow as tf
+
+    from fer_keras.data import CLASS_NAMES
+    from fer_keras.models import load_model
+
+    keras_path, default_output = resolve_source(source)
+    serving_dir = Path(output) if output is not None else default_output
+    if version is None:
+        version = next_version(serving_dir)
+    elif not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer (TF Serving's folder names). "
+                         f"Received: version={version!r}")
+    target = serving_dir / str(version)
+    if target.exists():
+        raise ValueError(f"{target} already exists. Pass another --version (the next free "
+                         f"one is {next_version(serving_dir)}), or delete it to re-export. "
+                         f"Received: version={version}")
+    model = load_model(keras_path)
+    serving_dir.mkdir(parents=True, exist_ok=True)
+    # TF Serving ignores folders whose names are not numbers, so the partial export is
+    # invisible to it until the rename below.
+    partial = serving_dir / f".partial-{version}-{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    try:
+        write_savedmodel(model, partial)
+        extra = partial / "assets.extra"
+        extra.mkdir()
+        shutil.copyfile(keras_path, extra / KERAS_FILE)
+        tflite_path, message = None, "skipped (--no-tflite)"
+        if tflite:
+            written, message = convert_tflite(partial, extra / TFLITE_FILE)
+            tflite_path = target / "assets.extra" / TFLITE_FILE if written else None
+        metadata = {
+            "source": str(keras_path),
+            "model": model.name,
+            "parameters": int(model.count_params()),
+            "version": version,
+            "class_names": list(CLASS_NAMES),
+            "signatures": signature_summary(model.input_shape[1:]),
+            "tflite": {"written": tflite_path is not None, "message": message},
+            "keras_version": keras.__version__,
+            "tensorflow_version": tf.__version__,
+        }
+        (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True)
+                                           + "\n")
+        partial.rename(target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return {"savedmodel": str(target), "keras": str(target / "assets.extra" / KERAS_FILE),
+            "tflite": None if tflite_path is None else str(tflite_path),
+            "tflite_message": message, "version": version, "serving_dir": str(serving_dir)}
+
+
+def signature_summary(shape=(48, 48, 1)):
+    """The signatures' inputs and outputs, as recorded in `export.json`."""
+    outputs = {"probabilities": ["float32", [None, 7]], "class_id": ["int32", [None]],
+               "label": ["string", [None]]}
+    return {
+        DEFAULT_SIGNATURE: {"inputs": {INPUT_NAME: ["uint8", [None, *shape]]},
+                            "outputs": outputs},
+        ANY_SIZE_SIGNATURE: {"inputs": {INPUT_NAME: ["uint8", [None, None, None, None]]},
+                             "outputs": outputs},
+    }
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_keras.export", description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring (python -c 'import fer_keras.export as e; "
+               "help(e)') for the signatures.")
+    parser.add_argument("source", help="run folder (saved_models/EXPERIMENT) or .keras file")
+    parser.add_argument("--output", help="TF Serving base folder; default "
+                        "RUN_FOLDER/serving")
+    parser.add_argument("--version", type=int, help="version folder number; default the "
+                        "next free one (1 for a new folder)")
+    parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite file")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        result = export(args.source, output=args.output, version=args.version,
+                        tflite=not args.no_tflite)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"SavedModel: {result['savedmodel']} (signatures {DEFAULT_SIGNATURE}: image uint8 "
+          f"[batch, 48, 48, 1]; {ANY_SIZE_SIGNATURE}: image uint8 [batch, h, w, 1-4]; "
+          f"outputs probabilities, class_id, label)")
+    print(f"Keras copy: {result['keras']}")
+    if result["tflite"]:
+        print(f"TFLite:     {result['tflite']} ({result['tflite_message']})")
+    else:
+        print(f"TFLite:     not written: {result['tflite_message']}")
+    print(f"Serve with: docker run -p 8501:8501 --mount type=bind,"
+          f"source={Path(result['serving_dir']).resolve()},target=/models/fer "
+          f"-e MODEL_NAME=fer tensorflow/serving")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

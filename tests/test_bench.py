@@ -1,0 +1,65 @@
+import json
+import math
+
+import pytest
+
+from fer_keras import bench
+from fer_keras.augmentation import Augmentation
+from fer_keras.models import get_model
+
+
+def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys):
+    import fer_keras.data
+    import fer_keras.training
+
+    pipelines, compiled = [], []
+    real_make_dataset = fer_keras.data.make_dataset
+    real_compile_model = fer_keras.training.compile_model
+
+    def spy_make_dataset(*args, **kwargs):
+        pipelines.append((args, kwargs))
+        return real_make_dataset(*args, **kwargs)
+
+    def spy_compile_model(model, /, **kwargs):
+        compiled.append(kwargs)
+        return real_compile_model(model, **kwargs)
+
+    monkeypatch.setattr(fer_keras.data, "make_dataset", spy_make_dataset)
+    monkeypatch.setattr(fer_keras.training, "compile_model", spy_compile_model)
+    assert bench.main(["baseline_aug", "--steps", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    # The training pipeline is fit's: batch 128, shuffled, with the study's augmentation.
+    [(args, kwargs)] = pipelines
+    assert args[2] == bench.TRAIN_BATCH == 128 and kwargs["shuffle"]
+    assert isinstance(kwargs["augmentation"], Augmentation)
+    assert kwargs["augmentation"].policy == "study"
+    assert compiled[0]["optimizer"] == "adam" and compiled[0]["learning_rate"] == 1e-3
+
+    [row] = report["results"]
+    assert row["experiment"] == "baseline_aug" and row["model"] == "baseline"
+    assert row["parameters"] == get_model("baseline").count_params()
+    for key in ("train_images_per_second", "inference_images_per_second",
+                "latency_ms_median", "latency_ms_p90"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["latency_ms_median"] <= row["latency_ms_p90"]
+    assert "batch of 256" in report["method"]["inference"]
+    assert "warm-up" in report["method"]["training"]
+    assert report["environment"]["cpu_count"] >= 1
+
+    table = bench.format_table(report["results"], report["environment"], steps=2)
+    assert "baseline_aug" in table and f"{row['parameters']:,}" in table
+    assert "batch-1 ms" in table and "load average" in table
+
+
+def test_unknown_experiment_fails_before_timing(capsys):
+    assert bench.main(["baseline", "no_such_experiment"]) == 2
+    err = capsys.readouterr().err
+    assert "Valid names" in err and "measuring" not in err
+    assert bench.main(["baseline", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+def test_bench_experiment_rejects_bad_steps():
+    with pytest.raises(ValueError, match="steps"):
+        bench.bench_experiment("baseline", steps=0)

@@ -1,0 +1,362 @@
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from fer_keras import fit, tune
+from fer_keras.experiments import get_experiment, list_experiments
+from fer_keras.hypermodel import (FERHyperModel, check_search_space, default_dropout_rate,
+                                  weight_decay_values)
+from fer_keras.models import get_model
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tuning" / "smoke.toml"
+STUDY_JOBS = {"deep_emotion": REPO / "tuning" / "deep_emotion.toml",
+              "dexpression": REPO / "tuning" / "dexpression.toml"}
+
+VALID_JOB = """
+experiment = "baseline"
+tuner = "hyperband"
+
+[search_space.learning_rate]
+min = 1e-4
+max = 1e-2
+
+[search_space.dropout_rate]
+min = 0.0
+max = 0.5
+
+[budget]
+max_epochs = 2
+"""
+
+
+@pytest.fixture(autouse=True)
+def single_process(monkeypatch):
+    """In-process searches never see distribution variables of the calling shell."""
+    for name in tune.DISTRIBUTED_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _dropout_rates(model):
+    return [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+
+def _log_lines(runs_dir):
+    lines = []
+    for log in sorted((runs_dir / tune.TRIAL_LOG_DIR).glob("*.jsonl")):
+        lines += [json.loads(line) for line in log.read_text().splitlines()]
+    return lines
+
+
+# --- The HyperModel -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_experiments())
+def test_default_hyperparameters_build_the_experiment_as_fit_does(name):
+    experiment = get_experiment(name)
+    hypermodel = FERHyperModel(name)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+
+    settings = fit.resolve_settings(name)
+    reference = get_model(settings["model"], **settings["model_kwargs"])
+    assert hp.values["learning_rate"] == experiment.learning_rate
+    assert hp.values["weight_decay"] == experiment.weight_decay
+    assert hp.values["dropout_rate"] == pytest.approx(max(_dropout_rates(reference), default=0.0))
+    assert [layer.name for layer in model.layers] == [layer.name for layer in reference.layers]
+    assert _dropout_rates(model) == _dropout_rates(reference)
+    assert model.count_params() == reference.count_params()
+    optimizer = model.optimizer
+    assert type(optimizer).__name__.lower() == settings["optimizer"]
+    rate = optimizer.get_config()["learning_rate"]
+    if isinstance(rate, dict):  # A schedule (warm-up + cosine): its peak is the rate.
+        rate = rate["config"]["peak"]
+    assert rate == pytest.approx(experiment.learning_rate)
+    assert (optimizer.weight_decay or 0.0) == pytest.approx(experiment.weight_decay)
+
+
+def test_builder_defaults_count_when_the_experiment_sets_no_dropout():
+    # deep_emotion's builder defaults to 0.5 behind **kwargs; baseline has none.
+    assert default_dropout_rate(get_experiment("deep_emotion")) == 0.5
+    assert default_dropout_rate(get_experiment("baseline_dropout")) == 0.4
+    assert default_dropout_rate(get_experiment("baseline")) == 0.0
+
+
+def test_sampled_values_reach_the_builder_and_the_optimizer():
+    hypermodel = FERHyperModel("baseline_deep_dropout")
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    hp.values.update(learning_rate=2e-3, weight_decay=1e-4, dropout_rate=0.2)
+    model = hypermodel.build(hp)
+    assert _dropout_rates(model) == pytest.approx([0.2] * 4)
+    assert float(model.optimizer.learning_rate) == pytest.approx(2e-3)
+    assert model.optimizer.weight_decay == pytest.approx(1e-4)
+    # The same names are what fit accepts from a best_hparams.json.
+    settings = fit.resolve_settings("baseline_deep_dropout", hparams=dict(hp.values))
+    assert settings["model_kwargs"]["dropout_rate"] == 0.2
+    assert settings["learning_rate"] == 2e-3 and settings["weight_decay"] == 1e-4
+
+
+def test_weight_decay_is_zero_or_log_spaced():
+    spec = check_search_space({"weight_decay": {"min": 1e-5, "max": 1e-2}})["weight_decay"]
+    assert weight_decay_values(spec) == [0.0, 1e-5, 1e-4, 1e-3, 1e-2]
+    spec = check_search_space({"weight_decay": {"min": 1e-4, "max": 1e-3, "steps_per_decade": 2,
+                                                "allow_zero": False}})["weight_decay"]
+    assert weight_decay_values(spec, include=5e-4) == [1e-4, 3.16e-4, 5e-4, 1e-3]
+
+
+def test_fit_forwards_the_tuners_callbacks_and_fails_diverged_trials():
+    class Seen(keras.callbacks.Callback):
+        epochs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            Seen.epochs.append((epoch, sorted(logs)))
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (24, 48, 48, 1)).astype(np.uint8)
+    y = np.arange(24) % 7
+    hypermodel = FERHyperModel("baseline_dropout_aug", {"learning_rate": {"min": 1e-4, "max": 1}})
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    history = hypermodel.fit(hp, model, x, y, validation_data=(x, y), epochs=2,
+                             callbacks=[Seen()], verbose=0)
+    assert [epoch for epoch, _ in Seen.epochs] == [0, 1]
+    assert "val_accuracy" in Seen.epochs[0][1]
+    assert len(history.history["val_accuracy"]) == 2
+
+    hp.values["learning_rate"] = 1e35
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="Lower --learning-rate"):
+        hypermodel.fit(hp, hypermodel.build(hp), x, y, validation_data=(x, y), epochs=3,
+                       verbose=0)
+
+
+# --- Job files ------------------------------------------------------------------------------
+
+def _job(tmp_path, text, name="job.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("change, key", [
+    (('experiment = "baseline"', 'experiment = "deep_emotoin"'), "experiment"),
+    (('tuner = "hyperband"', 'tuner = "hyperband"\nmax_trails = 3'), "max_trails"),
+    (("min = 1e-4\nmax = 1e-2", "min = 1e-2\nmax = 1e-4"), "search_space.learning_rate"),
+    (("min = 0.0\nmax = 0.5", "min = 0.5\nmax = 0.5"), "search_space.dropout_rate"),
+    (("max = 0.5\n", "max = 0.5\nsteps = 0.1\n"), "search_space.dropout_rate.steps"),
+    (("[search_space.dropout_rate]", "[search_space.momentum]"), "search_space.momentum"),
+    (("min = 1e-4\n", ""), "search_space.learning_rate.min"),
+    (('experiment = "baseline"\n', ""), "experiment"),
+    (("max_epochs = 2", "epochs = 2"), "budget.epochs"),
+    (("max_epochs = 2", "max_epochs = 2\nmax_trials = 4"), "budget.max_trials"),
+    (('tuner = "hyperband"', 'tuner = "random"'), "budget.max_epochs"),
+    (("max_epochs = 2", "max_epochs = 2.5"), "budget.max_epochs"),
+    (('tuner = "hyperband"', 'tuner = "grid"'), "tuner"),
+    (("min = 1e-4\n", "min = 0.0\n"), "search_space.learning_rate.min"),
+])
+def test_bad_job_files_name_the_file_and_the_key(tmp_path, change, key):
+    old, new = change
+    assert old in VALID_JOB
+    path = _job(tmp_path, VALID_JOB.replace(old, new, 1))
+    with pytest.raises(ValueError) as error:
+        tune.load_job(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and key in message, message
+
+
+def test_job_errors_come_before_any_data_or_training(tmp_path, capsys):
+    path = _job(tmp_path, VALID_JOB.replace("min = 1e-4\nmax = 1e-2", "min = 1e-2\nmax = 1e-4"))
+    runs = tmp_path / "runs"
+    with pytest.raises(ValueError, match="inverted"):
+        tune.run_job(path, data=tmp_path / "missing.csv", runs_dir=runs)
+    assert not runs.exists()
+    assert tune.main([str(path), "--data", str(tmp_path / "missing.csv")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}: search_space.learning_rate")
+    assert tune.main([str(_job(tmp_path, "experiment = [", "broken.toml"))]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err
+
+
+def test_distribution_variables_are_checked(monkeypatch):
+    assert tune.distributed_role() == ("single", "tuner0")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    with pytest.raises(ValueError, match="KERASTUNER_TUNER_ID"):
+        tune.distributed_role()
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "80a")
+    with pytest.raises(ValueError, match="port"):
+        tune.distributed_role()
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    assert tune.distributed_role() == ("chief", "chief")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")
+    assert tune.distributed_role() == ("worker", "tuner1")
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_JOBS))
+def test_study_jobs_search_around_the_experiment(name):
+    job = tune.load_job(STUDY_JOBS[name])
+    assert job.experiment == name and job.tuner == "hyperband"
+    hypermodel = FERHyperModel(job.experiment, job.search_space)
+    # The untuned experiment lies inside the searched space.
+    for key, value in hypermodel.defaults.items():
+        spec = job.search_space[key]
+        assert spec["min"] <= value <= spec["max"] or (key == "weight_decay" and value == 0.0)
+
+
+@pytest.mark.parametrize("path", [SMOKE, *STUDY_JOBS.values()], ids=lambda p: p.stem)
+def test_planned_budget_matches_keras_tuners_hyperband(path, tmp_path):
+    class Simulated(keras_tuner.Hyperband):
+        def run_trial(self, trial, *args, **kwargs):
+            return {"val_accuracy": random.random()}
+
+    job = tune.load_job(path)
+    space = keras_tuner.HyperParameters()
+    space.Float("learning_rate", 1e-5, 1e-1, sampling="log")
+    tuner = Simulated(hyperparameters=space, objective="val_accuracy", seed=1,
+                      max_epochs=job.budget["max_epochs"], factor=job.budget["factor"],
+                      hyperband_iterations=job.budget["hyperband_iterations"],
+                      directory=str(tmp_path), project_name="simulated")
+    tuner.search(verbose=0)
+    values = [trial.hyperparameters.values for trial in tuner.oracle.trials.values()]
+    epochs = sum(v["tuner/epochs"] - v["tuner/initial_epoch"] for v in values)
+    assert tune.planned_budget(job) == (len(values), epochs)
+
+
+# --- Searches -------------------------------------------------------------------------------
+
+def test_search_finishes_writes_results_and_rerun_repeats_nothing(tiny_csv, tmp_path):
+    job = _job(tmp_path, VALID_JOB.replace('tuner = "hyperband"', 'tuner = "bayesian"')
+               .replace("max_epochs = 2", "max_trials = 2\nepochs = 1"), "two.toml")
+    runs, results = tmp_path / "runs" / "two", tmp_path / "results"
+    summary = tune.run_job(job, data=tiny_csv, verbose=0)
+    assert runs.is_dir() and (tmp_path / "results" / "two").is_dir()  # beside the job file
+    assert summary["completed_trials"] == 2
+    assert {p.name for p in (results / "two").iterdir()} == set(tune.RESULT_FILES)
+    logged = _log_lines(runs)
+    assert sorted(line["trial_id"] for line in logged) == ["0", "1"]
+
+    again = tune.run_job(job, data=tiny_csv, verbose=0)
+    assert _log_lines(runs) == logged
+    assert [row["trial_id"] for row in again["trials"]] == ["0", "1"]
+
+    rows = summary["trials"]
+    best = max(rows, key=lambda row: row["val_accuracy"])
+    stored = json.loads((results / "two" / "best_hparams.json").read_text())
+    assert stored["trial_id"] == best["trial_id"]
+    assert set(stored["hyperparameters"]) == {"learning_rate", "dropout_rate"}
+    settings = fit.resolve_settings("baseline", hparams=stored["hyperparameters"])
+    assert settings["learning_rate"] == best["learning_rate"]
+    assert settings["model_kwargs"]["dropout_rate"] == best["dropout_rate"]
+    csv_lines = (results / "two" / "trials.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("trial_id,status,learning_rate")
+    assert all(row["seconds"] > 0 and row["runs"] == 1 for row in rows)
+
+    job.write_text(job.read_text().replace("max_trials = 2", "max_trials = 3"))
+    with pytest.raises(ValueError, match=r"different settings \(budget\)"):
+        tune.run_job(job, data=tiny_csv, verbose=0)
+
+
+def _wait_for(predicate, timeout, processes=()):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if any(process.poll() is not None for process in processes):
+            return predicate()
+        time.sleep(0.2)
+    return False
+
+
+def _stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def test_killed_search_continues_without_repeating_trials(tiny_csv, tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = [sys.executable, "-m", "fer_keras.tune", str(SMOKE), "--data", str(tiny_csv),
+            "--runs-dir", str(runs), "--output-dir", str(results), "--verbose", "0"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    output = tmp_path / "first.log"
+    with open(output, "w") as handle:
+        first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=handle,
+                                 stderr=subprocess.STDOUT)
+    try:
+        # The second trial has started (and is saved as running): kill the search then.
+        started = _wait_for(lambda: "Running Trial #2" in output.read_text(), 180, [first])
+        assert started and first.poll() is None, output.read_text()[-3000:]
+        first.send_signal(signal.SIGKILL)
+    finally:
+        _stop([first])
+    assert [line["trial_id"] for line in _log_lines(runs)] == ["0000"]
+
+    summary = tune.run_job(SMOKE, data=tiny_csv, runs_dir=runs, output_dir=results, verbose=0)
+    logged = sorted(line["trial_id"] for line in _log_lines(runs))
+    assert logged == ["0000", "0001"]
+    assert summary["completed_trials"] == tune.planned_budget(tune.load_job(SMOKE))[0] == 2
+    assert (results / "accuracy_vs_hparams.png").stat().st_size > 0
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_chief_and_two_workers_on_loopback_run_every_trial_once(tiny_csv, tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = [sys.executable, "-m", "fer_keras.tune", str(SMOKE), "--data", str(tiny_csv),
+            "--runs-dir", str(runs), "--output-dir", str(results), "--verbose", "0"]
+    base = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3",
+                KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(_free_port()))
+    processes, logs = {}, {}
+
+    def start(tuner_id):
+        logs[tuner_id] = tmp_path / f"{tuner_id}.log"
+        with open(logs[tuner_id], "w") as handle:
+            processes[tuner_id] = subprocess.Popen(
+                args, cwd=tmp_path, env=dict(base, KERASTUNER_TUNER_ID=tuner_id),
+                stdout=handle, stderr=subprocess.STDOUT)
+
+    try:
+        # Workers first, so both are waiting on the chief when it starts to hand out trials.
+        for worker in ("tuner0", "tuner1"):
+            start(worker)
+        ready = _wait_for(lambda: all("asking the chief" in logs[w].read_text()
+                                      for w in ("tuner0", "tuner1")), 180,
+                          processes.values())
+        assert ready, {w: logs[w].read_text()[-2000:] for w in logs}
+        start("chief")
+        deadline = time.time() + 240
+        for tuner_id, process in processes.items():
+            try:
+                process.wait(timeout=max(deadline - time.time(), 1))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{tuner_id} hung:\n{logs[tuner_id].read_text()[-3000:]}")
+    finally:
+        _stop(processes.values())
+
+    for tuner_id, process in processes.items():
+        assert process.returncode == 0, logs[tuner_id].read_text()[-3000:]
+    runs_by_worker = {}
+    for line in _log_lines(runs):
+        runs_by_worker.setdefault(line["tuner_id"], []).append(line["trial_id"])
+    summary = json.loads((results / "trials.json").read_text())
+    completed = sorted(row["trial_id"] for row in summary["trials"]
+                       if row["status"] == "COMPLETED")
+    assert completed == ["0000", "0001"] == sorted(sum(runs_by_worker.values(), []))
+    assert sorted(runs_by_worker) == ["tuner0", "tuner1"]
+    assert all(len(trials) == 1 for trials in runs_by_worker.values())
+    assert "best_hparams.json" in {p.name for p in results.iterdir()}
+    assert "search is over" in logs["tuner0"].read_text()
