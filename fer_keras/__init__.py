@@ -5,7 +5,12 @@ The package holds a model zoo (`fer_keras.models`), the FER2013 data pipeline
 (`fer_keras.experiments`) and command-line entry points:
 
 * `python -m fer_keras.fit EXPERIMENT` trains one experiment,
-* `python -m fer_keras.evaluate MODEL.keras` scores a saved model.
+* `python -m fer_keras.evaluate MODEL.keras` scores a saved model,
+* `python -m fer_keras.tune tuning/JOB.toml` runs a Keras Tuner search job,
+* `python -m fer_keras.export RUN_DIR` writes a TF Serving SavedModel (and TFLite),
+* `python -m fer_keras.predict IMAGES...` finds faces in photos and classifies them,
+* `python -m fer_keras.bench` measures training and inference speed,
+* `python -m fer_keras.report` regenerates the results tables from the run folders.
 """
 
 import os

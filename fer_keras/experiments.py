@@ -146,7 +146,7 @@ for _experiment in _ROWS:
 register_experiment(Experiment(
     "fer_vgg_small", "fer_vgg", {"widths": (24, 48, 96, 192)}, augmentation="combined",
     optimizer="adamw", learning_rate=1e-3, weight_decay=0.05, schedule="cosine",
-    warmup_epochs=2, epochs=30, label_smoothing=0.1,
+    warmup_epochs=2, epochs=25, label_smoothing=0.1,
     notes="Compact VGG (1.1M parameters) sized to train in about an hour on 2 CPU cores: "
           "flip + rotation + zoom + shift on every image, AdamW with warm-up and cosine "
           "decay, label smoothing 0.1."))

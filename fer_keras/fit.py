@@ -228,7 +228,13 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
         raise
 
     history = read_history(history_path)
-    best_model = load_model(checkpoint_path) if checkpoint_path.exists() else model
+    if checkpoint_path.exists():
+        # Keep the best epoch without its optimizer state: a third of the size, and all
+        # that evaluation, export and prediction need (resuming uses backup/ instead).
+        best_model = load_model(checkpoint_path)
+        best_model.save(checkpoint_path)
+    else:
+        best_model = model
     scored = evaluate_splits(best_model, splits)
     val_history = history.get("val_accuracy", [])
     best_index = int(np.nanargmax(val_history)) if val_history else None

@@ -32,11 +32,12 @@ def _dense_stack(x, units, dropout_rate, kernel_initializer):
 @register_model
 def alexnet(input_shape=(48, 48, 1), num_classes=7, dropout_rate=0.5,
             dense_units=(1024, 1024), kernel_initializer="glorot_uniform"):
-    """AlexNet with its conv widths, one max pool removed so 48x48 ends at 6x6x256.
+    """AlexNet with its conv widths and strides, its second max pool removed for 48x48.
 
-    The 11x11 stem uses stride 2 instead of 4 (a 48-pixel face has no room for stride 4)
-    and the fully connected layers default to 1024 units instead of 4096, which keeps the
-    model CPU-trainable; pass `dense_units=(4096, 4096)` for the original head.
+    The 11x11/4 stem gives 12x12, the first pool 6x6; without the pool after conv2 the
+    three 3x3 convs stay at 6x6 and the last pool leaves 3x3x256. The fully connected
+    layers default to 1024 units instead of 4096, which keeps the model CPU-trainable;
+    pass `dense_units=(4096, 4096)` for the original head.
 
     Args:
         input_shape: raw image shape.
@@ -47,7 +48,7 @@ def alexnet(input_shape=(48, 48, 1), num_classes=7, dropout_rate=0.5,
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = preprocess(inputs)
-    conv_specs = [(64, 11, 2, True), (192, 5, 1, False), (384, 3, 1, False),
+    conv_specs = [(64, 11, 4, True), (192, 5, 1, False), (384, 3, 1, False),
                   (256, 3, 1, False), (256, 3, 1, True)]
     for index, (filters, kernel, stride, pool) in enumerate(conv_specs, start=1):
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same", activation="relu",

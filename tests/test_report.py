@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_keras import report
+from fer_keras.data import CLASS_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fake_metrics(accuracy, confusion):
+    per_class = {name: {"precision": 0.5, "recall": confusion[i][i] / sum(confusion[i]),
+                        "f1": 0.5, "support": sum(confusion[i])}
+                 for i, name in enumerate(CLASS_NAMES)}
+    split = {"accuracy": accuracy, "macro_f1": 0.4, "count": 70, "per_class": per_class,
+             "confusion_matrix": confusion}
+    return {"best_epoch": 3, "epochs_run": 4, "train_minutes": 1.25,
+            "train_images_per_second": 1000.0,
+            "splits": {"train": split, "validation": split, "private_test": split}}
+
+
+def test_report_is_deterministic_and_compares_with_the_study(tmp_path):
+    confusion = np.eye(7, dtype=int) * 8 + 1
+    confusion[4, 6] = 5  # sad -> neutral is the largest confusion.
+    for name, accuracy in (("baseline", 0.5), ("deep_emotion", 0.6)):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(_fake_metrics(accuracy,
+                                                                      confusion.tolist())))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\ntail\n")
+    args = ["--root", str(tmp_path / "runs"), "--readme", str(readme)]
+    assert report.main(args) == 0
+    first = (tmp_path / "runs" / "README.md").read_text(), readme.read_text()
+    assert report.main(args) == 0
+    assert report.main(args + ["--check"]) == 0
+    assert ((tmp_path / "runs" / "README.md").read_text(), readme.read_text()) == first
+    table = first[0]
+    assert "| A | `baseline` | 48.31 | 96.41 | 20 | 50.00 |" in table
+    assert "+1.69" in table  # 50.00 - 48.31
+    assert "Best run: `deep_emotion`" in table
+    assert "sad predicted as neutral" in table
+    assert "old" not in first[1] and first[1].endswith("tail\n")
+    readme.write_text(readme.read_text().replace("60.00", "61.00"))
+    assert report.main(args + ["--check"]) == 1
+
+
+def test_committed_model_reproduces_its_metrics(real_data):
+    """The smallest committed model scores its recorded validation accuracy again."""
+    from fer_keras.evaluate import evaluate
+
+    runs = [path.parent for path in (REPO / "saved_models").glob("*/model.keras")
+            if (path.parent / "metrics.json").exists()]
+    if not runs:
+        pytest.skip("no committed model under saved_models/ yet")
+    run = min(runs, key=lambda folder: (folder / "model.keras").stat().st_size)
+    recorded = json.loads((run / "metrics.json").read_text())["splits"]["validation"]
+    measured = evaluate(run / "model.keras", "validation", real_data)
+    assert measured["count"] == recorded["count"]
+    assert measured["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.001)
