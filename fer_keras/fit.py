@@ -109,13 +109,43 @@ def _accepts(builder, key):
         "normalization")
 
 
+def _recover_torn_backup(backup):
+    """Falls back to the previous backup when the last one was cut off mid-write.
+
+    A kill while `BackupAndRestore` writes `latest.weights.h5` leaves a file h5py cannot
+    open. Keras would fall back to the `.bkp` copies itself, but only after we had read the
+    newer epoch number; doing it here keeps history.csv and the weights in step.
+    """
+    import shutil
+
+    import h5py
+
+    weights = backup / "latest.weights.h5"
+    previous = weights.with_name(weights.name + ".bkp")
+    try:
+        with h5py.File(weights, "r"):
+            return
+    except OSError:
+        if not previous.exists():
+            raise ValueError(f"The resume state in {backup} is damaged and has no previous "
+                             f"copy. Delete {backup} to start the run over.") from None
+    print(f"The last backup in {backup} was cut off mid-write; resuming from the one before.",
+          file=sys.stderr)
+    shutil.copyfile(previous, weights)
+    previous_metadata = backup / "training_metadata.json.bkp"
+    if previous_metadata.exists():
+        shutil.copyfile(previous_metadata, backup / "training_metadata.json")
+
+
 def _resume_state(output_dir, config):
     """Returns (resuming, finished_epochs, best_val_accuracy) and guards against mixing runs."""
     from fer_keras.results import read_history
 
-    metadata = output_dir / "backup" / "training_metadata.json"
+    backup = output_dir / "backup"
+    metadata = backup / "training_metadata.json"
     if not metadata.exists():
         return False, 0, None
+    _recover_torn_backup(backup)
     previous_path = output_dir / "config.json"
     if previous_path.exists():
         previous = json.loads(previous_path.read_text())
@@ -208,7 +238,8 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_accuracy", mode="max", factor=0.5, patience=5, min_lr=1e-6))
     # Last, so everything else of an epoch is on disk before the epoch counts as done.
-    callbacks.append(keras.callbacks.BackupAndRestore(output_dir / "backup"))
+    callbacks.append(keras.callbacks.BackupAndRestore(output_dir / "backup",
+                                                      double_checkpoint=True))
     if resuming:
         print(f"Resuming {experiment_name} from {output_dir} after epoch {finished}/{epochs}"
               + (f" (best val_accuracy so far {best_so_far:.4f})" if best_so_far else ""),

@@ -70,7 +70,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_csv, tmp_path):
 
     with pytest.raises(TrainingDiverged, match="Lower --learning-rate"):
         fit.train("baseline", data=tiny_csv, output_dir=tmp_path / "nan",
-                  overrides={"epochs": 3, "batch_size": 8, "learning_rate": 1e35}, verbose=0)
+                  overrides={"epochs": 3, "batch_size": 8, "learning_rate": float("inf")}, verbose=0)
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
@@ -128,3 +128,23 @@ def test_end_to_end_fit_on_real_rows(real_data, tmp_path):
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert metrics["splits"]["validation"]["count"] == 400
     assert metrics["train_images_per_second"] > 0
+
+
+def test_torn_backup_falls_back_to_the_previous_copy(tmp_path):
+    import h5py
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with h5py.File(backup / "latest.weights.h5.bkp", "w") as handle:
+        handle["w"] = np.arange(3)
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n torn in the middle")
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 2, "batch": 0}')
+    fit._recover_torn_backup(backup)
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+    with h5py.File(backup / "latest.weights.h5", "r") as handle:
+        np.testing.assert_array_equal(handle["w"][()], np.arange(3))
+    (backup / "latest.weights.h5").write_bytes(b"torn again")
+    (backup / "latest.weights.h5.bkp").unlink()
+    with pytest.raises(ValueError, match="Delete"):
+        fit._recover_torn_backup(backup)
