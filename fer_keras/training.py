@@ -103,23 +103,24 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.num_images = num_images
         self._start = None
+        self._train_seconds = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._train_seconds = None
 
     def on_test_begin(self, logs=None):
         # Validation time is excluded from the training throughput.
-        if self._start is not None:
+        if self._start is not None and self._train_seconds is None:
             self._train_seconds = time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or self._start is None:
             return
         total = time.perf_counter() - self._start
-        train = getattr(self, "_train_seconds", total)
+        train = self._train_seconds if self._train_seconds is not None else total
         logs["epoch_seconds"] = total
         logs["train_images_per_second"] = self.num_images / max(train, 1e-9)
-        self._train_seconds = total
 
 
 class TrainingDiverged(RuntimeError):
