@@ -122,6 +122,8 @@ def _recover_torn_backup(backup):
 
     weights = backup / "latest.weights.h5"
     previous = weights.with_name(weights.name + ".bkp")
+    if not weights.exists():
+        return
     try:
         with h5py.File(weights, "r"):
             return
@@ -145,7 +147,6 @@ def _resume_state(output_dir, config):
     metadata = backup / "training_metadata.json"
     if not metadata.exists():
         return False, 0, None
-    _recover_torn_backup(backup)
     previous_path = output_dir / "config.json"
     if previous_path.exists():
         previous = json.loads(previous_path.read_text())
@@ -157,6 +158,7 @@ def _resume_state(output_dir, config):
                 f"{output_dir} holds an unfinished run with different settings ({', '.join(changed)}). "
                 f"Rerun the original command to resume it, pass another --output-dir, or delete "
                 f"{output_dir / 'backup'} to start over.")
+    _recover_torn_backup(backup)
     finished = int(json.loads(metadata.read_text())["epoch"])
     history_path = output_dir / "history.csv"
     history = read_history(history_path)
