@@ -20,6 +20,14 @@ With no names, the 13 rows of the study's Table 1 are measured. For each experim
 * batch-1 latency: the same signature on a single image, 10 x N calls after the warm-up,
   each timed alone; the median (and 90th percentile) in milliseconds.
 
+With `--peer PATH/torch_peer.py` (the study's framework, PyTorch: `pip install torch`), the
+peer script is run in a subprocess right before each experiment, for the architectures it
+knows, and its training images/s and our ratio to it are added: the two are measured in
+one run, on the same machine, minutes apart. The peer trains on pre-made tensors without
+augmentation; ours goes through `fit`'s input pipeline, so a ratio is only printed for
+experiments without augmentation (the peer's names: baseline, baseline_deep_dropout,
+deep_emotion).
+
 Export, loading and warm-up are not timed. Other processes on the machine slow every
 number; the header prints the load average so a reader can judge.
 """
@@ -28,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +75,34 @@ def method(steps):
         "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
                    f"individually timed calls after {WARMUP_CALLS} warm-up calls",
     }
+
+
+def run_peer(script, name, timeout=900):
+    """Runs the PyTorch peer script on one architecture.
+
+    Args:
+        script: path of a script printing `name parameters train_img_s infer_img_s` lines
+            (`shared/bench/torch_peer.py`).
+        name: the architecture name.
+        timeout: seconds before the peer is given up.
+
+    Returns:
+        `{"parameters", "train_images_per_second", "inference_images_per_second"}`, or
+        `{"error": text}` when the peer does not know the name or cannot run.
+    """
+    try:
+        done = subprocess.run([sys.executable, str(script), name], capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[0] == name:
+            return {"parameters": int(fields[1]),
+                    "train_images_per_second": float(fields[2]),
+                    "inference_images_per_second": float(fields[3])}
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {done.returncode}: {last}"}
 
 
 def _time_calls(function, count):
@@ -158,6 +195,20 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0):
     return result
 
 
+def add_peer(result, peer):
+    """Adds the peer's training throughput and our ratio to a `bench_experiment` result."""
+    result = dict(result)
+    if "error" in peer:
+        result["peer_error"] = peer["error"]
+        return result
+    result["peer_train_images_per_second"] = peer["train_images_per_second"]
+    result["peer_parameters"] = peer["parameters"]
+    if result["augmentation"] is None:
+        result["train_ratio_to_peer"] = round(
+            result["train_images_per_second"] / peer["train_images_per_second"], 2)
+    return result
+
+
 def format_table(results, env=None, steps=DEFAULT_STEPS):
     """A plain-text table of `bench_experiment` results with what was timed above it."""
     lines = []
@@ -169,14 +220,24 @@ def format_table(results, env=None, steps=DEFAULT_STEPS):
                      f"load average {load_text}")
     for key, text in method(steps).items():
         lines.append(f"{key}: {text}")
+    peer = any("peer_train_images_per_second" in row or "peer_error" in row
+               for row in results)
     header = (f"{'experiment':<22}{'model':<19}{'parameters':>12}{'train img/s':>13}"
               f"{'infer img/s':>13}{'batch-1 ms (p90)':>19}")
+    if peer:
+        header += f"{'torch train img/s':>19}{'ratio':>7}"
     lines += ["", header, "-" * len(header)]
     for row in results:
         latency = f"{row['latency_ms_median']:.2f} ({row['latency_ms_p90']:.2f})"
-        lines.append(f"{row['experiment']:<22}{row['model']:<19}{row['parameters']:>12,}"
-                     f"{row['train_images_per_second']:>13,.0f}"
-                     f"{row['inference_images_per_second']:>13,.0f}{latency:>19}")
+        line = (f"{row['experiment']:<22}{row['model']:<19}{row['parameters']:>12,}"
+                f"{row['train_images_per_second']:>13,.0f}"
+                f"{row['inference_images_per_second']:>13,.0f}{latency:>19}")
+        if peer:
+            rate = row.get("peer_train_images_per_second")
+            ratio = row.get("train_ratio_to_peer")
+            line += (f"{rate:>19,.0f}" if rate is not None else f"{'-':>19}")
+            line += (f"{ratio:>6.2f}x" if ratio is not None else f"{'-':>7}")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -192,6 +253,9 @@ def build_parser():
                         help=f"timed training steps per epoch and inference batches "
                         f"(default {DEFAULT_STEPS}); batch-1 latency uses 10x as many calls")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer", metavar="SCRIPT",
+                        help="PyTorch peer script (shared/bench/torch_peer.py) run before "
+                        "each experiment it knows; adds its training images/s and our ratio")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (environment, method, results)")
     return parser
@@ -205,6 +269,9 @@ def main(argv=None):
     try:
         for name in names:
             get_experiment(name)  # Unknown names fail before anything is timed.
+        if args.peer and not Path(args.peer).is_file():
+            raise ValueError(f"--peer: no such script: {args.peer}. Pass the path of "
+                             f"torch_peer.py (shared/bench/torch_peer.py beside the project).")
         if args.steps < 1:
             raise ValueError(f"--steps must be a positive integer. Received: "
                              f"steps={args.steps}")
@@ -213,7 +280,9 @@ def main(argv=None):
         for name in names:
             if not args.json:
                 print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results.append(bench_experiment(name, steps=args.steps, seed=args.seed))
+            peer = run_peer(args.peer, name) if args.peer else None
+            result = bench_experiment(name, steps=args.steps, seed=args.seed)
+            results.append(add_peer(result, peer) if peer is not None else result)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ Usage:
 
     python -m fer_keras.tune tuning/JOB.toml [--data PATH] [--limit N] [--output-dir DIR]
         [--runs-dir DIR] [--dry-run] [--summary-only] [--overwrite]
+    python -m fer_keras.tune tuning/JOB.toml --compare [--data PATH]
 
 A job file (TOML) names an experiment, the search-space bounds, the tuner ("hyperband" by
 default, "bayesian" or "random"), the objective and the budget; see `tuning/smoke.toml`.
@@ -12,6 +13,9 @@ The file is checked before any data is read. The search state lives in `tuning/r
 where it stopped, without repeating finished trials. Results go to `tuning/results/JOB/`:
 `trials.csv`, `trials.json`, `accuracy_vs_hparams.png` and `best_hparams.json`, which
 `python -m fer_keras.fit EXPERIMENT --hparams tuning/results/JOB/best_hparams.json` trains.
+After a search, `--compare` trains the untuned experiment for as many epochs as the longest
+trial (into `tuning/results/JOB/untuned/`) and writes `comparison.md`/`comparison.json`:
+the study's row, the untuned experiment and the best trial side by side.
 
 Distributed search uses Keras Tuner's chief/worker mode: set `KERASTUNER_TUNER_ID`
 ("chief" for the process that runs the oracle, "tuner0", "tuner1", ... for workers),
@@ -539,6 +543,128 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
     return summary
 
 
+UNTUNED_DIR = "untuned"
+COMPARISON_FILES = ("comparison.json", "comparison.md")
+
+
+def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
+                    skip_bad_rows=False, splits=None, limit=None):
+    """Trains the untuned experiment as long as the search's longest trial and compares.
+
+    The untuned run is `python -m fer_keras.fit EXPERIMENT --epochs MAX_EPOCHS` with the
+    job's seed, written to `results/JOB/untuned/` (it resumes like any fit run, and a
+    finished one is reused). The comparison puts three validation accuracies side by side:
+    the study's Table 1 row, the untuned experiment and the best trial of the search, both
+    of ours trained for the same number of epochs through the same compile path.
+
+    Returns:
+        The dict written to `comparison.json` (`comparison.md` holds the same as a table).
+
+    Raises:
+        ValueError: if the search has no completed trial yet.
+    """
+    from fer_keras.experiments import get_experiment
+    from fer_keras.fit import train
+    from fer_keras.results import write_json
+
+    job = load_job(job_path)
+    output_dir = Path(output_dir or job.path.parent / "results" / job.name)
+    trials_path = output_dir / "trials.json"
+    if not trials_path.exists():
+        raise ValueError(f"No search results in {output_dir}: run the search first "
+                         f"(python -m fer_keras.tune {job.path}), then --compare.")
+    summary = json.loads(trials_path.read_text())
+    best = best_row(summary["trials"], job.objective)
+    if best is None:
+        raise ValueError(f"{trials_path} has no completed trial yet; let the search run "
+                         f"(python -m fer_keras.tune {job.path}), then --compare.")
+    epochs = job.max_epochs
+    untuned_dir = output_dir / UNTUNED_DIR
+    metrics_path = untuned_dir / "metrics.json"
+    reuse = False
+    if metrics_path.exists() and not (untuned_dir / "backup").exists():
+        config = json.loads((untuned_dir / "config.json").read_text())
+        reuse = (config.get("epochs") == epochs and config.get("seed") == job.seed
+                 and config.get("limit") == limit)
+    if reuse:
+        print(f"Using the finished untuned run in {untuned_dir}", flush=True)
+        metrics = json.loads(metrics_path.read_text())
+    else:
+        print(f"Training the untuned {job.experiment} for {epochs} epochs (the search's "
+              f"longest trial) into {untuned_dir}", flush=True)
+        metrics = train(job.experiment, data=data, output_dir=untuned_dir, seed=job.seed,
+                        limit=limit, overrides={"epochs": epochs}, verbose=verbose,
+                        skip_bad_rows=skip_bad_rows, splits=splits)
+    experiment = get_experiment(job.experiment)
+    study = experiment.study
+    validation = metrics["splits"]["validation"]["accuracy"]
+    names = [name for name in summary["experiment_defaults"] or {} if name in best]
+    comparison = {
+        "job": str(job.path), "experiment": job.experiment, "epochs": epochs,
+        "study": None if study is None else {
+            "row": study.row, "val_accuracy": study.val_accuracy / 100.0,
+            "epoch": study.epoch},
+        "untuned": {
+            "hyperparameters": {name: summary["experiment_defaults"][name] for name in names},
+            "val_accuracy": validation, "best_epoch": metrics["best_epoch"],
+            "epochs": metrics["epochs_run"], "train_minutes": metrics["train_minutes"],
+            "private_test_accuracy": metrics["splits"].get("private_test", {}).get("accuracy"),
+            "run": str(untuned_dir)},
+        "tuned": {
+            "trial_id": best["trial_id"], "hyperparameters": {name: best[name] for name in names},
+            "val_accuracy": best["val_accuracy"], "best_epoch": best["best_epoch"],
+            "epochs": best["epochs"]},
+        "search": {"completed_trials": summary["completed_trials"],
+                   "trial_minutes": round(summary["trial_seconds"] / 60.0, 1)},
+    }
+    comparison["tuned_minus_untuned_points"] = round(
+        100.0 * (best["val_accuracy"] - validation), 2)
+    if study is not None:
+        comparison["tuned_minus_study_points"] = round(
+            100.0 * best["val_accuracy"] - study.val_accuracy, 2)
+    write_json(output_dir / "comparison.json", comparison)
+    text = format_comparison(comparison)
+    (output_dir / "comparison.md").write_text(text + "\n")
+    print(text, flush=True)
+    return comparison
+
+
+def format_comparison(comparison):
+    """`comparison.json` as a Markdown table."""
+    def values(hyperparameters):
+        return ", ".join(f"{name} {value:.3g}" for name, value in hyperparameters.items())
+
+    epochs = comparison["epochs"]
+    lines = [f"# {comparison['experiment']}: tuned against untuned and the study",
+             "",
+             f"Generated by `python -m fer_keras.tune {comparison['job']} --compare`. Both of "
+             f"our rows train at most {epochs} epochs on the same 22,967 images and select "
+             f"the best epoch on the same 5,742 validation images.",
+             "",
+             "| setting | hyperparameters | epochs | best epoch | validation accuracy |",
+             "|---|---|---|---|---|"]
+    study = comparison["study"]
+    if study is not None:
+        lines.append(f"| study, Table 1 row {study['row']} | as reported | {study['epoch']} | "
+                     f"- | {100 * study['val_accuracy']:.2f}% |")
+    untuned, tuned = comparison["untuned"], comparison["tuned"]
+    lines.append(f"| untuned (the experiment's own values) | {values(untuned['hyperparameters'])}"
+                 f" | {untuned['epochs']} | {untuned['best_epoch']} | "
+                 f"{100 * untuned['val_accuracy']:.2f}% |")
+    lines.append(f"| tuned (best trial, {tuned['trial_id']}) | {values(tuned['hyperparameters'])}"
+                 f" | {tuned['epochs']} | {tuned['best_epoch']} | "
+                 f"{100 * tuned['val_accuracy']:.2f}% |")
+    lines += ["", f"Tuned minus untuned: {comparison['tuned_minus_untuned_points']:+.2f} points."]
+    if "tuned_minus_study_points" in comparison:
+        lines.append(f"Tuned minus the study's row: "
+                     f"{comparison['tuned_minus_study_points']:+.2f} points (the study trained "
+                     f"{study['epoch']} epochs).")
+    search = comparison["search"]
+    lines.append(f"The search: {search['completed_trials']} completed trials, "
+                 f"{search['trial_minutes']} minutes of training.")
+    return "\n".join(lines)
+
+
 class Progress:
     """Prints a line per finished trial and keeps the result files current."""
 
@@ -693,6 +819,10 @@ def build_parser():
                         help="rewrite the results from the search state without training")
     parser.add_argument("--skip-bad-rows", action="store_true",
                         help="drop malformed CSV rows instead of stopping at the first one")
+    parser.add_argument("--compare", action="store_true",
+                        help="after the search: train the untuned experiment for the "
+                        "longest trial's epochs and compare it, the best trial and the "
+                        "study's row (writes comparison.json/.md)")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2],
                         help="Keras verbosity per trial; default: progress bar on a "
                         "terminal, one line per epoch otherwise")
@@ -713,6 +843,11 @@ def main(argv=None):
                         job.budget["hyperband_iterations"]):
                     print(f"  bracket {bracket} round {round_num}: {size} trials, epochs "
                           f"{start}->{end}")
+            return 0
+        if args.compare:
+            compare_untuned(args.job, data=args.data, output_dir=args.output_dir,
+                            verbose="auto" if args.verbose is None else args.verbose,
+                            skip_bad_rows=args.skip_bad_rows, limit=args.limit)
             return 0
         run_job(args.job, data=args.data, limit=args.limit, output_dir=args.output_dir,
                 runs_dir=args.runs_dir, overwrite=args.overwrite,

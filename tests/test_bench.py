@@ -63,3 +63,41 @@ def test_unknown_experiment_fails_before_timing(capsys):
 def test_bench_experiment_rejects_bad_steps():
     with pytest.raises(ValueError, match="steps"):
         bench.bench_experiment("baseline", steps=0)
+
+
+FAKE_PEER = """
+import sys
+known = {"baseline": (464619, 1000.0, 5000.0)}
+for name in sys.argv[1:]:
+    if name not in known:
+        raise KeyError(name)
+    params, train, infer = known[name]
+    print(name, params, f"{train:.0f}", f"{infer:.0f}")
+"""
+
+
+def test_peer_figures_and_ratio(tmp_path):
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_PEER)
+    peer = bench.run_peer(script, "baseline")
+    assert peer == {"parameters": 464619, "train_images_per_second": 1000.0,
+                    "inference_images_per_second": 5000.0}
+    missing = bench.run_peer(script, "lenet5")
+    assert "KeyError" in missing["error"] and "exit 1" in missing["error"]
+
+    ours = {"experiment": "baseline", "model": "baseline", "augmentation": None,
+            "parameters": 464619, "train_images_per_second": 1250.0,
+            "inference_images_per_second": 9000.0, "latency_ms_median": 1.0,
+            "latency_ms_p90": 1.5}
+    row = bench.add_peer(ours, peer)
+    assert row["train_ratio_to_peer"] == 1.25 and row["peer_train_images_per_second"] == 1000.0
+    augmented = bench.add_peer(dict(ours, experiment="baseline_aug", augmentation="study"), peer)
+    assert "train_ratio_to_peer" not in augmented  # the peer does not augment
+    table = bench.format_table([row, augmented, bench.add_peer(ours, missing)])
+    assert "torch train img/s" in table and "1.25x" in table
+
+
+def test_missing_peer_script_fails_before_timing(tmp_path, capsys):
+    assert bench.main(["baseline", "--peer", str(tmp_path / "nope.py")]) == 2
+    err = capsys.readouterr().err
+    assert "torch_peer.py" in err and "measuring" not in err

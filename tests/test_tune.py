@@ -260,6 +260,22 @@ def test_search_finishes_writes_results_and_rerun_repeats_nothing(tiny_csv, tmp_
     assert len(csv_lines) == 3 and csv_lines[0].startswith("trial_id,status,learning_rate")
     assert all(row["seconds"] > 0 and row["runs"] == 1 for row in rows)
 
+    comparison = tune.compare_untuned(job, data=tiny_csv, verbose=0)
+    untuned = json.loads((results / "two" / "untuned" / "metrics.json").read_text())
+    assert untuned["epochs_run"] == 1 and comparison["epochs"] == 1
+    assert comparison["untuned"]["val_accuracy"] == untuned["splits"]["validation"]["accuracy"]
+    assert comparison["untuned"]["hyperparameters"] == {"learning_rate": 1e-3,
+                                                        "dropout_rate": 0.0}
+    assert comparison["tuned"]["val_accuracy"] == best["val_accuracy"]
+    assert comparison["study"]["row"] == get_experiment("baseline").study.row
+    assert comparison["tuned_minus_untuned_points"] == pytest.approx(
+        100 * (best["val_accuracy"] - untuned["splits"]["validation"]["accuracy"]), abs=0.01)
+    table = (results / "two" / "comparison.md").read_text()
+    assert f"| {100 * best['val_accuracy']:.2f}% |" in table
+    stamp = (results / "two" / "untuned" / "model.keras").stat().st_mtime_ns
+    assert tune.compare_untuned(job, data=tiny_csv, verbose=0) == comparison  # reused
+    assert (results / "two" / "untuned" / "model.keras").stat().st_mtime_ns == stamp
+
     job.write_text(job.read_text().replace("max_trials = 2", "max_trials = 3"))
     with pytest.raises(ValueError, match=r"different settings \(budget\)"):
         tune.run_job(job, data=tiny_csv, verbose=0)
