@@ -258,6 +258,9 @@ def build_parser():
                         "each experiment it knows; adds its training images/s and our ratio")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (environment, method, results)")
+    parser.add_argument("--save", metavar="PATH",
+                        help="also write that JSON object to PATH (e.g. to keep the figures "
+                        "behind a README table)")
     return parser
 
 
@@ -286,9 +289,12 @@ def main(argv=None):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    report = {"environment": env, "method": method(args.steps), "results": results}
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
-        print(json.dumps({"environment": env, "method": method(args.steps),
-                          "results": results}, indent=2))
+        print(json.dumps(report, indent=2))
     else:
         print(format_table(results, env, args.steps))
     return 0

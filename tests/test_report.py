@@ -47,6 +47,38 @@ def test_report_is_deterministic_and_compares_with_the_study(tmp_path):
     assert report.main(args + ["--check"]) == 1
 
 
+def test_benchmark_table_comes_from_the_saved_report(tmp_path):
+    from fer_keras import bench
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
+    args = ["--root", str(runs), "--readme", str(readme)]
+    assert report.main(args) == 0
+    assert "No benchmark saved yet" in readme.read_text()
+
+    row = {"experiment": "baseline", "model": "baseline", "augmentation": None,
+           "parameters": 464619, "train_images_per_second": 2400.0,
+           "inference_images_per_second": 9100.0, "latency_ms_median": 0.91,
+           "latency_ms_p90": 1.2}
+    saved = {"environment": {"tensorflow": "2.21.0", "keras": "3.15.1", "cpu_count": 2,
+                             "load_average": [0.1, 0.2, 0.3]},
+             "method": bench.method(20),
+             "results": [bench.add_peer(row, {"parameters": 464619,
+                                              "train_images_per_second": 2000.0,
+                                              "inference_images_per_second": 1.0})]}
+    (runs / report.BENCH_FILE).write_text(json.dumps(saved))
+    assert report.main(args + ["--check"]) == 1
+    assert report.main(args) == 0
+    text = readme.read_text()
+    assert "| `baseline` | baseline | 464,619 | 2,400 | 2,000 | 1.20x | 9,100 | 0.91 (1.20) |" \
+        in text
+    assert "old" not in text and "load average 0.10 0.20 0.30" in text
+    assert "## Speed on this machine" in (runs / "README.md").read_text()
+    assert report.main(args + ["--check"]) == 0
+
+
 def test_committed_model_reproduces_its_metrics(real_data):
     """The smallest committed model scores its recorded validation accuracy again."""
     from fer_keras.evaluate import evaluate
