@@ -79,6 +79,28 @@ def test_benchmark_table_comes_from_the_saved_report(tmp_path):
     assert report.main(args + ["--check"]) == 0
 
 
+def test_tuning_block_comes_from_the_comparisons(tmp_path):
+    tuning = tmp_path / "results"
+    (tuning / "de").mkdir(parents=True)
+    comparison = {
+        "experiment": "deep_emotion", "epochs": 9,
+        "study": {"row": "L", "val_accuracy": 0.5212, "epoch": "200"},
+        "untuned": {"hyperparameters": {"learning_rate": 0.005}, "val_accuracy": 0.25},
+        "tuned": {"hyperparameters": {"learning_rate": 0.0012}, "val_accuracy": 0.5},
+        "search": {"completed_trials": 23, "trial_minutes": 55.4},
+        "tuned_minus_untuned_points": 25.0}
+    (tuning / "de" / "comparison.json").write_text(json.dumps(comparison))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- tuning:start -->\n<!-- tuning:end -->\n")
+    (tmp_path / "runs").mkdir()
+    args = ["--root", str(tmp_path / "runs"), "--readme", str(readme), "--tuning", str(tuning)]
+    assert report.main(args) == 0
+    text = readme.read_text()
+    assert ("| `de` (deep_emotion) | 52.12 (200) | 25.00 | 50.00 | 9 | +25.00 | "
+            "learning_rate 0.0012 | 23 (55) |") in text
+    assert report.main(args + ["--check"]) == 0
+
+
 def test_committed_model_reproduces_its_metrics(real_data):
     """The smallest committed model scores its recorded validation accuracy again."""
     from fer_keras.evaluate import evaluate
