@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fer_keras.cli import entry_point, run_command
+
 TRAIN_BATCH = 128
 INFERENCE_BATCH = 256
 WARMUP_STEPS = 5
@@ -269,7 +271,8 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     names = args.experiments or list(STUDY_EXPERIMENTS)
-    try:
+
+    def body():
         for name in names:
             get_experiment(name)  # Unknown names fail before anything is timed.
         if args.peer and not Path(args.peer).is_file():
@@ -286,20 +289,17 @@ def main(argv=None):
             peer = run_peer(args.peer, name) if args.peer else None
             result = bench_experiment(name, steps=args.steps, seed=args.seed)
             results.append(add_peer(result, peer) if peer is not None else result)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    report = {"environment": env, "method": method(args.steps), "results": results}
-    if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_table(results, env, args.steps))
-    return 0
+        report = {"environment": env, "method": method(args.steps), "results": results}
+        if args.save:
+            Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(format_table(results, env, args.steps))
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    entry_point(main)

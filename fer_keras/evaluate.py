@@ -11,8 +11,8 @@ id order); `--json` prints the same as one JSON object instead.
 
 import argparse
 import json
-import os
-import sys
+
+from fer_keras.cli import entry_point, run_command
 
 
 def build_parser():
@@ -45,20 +45,18 @@ def evaluate(model_path, split="validation", data=None, limit=None, batch_size=5
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        metrics = evaluate(args.model, args.split, args.data, args.limit, args.batch_size)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(metrics, sort_keys=True))
-    else:
-        from fer_keras.results import format_report
 
-        print(format_report(metrics, title=f"{args.model} on {args.split}"))
-    return 0
+    def body():
+        metrics = evaluate(args.model, args.split, args.data, args.limit, args.batch_size)
+        if args.json:
+            print(json.dumps(metrics, sort_keys=True))
+        else:
+            from fer_keras.results import format_report
+
+            print(format_report(metrics, title=f"{args.model} on {args.split}"))
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    entry_point(main)

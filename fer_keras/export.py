@@ -56,8 +56,9 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
+
+from fer_keras.cli import entry_point, run_command
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probabilities", "class_id", "label")
@@ -364,12 +365,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        result = export(args.source, output=args.output, version=args.version,
-                        tflite=not args.no_tflite)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _export_and_report(args))
+
+
+def _export_and_report(args):
+    result = export(args.source, output=args.output, version=args.version,
+                    tflite=not args.no_tflite)
     print(f"SavedModel: {result['savedmodel']} (signatures {DEFAULT_SIGNATURE}: image uint8 "
           f"[batch, 48, 48, 1]; {ANY_SIZE_SIGNATURE}: image uint8 [batch, h, w, 1-4]; "
           f"outputs probabilities, class_id, label)")
@@ -381,9 +382,7 @@ def main(argv=None):
     print(f"Serve with: docker run -p 8501:8501 --mount type=bind,"
           f"source={Path(result['serving_dir']).resolve()},target=/models/fer "
           f"-e MODEL_NAME=fer tensorflow/serving")
-    return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    entry_point(main)

@@ -15,10 +15,10 @@ epoch when the same command is run again.
 import argparse
 import json
 import math
-import os
 import sys
-import time
 from pathlib import Path
+
+from fer_keras.cli import entry_point, run_command
 
 DEFAULT_ROOT = Path("saved_models")
 RESUME_IGNORED_KEYS = ("command", "data_path")
@@ -305,8 +305,9 @@ def main(argv=None):
         "dropout_rate": args.dropout_rate, "label_smoothing": args.label_smoothing,
         "class_weight": args.class_weight,
     }
-    hparams = None
-    try:
+
+    def body():
+        hparams = None
         if args.hparams:
             hparams_path = Path(args.hparams)
             if not hparams_path.exists():
@@ -320,18 +321,12 @@ def main(argv=None):
               limit=args.limit, overrides=overrides, hparams=hparams,
               verbose="auto" if args.verbose is None else args.verbose,
               skip_bad_rows=args.skip_bad_rows)
-    except KeyboardInterrupt:
-        return 130
-    except ValueError as error:
-        # Bad input of any kind (names, paths, CSV rows) ends in one clear line.
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+
+    from fer_keras.training import TrainingDiverged
+
+    # train() prints how to resume on Ctrl-C itself.
+    return run_command(body, failures=(TrainingDiverged,))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    entry_point(main)

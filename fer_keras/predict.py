@@ -30,9 +30,10 @@ SavedModel folder (`.../serving/VERSION`). Without it, the run under `saved_mode
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from fer_keras.cli import entry_point, run_command
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -345,18 +346,17 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         records = predict(args.paths, model=args.model, batch_size=args.batch_size,
                           detect=not args.no_detect)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    errors = sum("error" in record for record in records)
-    faces = len(records) - errors
-    print(f"{faces} face(s) classified, {errors} error record(s)", file=sys.stderr)
-    return 1 if errors else 0
+        errors = sum("error" in record for record in records)
+        faces = len(records) - errors
+        print(f"{faces} face(s) classified, {errors} error record(s)", file=sys.stderr)
+        return 1 if errors else 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    entry_point(main)

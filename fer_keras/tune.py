@@ -35,6 +35,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from fer_keras.cli import entry_point, run_command
+
 
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVES = ("val_accuracy", "val_loss")
@@ -831,7 +833,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         if args.dry_run:
             job = load_job(args.job)
             trials, epochs = planned_budget(job)
@@ -843,26 +846,20 @@ def main(argv=None):
                         job.budget["hyperband_iterations"]):
                     print(f"  bracket {bracket} round {round_num}: {size} trials, epochs "
                           f"{start}->{end}")
-            return 0
+            return
+        verbose = "auto" if args.verbose is None else args.verbose
         if args.compare:
             compare_untuned(args.job, data=args.data, output_dir=args.output_dir,
-                            verbose="auto" if args.verbose is None else args.verbose,
-                            skip_bad_rows=args.skip_bad_rows, limit=args.limit)
-            return 0
+                            verbose=verbose, skip_bad_rows=args.skip_bad_rows,
+                            limit=args.limit)
+            return
         run_job(args.job, data=args.data, limit=args.limit, output_dir=args.output_dir,
-                runs_dir=args.runs_dir, overwrite=args.overwrite,
-                verbose="auto" if args.verbose is None else args.verbose,
+                runs_dir=args.runs_dir, overwrite=args.overwrite, verbose=verbose,
                 skip_bad_rows=args.skip_bad_rows, summary_only=args.summary_only)
-    except KeyboardInterrupt:
-        print("\nInterrupted. Run the same command again to continue the search; finished "
-              "trials are kept.", file=sys.stderr)
-        return 130
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(body, interrupted="Interrupted. Run the same command again to "
+                       "continue; finished trials (and finished epochs of --compare) are kept.")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    entry_point(main)

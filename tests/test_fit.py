@@ -73,6 +73,15 @@ def test_nan_loss_stops_with_a_clear_message(tiny_csv, tmp_path):
                   overrides={"epochs": 3, "batch_size": 8, "learning_rate": float("inf")}, verbose=0)
 
 
+
+def test_cli_ends_a_diverged_run_with_status_1(tiny_csv, tmp_path, capsys):
+    status = fit.main(["baseline", "--data", str(tiny_csv), "--output-dir",
+                       str(tmp_path / "nan"), "--epochs", "2", "--batch-size", "8",
+                       "--learning-rate", "inf", "--verbose", "0"])
+    assert status == 1
+    assert "error:" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     missing = tmp_path / "missing.csv"
     assert fit.main(["baseline", "--data", str(missing)]) == 2
