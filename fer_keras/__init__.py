@@ -18,6 +18,9 @@ import os
 # TensorFlow leaves its oneDNN kernels off on some x86 CPUs (AMD EPYC among them), where
 # they make small-image convolutions several times faster. Opt in unless the user chose;
 # this only takes effect when fer_keras is imported before TensorFlow.
+ONEDNN_CHOSEN_BY_USER = "TF_ENABLE_ONEDNN_OPTS" in os.environ
+"""Whether TF_ENABLE_ONEDNN_OPTS was set before fer_keras was imported (bench uses it to
+give a serving process TensorFlow's own default)."""
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"

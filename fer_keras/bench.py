@@ -14,11 +14,18 @@ With no names, the 13 rows of the study's Table 1 are measured. For each experim
   timed by the same `EpochTimer` callback that writes `train_images_per_second` into a
   run's history.csv, and the median epoch is reported.
 * inference images/s: the model exported by `fer_keras.export.write_savedmodel` to a
-  temporary folder and reloaded with `tf.saved_model.load`; its `serving_default` signature
-  is called on one uint8 batch of 256, N times after `WARMUP_CALLS` untimed calls. Each
+  temporary folder and loaded with `tf.saved_model.load` in a fresh Python process that
+  never imports fer_keras (as a serving client would, with TensorFlow's own default for
+  oneDNN unless `--serving-onednn` says otherwise); its `serving_default` signature is
+  called on one uint8 batch of 256, N times after `WARMUP_CALLS` untimed calls. Each
   call's probabilities are copied to NumPy inside the timed region, as a client would.
 * batch-1 latency: the same signature on a single image, 10 x N calls after the warm-up,
   each timed alone; the median (and 90th percentile) in milliseconds.
+
+Why a separate process: fer_keras turns TensorFlow's oneDNN kernels on for training (they
+train several times faster on CPUs where TensorFlow leaves them off), but on such CPUs
+they add a fixed cost to every small call, and a TF Serving process would not have them on
+unless told to. `--serving-onednn on|off` measures the served model either way.
 
 With `--peer PATH/torch_peer.py` (the study's framework, PyTorch: `pip install torch`), the
 peer script is run in a subprocess right before each experiment, for the architectures it
@@ -39,7 +46,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from fer_keras.cli import entry_point, run_command
@@ -64,14 +70,17 @@ def environment():
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 
-def method(steps):
+def method(steps, serving_onednn="default"):
     """What is timed, in words, for the report."""
+    onednn = {"default": "TensorFlow's default oneDNN setting for this CPU",
+              "on": "TF_ENABLE_ONEDNN_OPTS=1", "off": "TF_ENABLE_ONEDNN_OPTS=0"}[serving_onednn]
     return {
         "training": f"model.fit on fer_keras.data.make_dataset (shuffle, the experiment's "
                     f"augmentation), compiled by fer_keras.training.compile_model, batch "
                     f"{TRAIN_BATCH}, random uint8 images; {WARMUP_STEPS} untimed warm-up steps, "
                     f"then the median of {EPOCHS} epochs of {steps} steps (EpochTimer)",
-        "inference": f"exported SavedModel (tf.saved_model.load), serving_default on a uint8 "
+        "inference": f"exported SavedModel loaded with tf.saved_model.load in a fresh process "
+                     f"without fer_keras ({onednn}), serving_default on a uint8 "
                      f"batch of {INFERENCE_BATCH}, {steps} calls after {WARMUP_CALLS} "
                      f"warm-up calls, output copied to NumPy",
         "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
@@ -107,17 +116,81 @@ def run_peer(script, name, timeout=900):
     return {"error": f"exit {done.returncode}: {last}"}
 
 
-def _time_calls(function, count):
-    """Seconds taken by each of `count` calls of `function`."""
+SERVING_PROBE = r"""
+import json, sys, time
+import numpy as np
+import tensorflow as tf
+
+folder, steps, batch, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+shape = json.loads(sys.argv[5])
+serve = tf.saved_model.load(folder).signatures["serving_default"]
+images = np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8)
+many, one = tf.constant(images), tf.constant(images[:1])
+
+def timed(tensor, count):
     seconds = []
     for _ in range(count):
         start = time.perf_counter()
-        function()
+        serve(image=tensor)["probabilities"].numpy()
         seconds.append(time.perf_counter() - start)
     return seconds
 
+timed(many, warmup)
+timed(one, warmup)
+rate = steps * batch / sum(timed(many, steps))
+latency = 1000.0 * np.asarray(timed(one, 10 * steps))
+print(json.dumps({"inference_images_per_second": round(float(rate), 1),
+                  "latency_ms_median": round(float(np.median(latency)), 3),
+                  "latency_ms_p90": round(float(np.percentile(latency, 90)), 3)}))
+"""
+"""Run with `python -c` so the measuring process imports TensorFlow but not fer_keras."""
 
-def bench_experiment(name, steps=DEFAULT_STEPS, seed=0):
+SERVING_ONEDNN = ("default", "on", "off")
+
+
+def serving_environment(onednn="default"):
+    """The environment of the serving process: ours, with the chosen oneDNN setting.
+
+    Args:
+        onednn: "default" (TensorFlow's own choice for this CPU, unless the user set
+            `TF_ENABLE_ONEDNN_OPTS` before running us), "on" or "off".
+    """
+    import fer_keras
+
+    if onednn not in SERVING_ONEDNN:
+        raise ValueError(f"serving oneDNN must be one of {', '.join(SERVING_ONEDNN)}. "
+                         f"Received: {onednn!r}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if onednn == "on":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    elif onednn == "off":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    elif not fer_keras.ONEDNN_CHOSEN_BY_USER:
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    return env
+
+
+def measure_serving(folder, shape, steps, onednn="default", timeout=900):
+    """Inference throughput and batch-1 latency of a SavedModel, in a fresh process.
+
+    Returns:
+        `{"inference_images_per_second", "latency_ms_median", "latency_ms_p90"}`.
+
+    Raises:
+        RuntimeError: if the serving process fails (its last error line is included).
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", SERVING_PROBE, str(folder), str(steps), str(INFERENCE_BATCH),
+         str(WARMUP_CALLS), json.dumps(list(shape))],
+        capture_output=True, text=True, timeout=timeout, env=serving_environment(onednn))
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"The serving process failed on {folder}: {last}")
+    return json.loads(lines[-1])
+
+
+def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -125,6 +198,7 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0):
         steps: timed training steps per epoch and timed inference batches; batch-1
             latency takes 10 x `steps` calls.
         seed: seed of the random images, labels and weights.
+        serving_onednn: oneDNN in the serving process: "default", "on" or "off".
 
     Returns:
         A JSON-ready dict: experiment, model, augmentation, parameters,
@@ -133,7 +207,6 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0):
     """
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from fer_keras.augmentation import Augmentation
     from fer_keras.data import IMAGE_SIZE, NUM_CLASSES, make_dataset
@@ -164,34 +237,17 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0):
                         class_weight=weights)
     train_rate = float(np.median(history.history["train_images_per_second"]))
 
-    batch = np.resize(images, (INFERENCE_BATCH, IMAGE_SIZE, IMAGE_SIZE, 1))
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
         write_savedmodel(model, Path(folder) / "savedmodel")
-        loaded = tf.saved_model.load(str(Path(folder) / "savedmodel"))
-        serve = loaded.signatures["serving_default"]
-        many = tf.constant(batch)
-        one = tf.constant(batch[:1])
-
-        def infer_many():
-            return serve(image=many)["probabilities"].numpy()
-
-        def infer_one():
-            return serve(image=one)["probabilities"].numpy()
-
-        for _ in range(WARMUP_CALLS):
-            infer_many()
-            infer_one()
-        inference_rate = steps * INFERENCE_BATCH / sum(_time_calls(infer_many, steps))
-        latency_ms = 1000.0 * np.asarray(_time_calls(infer_one, 10 * steps))
+        serving = measure_serving(Path(folder) / "savedmodel", model.input_shape[1:], steps,
+                                  serving_onednn)
     result = {
         "experiment": name,
         "model": settings["model"],
         "augmentation": settings["augmentation"],
         "parameters": int(model.count_params()),
         "train_images_per_second": round(train_rate, 1),
-        "inference_images_per_second": round(float(inference_rate), 1),
-        "latency_ms_median": round(float(np.median(latency_ms)), 3),
-        "latency_ms_p90": round(float(np.percentile(latency_ms, 90)), 3),
+        **serving,
     }
     keras.backend.clear_session()
     return result
@@ -255,6 +311,9 @@ def build_parser():
                         help=f"timed training steps per epoch and inference batches "
                         f"(default {DEFAULT_STEPS}); batch-1 latency uses 10x as many calls")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serving-onednn", choices=SERVING_ONEDNN, default="default",
+                        help="oneDNN in the process that serves the SavedModel: TensorFlow's "
+                        "default for this CPU (as TF Serving would run), on or off")
     parser.add_argument("--peer", metavar="SCRIPT",
                         help="PyTorch peer script (shared/bench/torch_peer.py) run before "
                         "each experiment it knows; adds its training images/s and our ratio")
@@ -287,9 +346,11 @@ def main(argv=None):
             if not args.json:
                 print(f"measuring {name} ...", file=sys.stderr, flush=True)
             peer = run_peer(args.peer, name) if args.peer else None
-            result = bench_experiment(name, steps=args.steps, seed=args.seed)
+            result = bench_experiment(name, steps=args.steps, seed=args.seed,
+                                      serving_onednn=args.serving_onednn)
             results.append(add_peer(result, peer) if peer is not None else result)
-        report = {"environment": env, "method": method(args.steps), "results": results}
+        report = {"environment": env, "method": method(args.steps, args.serving_onednn),
+                  "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)
             Path(args.save).write_text(json.dumps(report, indent=2) + "\n")

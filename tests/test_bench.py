@@ -101,3 +101,18 @@ def test_missing_peer_script_fails_before_timing(tmp_path, capsys):
     assert bench.main(["baseline", "--peer", str(tmp_path / "nope.py")]) == 2
     err = capsys.readouterr().err
     assert "torch_peer.py" in err and "measuring" not in err
+
+
+def test_serving_process_gets_tensorflows_default_unless_asked(monkeypatch):
+    import fer_keras
+
+    assert "fer_keras" not in bench.SERVING_PROBE  # A serving client never imports us.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setattr(fer_keras, "ONEDNN_CHOSEN_BY_USER", False)
+    assert "TF_ENABLE_ONEDNN_OPTS" not in bench.serving_environment("default")
+    assert bench.serving_environment("on")["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert bench.serving_environment("off")["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    monkeypatch.setattr(fer_keras, "ONEDNN_CHOSEN_BY_USER", True)  # The user's choice stays.
+    assert bench.serving_environment("default")["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    with pytest.raises(ValueError, match="default, on, off"):
+        bench.serving_environment("fast")
