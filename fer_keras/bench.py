@@ -112,8 +112,12 @@ def run_peer(script, name, timeout=900):
             return {"parameters": int(fields[1]),
                     "train_images_per_second": float(fields[2]),
                     "inference_images_per_second": float(fields[3])}
-    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit {done.returncode}: {last}"}
+    return {"error": f"exit {done.returncode}: {_last_line(done.stderr)}"}
+
+
+def _last_line(text):
+    """The last line a failed subprocess wrote (its error, usually)."""
+    return (text.strip().splitlines() or ["no output"])[-1]
 
 
 SERVING_PROBE = r"""
@@ -185,8 +189,8 @@ def measure_serving(folder, shape, steps, onednn="default", timeout=900):
         capture_output=True, text=True, timeout=timeout, env=serving_environment(onednn))
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"The serving process failed on {folder}: {last}")
+        raise RuntimeError(f"The serving process failed on {folder}: "
+                           f"{_last_line(done.stderr)}")
     return json.loads(lines[-1])
 
 
@@ -267,7 +271,7 @@ def add_peer(result, peer):
     return result
 
 
-def format_table(results, env=None, steps=DEFAULT_STEPS):
+def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default"):
     """A plain-text table of `bench_experiment` results with what was timed above it."""
     lines = []
     if env is not None:
@@ -276,7 +280,7 @@ def format_table(results, env=None, steps=DEFAULT_STEPS):
         lines.append(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, "
                      f"{env['cpu_count']} CPU(s), devices {', '.join(env['devices'])}, "
                      f"load average {load_text}")
-    for key, text in method(steps).items():
+    for key, text in method(steps, serving_onednn).items():
         lines.append(f"{key}: {text}")
     peer = any("peer_train_images_per_second" in row or "peer_error" in row
                for row in results)
@@ -357,7 +361,7 @@ def main(argv=None):
         if args.json:
             print(json.dumps(report, indent=2))
         else:
-            print(format_table(results, env, args.steps))
+            print(format_table(results, env, args.steps, args.serving_onednn))
 
     return run_command(body)
 

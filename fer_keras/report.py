@@ -184,8 +184,7 @@ def render_tuning_block(comparisons, tuning_root):
         return (f"{TUNING_START}\nNo finished search compared yet: run a job, then `python -m "
                 f"fer_keras.tune tuning/JOB.toml --compare`.\n{TUNING_END}")
 
-    def values(hyperparameters):
-        return ", ".join(f"{name} {value:.3g}" for name, value in hyperparameters.items())
+    from fer_keras.tune import format_hyperparameters
 
     header = ["job", "study Val (epochs)", "untuned Val", "tuned Val", "epochs",
               "tuned minus untuned", "best hyperparameters", "trials (minutes)", "details"]
@@ -201,12 +200,12 @@ def render_tuning_block(comparisons, tuning_root):
         folder = f"{tuning_root}/{job}"
         lines.append("| " + " | ".join([
             f"`{job}` ({comparison['experiment']})",
-            f"{100 * study['val_accuracy']:.2f} ({study['epoch']})" if study else "",
-            f"{100 * untuned['val_accuracy']:.2f}",
-            f"{100 * tuned['val_accuracy']:.2f}",
+            f"{_percent(study['val_accuracy'])} ({study['epoch']})" if study else "",
+            _percent(untuned["val_accuracy"]),
+            _percent(tuned["val_accuracy"]),
             str(comparison["epochs"]),
             f"{comparison['tuned_minus_untuned_points']:+.2f}",
-            values(tuned["hyperparameters"]),
+            format_hyperparameters(tuned["hyperparameters"]),
             f"{search['completed_trials']} ({search['trial_minutes']:.0f})",
             f"[table]({folder}/comparison.md) · [plot]({folder}/accuracy_vs_hparams.png) · "
             f"[trials]({folder}/trials.csv)"]) + " |")

@@ -634,11 +634,13 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
     return comparison
 
 
+def format_hyperparameters(hyperparameters):
+    """`{"learning_rate": 0.00165, ...}` as "learning_rate 0.00165, ..." for tables."""
+    return ", ".join(f"{name} {value:.3g}" for name, value in hyperparameters.items())
+
+
 def format_comparison(comparison):
     """`comparison.json` as a Markdown table."""
-    def values(hyperparameters):
-        return ", ".join(f"{name} {value:.3g}" for name, value in hyperparameters.items())
-
     epochs = comparison["epochs"]
     lines = [f"# {comparison['experiment']}: tuned against untuned and the study",
              "",
@@ -653,10 +655,12 @@ def format_comparison(comparison):
         lines.append(f"| study, Table 1 row {study['row']} | as reported | {study['epoch']} | "
                      f"- | {100 * study['val_accuracy']:.2f}% |")
     untuned, tuned = comparison["untuned"], comparison["tuned"]
-    lines.append(f"| untuned (the experiment's own values) | {values(untuned['hyperparameters'])}"
+    lines.append(f"| untuned (the experiment's own values) | "
+                 f"{format_hyperparameters(untuned['hyperparameters'])}"
                  f" | {untuned['epochs']} | {untuned['best_epoch']} | "
                  f"{100 * untuned['val_accuracy']:.2f}% |")
-    lines.append(f"| tuned (best trial, {tuned['trial_id']}) | {values(tuned['hyperparameters'])}"
+    lines.append(f"| tuned (best trial, {tuned['trial_id']}) | "
+                 f"{format_hyperparameters(tuned['hyperparameters'])}"
                  f" | {tuned['epochs']} | {tuned['best_epoch']} | "
                  f"{100 * tuned['val_accuracy']:.2f}% |")
     lines += ["", f"Tuned minus untuned: {comparison['tuned_minus_untuned_points']:+.2f} points."]
