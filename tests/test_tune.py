@@ -346,15 +346,15 @@ def test_chief_and_two_workers_on_loopback_run_every_trial_once(tiny_csv, tmp_pa
                 stdout=handle, stderr=subprocess.STDOUT)
 
     try:
-        # Workers first, so both are waiting on the chief when it starts to hand out trials.
+        # The chief first: workers that start before it retry their connection with a
+        # growing back-off and may reach it only after another worker has run every trial.
+        start("chief")
+        ready = _wait_for(lambda: "serving the oracle" in logs["chief"].read_text(), 180,
+                          processes.values())
+        assert ready, logs["chief"].read_text()[-2000:]
         for worker in ("tuner0", "tuner1"):
             start(worker)
-        ready = _wait_for(lambda: all("asking the chief" in logs[w].read_text()
-                                      for w in ("tuner0", "tuner1")), 180,
-                          processes.values())
-        assert ready, {w: logs[w].read_text()[-2000:] for w in logs}
-        start("chief")
-        deadline = time.time() + 240
+        deadline = time.time() + 300
         for tuner_id, process in processes.items():
             try:
                 process.wait(timeout=max(deadline - time.time(), 1))
@@ -372,7 +372,11 @@ def test_chief_and_two_workers_on_loopback_run_every_trial_once(tiny_csv, tmp_pa
     completed = sorted(row["trial_id"] for row in summary["trials"]
                        if row["status"] == "COMPLETED")
     assert completed == ["0000", "0001"] == sorted(sum(runs_by_worker.values(), []))
-    assert sorted(runs_by_worker) == ["tuner0", "tuner1"]
-    assert all(len(trials) == 1 for trials in runs_by_worker.values())
+    # Which worker gets which trial is a matter of timing (a fast worker may finish one trial
+    # and take the next before the other has asked), so the test checks what is certain:
+    # only workers trained, each trial ran exactly once, and both workers spoke to the chief
+    # until it told them the search was over.
+    assert set(runs_by_worker) <= {"tuner0", "tuner1"}
     assert "best_hparams.json" in {p.name for p in results.iterdir()}
-    assert "search is over" in logs["tuner0"].read_text()
+    for worker in ("tuner0", "tuner1"):
+        assert "the chief reports the search is over" in logs[worker].read_text()
