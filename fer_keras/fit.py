@@ -26,6 +26,7 @@ RESUME_IGNORED_KEYS = ("command", "data_path")
 
 def build_parser():
     from fer_keras.experiments import list_experiments
+    from fer_keras.training import OPTIMIZERS, SCHEDULES
 
     parser = argparse.ArgumentParser(
         prog="python -m fer_keras.fit", description=__doc__.split("\n\n")[0],
@@ -41,6 +42,11 @@ def build_parser():
     parser.add_argument("--dropout-rate", type=float)
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--class-weight", choices=["none", "balanced"])
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS))
+    parser.add_argument("--schedule", choices=list(SCHEDULES),
+                        help="learning-rate schedule; cosine decays to zero over --epochs")
+    parser.add_argument("--warmup-epochs", type=int,
+                        help="linear warm-up before the cosine decay")
     parser.add_argument("--hparams", help="JSON of hyperparameters (e.g. the tuner's "
                         "best_hparams.json); explicit flags win over it")
     parser.add_argument("--output-dir", help="default saved_models/EXPERIMENT")
@@ -303,7 +309,8 @@ def main(argv=None):
         "epochs": args.epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
         "dropout_rate": args.dropout_rate, "label_smoothing": args.label_smoothing,
-        "class_weight": args.class_weight,
+        "class_weight": args.class_weight, "optimizer": args.optimizer,
+        "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
     }
 
     def body():

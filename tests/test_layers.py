@@ -90,3 +90,38 @@ def test_lrn_matches_the_caffe_formula():
 def test_lrn_rejects_even_sizes():
     with pytest.raises(ValueError, match="size"):
         LocalResponseNormalization(size=4)
+
+
+def _bilinear_reference(images, theta):
+    """Loop-by-loop bilinear sampling with zeros outside (align_corners=False)."""
+    batch, height, width, channels = images.shape
+    output = np.zeros_like(images)
+    for b in range(batch):
+        a, bb, tx, c, d, ty = theta[b]
+        for i in range(height):
+            for j in range(width):
+                x = (2 * j + 1) / width - 1
+                y = (2 * i + 1) / height - 1
+                px = ((a * x + bb * y + tx + 1) * width - 1) / 2
+                py = ((c * x + d * y + ty + 1) * height - 1) / 2
+                x0, y0 = int(np.floor(px)), int(np.floor(py))
+                for cy, wy in ((y0, 1 - (py - y0)), (y0 + 1, py - y0)):
+                    for cx, wx in ((x0, 1 - (px - x0)), (x0 + 1, px - x0)):
+                        if 0 <= cx < width and 0 <= cy < height:
+                            output[b, i, j] += wx * wy * images[b, cy, cx]
+    return output
+
+
+def test_sampler_matches_a_loop_reference_inside_at_edges_and_far_outside():
+    rng = np.random.default_rng(3)
+    images = rng.uniform(-1, 1, (5, 9, 7, 2)).astype("float32")
+    theta = np.array([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                      [0.7, -0.5, 0.2, 0.4, 0.9, -0.3],     # rotation, scale and shift
+                      [1.3, 0.0, 0.9, 0.0, 1.2, -0.8],      # half the grid past the edges
+                      [1.2, 0.0, -1.7, 0.0, 1.1, 1.6],      # far past the left and lower edges
+                      [0.1, 0.0, 3.5, 0.0, 0.1, -4.0]],     # entirely outside: zeros
+                     dtype="float32")
+    expected = _bilinear_reference(images.astype("float64"), theta.astype("float64"))
+    warped = np.asarray(affine_grid_sample(images, theta))
+    np.testing.assert_allclose(warped, expected, atol=1e-5)
+    assert np.all(warped[4] == 0.0)

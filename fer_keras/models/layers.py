@@ -9,6 +9,7 @@ here too, so all models normalise inputs and emit probabilities the same way.
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 PACKAGE = "fer_keras"
@@ -37,14 +38,17 @@ class LocalResponseNormalization(layers.Layer):
         self.beta = beta
         self.k = k
 
+    def build(self, input_shape):
+        # The window sum over channels as one product with a band matrix of ones:
+        # band[i, j] = 1 where |i - j| <= size // 2 (a constant, not a weight).
+        channels = input_shape[-1]
+        positions = np.arange(channels)
+        self._band = (np.abs(positions[:, None] - positions[None, :]) <= self.size // 2
+                      ).astype("float32")
+
     def call(self, inputs):
-        squared = ops.square(inputs)
-        half = self.size // 2
-        padded = ops.pad(squared, [[0, 0], [0, 0], [0, 0], [half, half]])
-        channels = ops.shape(inputs)[-1]
-        window_sum = padded[..., 0:channels]
-        for offset in range(1, self.size):
-            window_sum = window_sum + padded[..., offset:offset + channels]
+        band = ops.cast(self._band, inputs.dtype)
+        window_sum = ops.matmul(ops.square(inputs), band)
         scale = self.k + (self.alpha / self.size) * window_sum
         return inputs / ops.power(scale, self.beta)
 
@@ -92,21 +96,23 @@ def affine_grid_sample(images, theta):
     y0 = ops.floor(pixel_y)
     weight_x1 = pixel_x - x0
     weight_y1 = pixel_y - y0
-    flat = ops.reshape(images, (batch, -1, channels))
-    output = 0.0
-    for dy, weight_y in ((0.0, 1.0 - weight_y1), (1.0, weight_y1)):
-        for dx, weight_x in ((0.0, 1.0 - weight_x1), (1.0, weight_x1)):
-            corner_x = x0 + dx
-            corner_y = y0 + dy
-            inside = ops.logical_and(
-                ops.logical_and(corner_x >= 0.0, corner_x <= width_f - 1.0),
-                ops.logical_and(corner_y >= 0.0, corner_y <= height_f - 1.0))
-            index_x = ops.cast(ops.clip(corner_x, 0.0, width_f - 1.0), "int32")
-            index_y = ops.cast(ops.clip(corner_y, 0.0, height_f - 1.0), "int32")
-            index = index_y * width + index_x
-            values = ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)
-            weight = weight_x * weight_y * ops.cast(inside, dtype)
-            output = output + values * ops.expand_dims(weight, -1)
+    # One gather instead of four: each pixel of `quads` holds its own value and those of its
+    # right, lower and lower-right neighbours, so the corner (x0, y0) fetches all four
+    # corners. Two zero pixels on every side stand for "outside the image": corners are
+    # clipped to [-2, size], where every clipped corner lands on padding and reads zero.
+    padded = ops.pad(images, [[0, 0], [2, 2], [2, 2], [0, 0]])
+    quads = ops.concatenate([padded[:, :-1, :-1], padded[:, :-1, 1:],
+                             padded[:, 1:, :-1], padded[:, 1:, 1:]], axis=-1)
+    index_x = ops.cast(ops.clip(x0, -2.0, width_f), "int32") + 2
+    index_y = ops.cast(ops.clip(y0, -2.0, height_f), "int32") + 2
+    index = index_y * (width + 3) + index_x
+    flat = ops.reshape(quads, (batch, -1, 4 * channels))
+    values = ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)
+    values = ops.reshape(values, (batch, -1, 4, channels))
+    weight_x0, weight_y0 = 1.0 - weight_x1, 1.0 - weight_y1
+    weights = ops.stack([weight_x0 * weight_y0, weight_x1 * weight_y0,
+                         weight_x0 * weight_y1, weight_x1 * weight_y1], axis=-1)
+    output = ops.sum(values * ops.expand_dims(weights, -1), axis=2)
     return ops.reshape(output, shape)
 
 
