@@ -271,6 +271,36 @@ def add_peer(result, peer):
     return result
 
 
+def table_rows(results):
+    """Column names and formatted cells of a results table, shared by the text table here
+    and the Markdown one of `fer_keras.report`.
+
+    "ms/image, batch 256" is the inverse of the batch-256 throughput: the compute one image
+    costs when the cores are kept busy, a floor that batch-1 latency can approach but not
+    beat. PyTorch columns appear when any result has the peer's figures.
+    """
+    peer = any("peer_train_images_per_second" in row or "peer_error" in row
+               for row in results)
+    header = ["experiment", "model", "parameters", "train img/s"]
+    if peer:
+        header += ["PyTorch train img/s", "ratio"]
+    header += ["inference img/s (batch 256)", "ms/image, batch 256",
+               "batch-1 ms, median (p90)"]
+    rows = []
+    for row in results:
+        cells = [row["experiment"], row["model"], f"{row['parameters']:,}",
+                 f"{row['train_images_per_second']:,.0f}"]
+        if peer:
+            rate, ratio = row.get("peer_train_images_per_second"), row.get("train_ratio_to_peer")
+            cells += ["-" if rate is None else f"{rate:,.0f}",
+                      "-" if ratio is None else f"{ratio:.2f}x"]
+        cells += [f"{row['inference_images_per_second']:,.0f}",
+                  f"{1000.0 / row['inference_images_per_second']:.2f}",
+                  f"{row['latency_ms_median']:.2f} ({row['latency_ms_p90']:.2f})"]
+        rows.append(cells)
+    return header, rows
+
+
 def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default"):
     """A plain-text table of `bench_experiment` results with what was timed above it."""
     lines = []
@@ -282,24 +312,12 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
                      f"load average {load_text}")
     for key, text in method(steps, serving_onednn).items():
         lines.append(f"{key}: {text}")
-    peer = any("peer_train_images_per_second" in row or "peer_error" in row
-               for row in results)
-    header = (f"{'experiment':<22}{'model':<19}{'parameters':>12}{'train img/s':>13}"
-              f"{'infer img/s':>13}{'batch-1 ms (p90)':>19}")
-    if peer:
-        header += f"{'torch train img/s':>19}{'ratio':>7}"
-    lines += ["", header, "-" * len(header)]
-    for row in results:
-        latency = f"{row['latency_ms_median']:.2f} ({row['latency_ms_p90']:.2f})"
-        line = (f"{row['experiment']:<22}{row['model']:<19}{row['parameters']:>12,}"
-                f"{row['train_images_per_second']:>13,.0f}"
-                f"{row['inference_images_per_second']:>13,.0f}{latency:>19}")
-        if peer:
-            rate = row.get("peer_train_images_per_second")
-            ratio = row.get("train_ratio_to_peer")
-            line += (f"{rate:>19,.0f}" if rate is not None else f"{'-':>19}")
-            line += (f"{ratio:>6.2f}x" if ratio is not None else f"{'-':>7}")
-        lines.append(line)
+    header, rows = table_rows(results)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    line = "  ".join(f"{{:<{widths[0]}}}" if i == 0 else f"{{:>{w}}}"
+                     for i, w in enumerate(widths))
+    lines += ["", line.format(*header), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    lines += [line.format(*row) for row in rows]
     return "\n".join(lines)
 
 

@@ -165,11 +165,10 @@ def benchmark_table(report):
     """A benchmark report as Markdown: the machine, what was timed, one row per experiment."""
     env = report["environment"]
     load = " ".join(f"{value:.2f}" for value in env.get("load_average") or []) or "unknown"
-    peer = any("peer_train_images_per_second" in row for row in report["results"])
-    header = ["experiment", "model", "parameters", "train img/s"]
-    if peer:
-        header += ["PyTorch train img/s", "ratio"]
-    header += ["inference img/s (batch 256)", "batch-1 ms, median (p90)"]
+    from fer_keras.bench import table_rows
+
+    header, rows = table_rows(report["results"])
+    peer = "ratio" in header
     lines = [f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, {env['cpu_count']} CPU "
              f"cores, load average {load} when the run started. Training: "
              f"{report['method']['training']}. Inference: {report['method']['inference']}. "
@@ -178,16 +177,8 @@ def benchmark_table(report):
                 "pre-made tensors without augmentation; ratio = ours / PyTorch's, shown "
                 "for experiments without augmentation." if peer else ""),
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in report["results"]:
-        cells = [f"`{row['experiment']}`", row["model"], f"{row['parameters']:,}",
-                 f"{row['train_images_per_second']:,.0f}"]
-        if peer:
-            rate = row.get("peer_train_images_per_second")
-            ratio = row.get("train_ratio_to_peer")
-            cells += [f"{rate:,.0f}" if rate is not None else "",
-                      f"{ratio:.2f}x" if ratio is not None else ""]
-        cells += [f"{row['inference_images_per_second']:,.0f}",
-                  f"{row['latency_ms_median']:.2f} ({row['latency_ms_p90']:.2f})"]
+    for cells in rows:
+        cells = [f"`{cells[0]}`", *("" if cell == "-" else cell for cell in cells[1:])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -94,7 +94,7 @@ def test_peer_figures_and_ratio(tmp_path):
     augmented = bench.add_peer(dict(ours, experiment="baseline_aug", augmentation="study"), peer)
     assert "train_ratio_to_peer" not in augmented  # the peer does not augment
     table = bench.format_table([row, augmented, bench.add_peer(ours, missing)])
-    assert "torch train img/s" in table and "1.25x" in table
+    assert "PyTorch train img/s" in table and "1.25x" in table
 
 
 def test_missing_peer_script_fails_before_timing(tmp_path, capsys):

@@ -72,7 +72,7 @@ def test_benchmark_table_comes_from_the_saved_report(tmp_path):
     assert report.main(args + ["--check"]) == 1
     assert report.main(args) == 0
     text = readme.read_text()
-    assert "| `baseline` | baseline | 464,619 | 2,400 | 2,000 | 1.20x | 9,100 | 0.91 (1.20) |" \
+    assert "| `baseline` | baseline | 464,619 | 2,400 | 2,000 | 1.20x | 9,100 | 0.11 | 0.91 (1.20) |" \
         in text
     assert "old" not in text and "load average 0.10 0.20 0.30" in text
     assert "## Speed on this machine" in (runs / "README.md").read_text()
