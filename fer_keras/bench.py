@@ -194,7 +194,8 @@ def measure_serving(folder, shape, steps, onednn="default", timeout=900):
     return json.loads(lines[-1])
 
 
-def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"):
+def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
+                     jit_compile=False):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -203,6 +204,9 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
             latency takes 10 x `steps` calls.
         seed: seed of the random images, labels and weights.
         serving_onednn: oneDNN in the serving process: "default", "on" or "off".
+        jit_compile: also export with XLA (`fer_keras.export.build_archive`) and measure
+            that SavedModel too, as `xla_inference_images_per_second`,
+            `xla_latency_ms_median` and `xla_latency_ms_p90`.
 
     Returns:
         A JSON-ready dict: experiment, model, augmentation, parameters,
@@ -245,6 +249,11 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         write_savedmodel(model, Path(folder) / "savedmodel")
         serving = measure_serving(Path(folder) / "savedmodel", model.input_shape[1:], steps,
                                   serving_onednn)
+        if jit_compile:
+            write_savedmodel(model, Path(folder) / "xla", jit_compile=True)
+            compiled = measure_serving(Path(folder) / "xla", model.input_shape[1:], steps,
+                                       serving_onednn)
+            serving.update({f"xla_{key}": value for key, value in compiled.items()})
     result = {
         "experiment": name,
         "model": settings["model"],
@@ -286,6 +295,9 @@ def table_rows(results):
         header += ["PyTorch train img/s", "ratio"]
     header += ["inference img/s (batch 256)", "ms/image, batch 256",
                "batch-1 ms, median (p90)"]
+    xla = any("xla_latency_ms_median" in row for row in results)
+    if xla:
+        header.append("batch-1 ms, XLA export")
     rows = []
     for row in results:
         cells = [row["experiment"], row["model"], f"{row['parameters']:,}",
@@ -297,6 +309,9 @@ def table_rows(results):
         cells += [f"{row['inference_images_per_second']:,.0f}",
                   f"{1000.0 / row['inference_images_per_second']:.2f}",
                   f"{row['latency_ms_median']:.2f} ({row['latency_ms_p90']:.2f})"]
+        if xla:
+            cells.append("-" if "xla_latency_ms_median" not in row else
+                         f"{row['xla_latency_ms_median']:.2f} ({row['xla_latency_ms_p90']:.2f})")
         rows.append(cells)
     return header, rows
 
@@ -336,6 +351,9 @@ def build_parser():
     parser.add_argument("--serving-onednn", choices=SERVING_ONEDNN, default="default",
                         help="oneDNN in the process that serves the SavedModel: TensorFlow's "
                         "default for this CPU (as TF Serving would run), on or off")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="also measure batch-1 latency of an XLA-compiled export "
+                        "(python -m fer_keras.export --jit-compile)")
     parser.add_argument("--peer", metavar="SCRIPT",
                         help="PyTorch peer script (shared/bench/torch_peer.py) run before "
                         "each experiment it knows; adds its training images/s and our ratio")
@@ -369,7 +387,8 @@ def main(argv=None):
                 print(f"measuring {name} ...", file=sys.stderr, flush=True)
             peer = run_peer(args.peer, name) if args.peer else None
             result = bench_experiment(name, steps=args.steps, seed=args.seed,
-                                      serving_onednn=args.serving_onednn)
+                                      serving_onednn=args.serving_onednn,
+                                      jit_compile=args.jit_compile)
             results.append(add_peer(result, peer) if peer is not None else result)
         report = {"environment": env, "method": method(args.steps, args.serving_onednn),
                   "results": results}

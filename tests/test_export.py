@@ -240,3 +240,35 @@ def test_cli_output_and_version_flags_and_bad_sources(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a model")
     assert export.main([str(tmp_path / "notes.txt")]) == 2
     assert "Expected a run folder or a .keras file" in capsys.readouterr().err
+
+
+XLA_RELOAD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+
+    sys.modules["fer_keras"] = None
+    folder, name = sys.argv[1], sys.argv[2]
+    served = tf.saved_model.load(f"{folder}/{name}").signatures["serving_default"]
+    images = np.load(f"{folder}/images.npy")
+    for size in (1, len(images)):  # two batch sizes: XLA compiles each once
+        np.save(f"{folder}/{name}.{size}.npy",
+                served(image=tf.constant(images[:size]))["probabilities"].numpy())
+""")
+
+
+@pytest.mark.parametrize("name", ["deep_emotion", "dexpression"])
+def test_xla_export_serves_the_same_probabilities(name, tmp_path):
+    keras.utils.set_random_seed(3)
+    model = get_model(name)
+    expected = np.asarray(model(IMAGES.astype(np.float32), training=False))
+    export.write_savedmodel(model, tmp_path / name, jit_compile=True)
+    np.save(tmp_path / "images.npy", IMAGES)
+    graph = (tmp_path / name / "saved_model.pb").read_bytes()
+    assert b"_XlaMustCompile" in graph
+    done = subprocess.run([sys.executable, "-c", XLA_RELOAD, str(tmp_path), name],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / f"{name}.1.npy"), expected[:1], atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / f"{name}.4.npy"), expected, atol=1e-5)
