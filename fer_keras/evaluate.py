@@ -4,9 +4,13 @@ Usage:
 
     python -m fer_keras.evaluate saved_models/EXPERIMENT/model.keras [--split validation]
         [--data PATH] [--json]
+    python -m fer_keras.evaluate --verify saved_models/*/model.keras
 
 Prints accuracy, macro-F1 and the per-class precision / recall table (classes in Kaggle
-id order); `--json` prints the same as one JSON object instead.
+id order); `--json` prints the same as one JSON object instead. `--verify` scores each
+model on the validation and PrivateTest splits and compares with the `metrics.json` beside
+it, so anyone can check the committed results (exit status 1 if any differs by more than
+0.1 points).
 """
 
 import argparse
@@ -20,14 +24,60 @@ def build_parser():
 
     parser = argparse.ArgumentParser(prog="python -m fer_keras.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="a .keras file written by fer_keras.fit")
+    parser.add_argument("model", nargs="+", help="a .keras file written by fer_keras.fit "
+                        "(several with --verify)")
     parser.add_argument("--data", help="FER2013 CSV or image folder (default: $FER2013_PATH, "
                         "then data/fer2013.csv[.gz])")
     parser.add_argument("--split", default="validation", choices=SPLITS)
     parser.add_argument("--limit", type=int, help="score only the first N images of the split")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare validation and PrivateTest accuracy with the "
+                        "metrics.json beside each model (tolerance 0.1 points)")
     return parser
+
+
+VERIFIED_SPLITS = ("validation", "private_test")
+TOLERANCE_POINTS = 0.1
+
+
+def verify(model_paths, data=None, batch_size=512):
+    """Rescores committed models and compares with their `metrics.json`.
+
+    Returns:
+        A list of `(model, split, recorded %, measured %)` rows and whether all agree
+        within `TOLERANCE_POINTS`.
+    """
+    from pathlib import Path
+
+    from fer_keras.data import load_splits
+    from fer_keras.models import load_model
+    from fer_keras.results import predict_probabilities, score
+
+    recorded = {}
+    for path in map(Path, model_paths):
+        metrics_path = path.with_name("metrics.json")
+        if not path.is_file() or not metrics_path.is_file():
+            raise ValueError(f"{path}: --verify needs the model file and the metrics.json "
+                             f"that fit wrote beside it ({metrics_path}).")
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("limit"):
+            raise ValueError(f"{metrics_path} comes from a --limit run; its numbers are for "
+                             "a slice of the data and cannot be verified on the full splits.")
+        recorded[path] = metrics["splits"]
+    splits = load_splits(data)
+    rows, agree = [], True
+    for path, scored in recorded.items():
+        model = load_model(path)
+        for split in VERIFIED_SPLITS:
+            images, labels = splits[split]
+            measured = 100 * score(labels, predict_probabilities(model, images,
+                                                                 batch_size))["accuracy"]
+            before = 100 * scored[split]["accuracy"]
+            agree = agree and abs(measured - before) <= TOLERANCE_POINTS
+            rows.append((str(path), split, before, measured))
+    return rows, agree
 
 
 def evaluate(model_path, split="validation", data=None, limit=None, batch_size=512):
@@ -47,13 +97,22 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
-        metrics = evaluate(args.model, args.split, args.data, args.limit, args.batch_size)
+        if args.verify:
+            rows, agree = verify(args.model, args.data, args.batch_size)
+            for model, split, before, measured in rows:
+                mark = "ok" if abs(measured - before) <= TOLERANCE_POINTS else "DIFFERS"
+                print(f"{mark:<8}{model}  {split:<13} recorded {before:6.2f}  "
+                      f"measured {measured:6.2f}")
+            return 0 if agree else 1
+        if len(args.model) > 1:
+            raise ValueError("Give one model (or use --verify for several).")
+        metrics = evaluate(args.model[0], args.split, args.data, args.limit, args.batch_size)
         if args.json:
             print(json.dumps(metrics, sort_keys=True))
         else:
             from fer_keras.results import format_report
 
-            print(format_report(metrics, title=f"{args.model} on {args.split}"))
+            print(format_report(metrics, title=f"{args.model[0]} on {args.split}"))
 
     return run_command(body)
 

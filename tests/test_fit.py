@@ -64,6 +64,17 @@ def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsy
     best = stored["splits"]["validation"]["accuracy"]
     assert printed["accuracy"] == pytest.approx(best, abs=1e-6)
 
+    # --verify rescores validation and PrivateTest against metrics.json, and catches a
+    # recorded number that the model does not reproduce.
+    model = str(out / "model.keras")
+    assert evaluate_main(["--verify", model, "--data", str(tiny_csv)]) == 0
+    assert capsys.readouterr().out.count("ok ") == 2
+    stored["splits"]["private_test"]["accuracy"] += 0.01
+    (out / "metrics.json").write_text(json.dumps(stored))
+    assert evaluate_main(["--verify", model, "--data", str(tiny_csv)]) == 1
+    assert "DIFFERS" in capsys.readouterr().out
+    assert evaluate_main([model, model]) == 2
+
 
 def test_nan_loss_stops_with_a_clear_message(tiny_csv, tmp_path):
     from fer_keras.training import TrainingDiverged
