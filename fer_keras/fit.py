@@ -75,13 +75,12 @@ def resolve_settings(experiment_name, overrides=None, hparams=None):
         A JSON-ready dict: experiment, model, model_kwargs and the training fields.
     """
     from fer_keras.experiments import TRAINING_KEYS, get_experiment
-    from fer_keras.models import get_builder
+    from fer_keras.models.registry import builder_accepts
 
     experiment = get_experiment(experiment_name)
     settings = {key: getattr(experiment, key) for key in TRAINING_KEYS}
     settings.update(experiment=experiment.name, model=experiment.model,
                     model_kwargs=dict(experiment.model_kwargs))
-    builder = get_builder(experiment.model)
     for source in (hparams or {}, overrides or {}):
         for key, value in source.items():
             if value is None:
@@ -92,7 +91,7 @@ def resolve_settings(experiment_name, overrides=None, hparams=None):
                 continue
             elif key == "model_kwargs":
                 settings["model_kwargs"].update(value)
-            elif _accepts(builder, key):
+            elif builder_accepts(experiment.model, key):
                 settings["model_kwargs"][key] = value
             else:
                 raise ValueError(f"{key!r} is neither a training setting ({', '.join(TRAINING_KEYS)}) "
@@ -101,18 +100,6 @@ def resolve_settings(experiment_name, overrides=None, hparams=None):
     if settings["class_weight"] == "none":
         settings["class_weight"] = None
     return settings
-
-
-def _accepts(builder, key):
-    import inspect
-
-    parameters = inspect.signature(builder).parameters
-    if key in parameters:
-        return True
-    # Thin variants pass **kwargs through to a generic builder that takes common keywords.
-    return any(p.kind == p.VAR_KEYWORD for p in parameters.values()) and key in (
-        "dropout_rate", "kernel_initializer", "input_shape", "num_classes", "batch_norm",
-        "normalization")
 
 
 def _recover_torn_backup(backup):

@@ -67,20 +67,20 @@ def simple_cnn(conv_filters, dense_units, input_shape=(48, 48, 1), num_classes=7
     return keras.Model(inputs, outputs, name=name)
 
 
-@register_model
+@register_model(forwards_to=simple_cnn)
 def baseline(dropout_rate=0.0, **kwargs):
     """Rows A-D: conv 10 -> conv 32, FC 100, FC 7 (dropout 0.4 in rows C and D)."""
     return simple_cnn((10, 32), (100,), dropout_rate=dropout_rate, name="baseline", **kwargs)
 
 
-@register_model
+@register_model(forwards_to=simple_cnn)
 def baseline_deep(dropout_rate=0.0, batch_norm=False, **kwargs):
     """Rows E-F: conv 10, 32, 64, 128, FC 100, FC 7, with dropout (E) or batch norm (F)."""
     return simple_cnn((10, 32, 64, 128), (100,), dropout_rate=dropout_rate,
                       batch_norm=batch_norm, name="baseline_deep", **kwargs)
 
 
-@register_model
+@register_model(forwards_to=simple_cnn)
 def deepest(dropout_rate=0.0, batch_norm=True, **kwargs):
     """Row G: conv 10, 32, 64, 128, 128 each with batch norm; FC 64 -> 32 -> 7.
 

@@ -93,13 +93,13 @@ def deep_emotion_net(input_shape=(48, 48, 1), num_classes=7, dropout_rate=0.5,
     return keras.Model(inputs, outputs, name=name)
 
 
-@register_model
+@register_model(forwards_to=deep_emotion_net)
 def deep_emotion(**kwargs):
     """Row L: one spatial transformer (localisation convs 8 and 10, kernels 7 and 5)."""
     return deep_emotion_net(name="deep_emotion", **kwargs)
 
 
-@register_model
+@register_model(forwards_to=deep_emotion_net)
 def deep_emotion_wide(**kwargs):
     """Row M: a second, parallel transformer with convs of 24 and 32 channels, kernels 5
     and 3."""

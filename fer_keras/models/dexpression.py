@@ -92,13 +92,13 @@ def dexpression_net(input_shape=(48, 48, 1), num_classes=7, normalization_kind="
     return keras.Model(inputs, outputs, name=name)
 
 
-@register_model
+@register_model(forwards_to=dexpression_net)
 def dexpression(normalization="lrn", **kwargs):
     """Row J: DeXpression with LRN (or `normalization="batch_norm"`)."""
     return dexpression_net(normalization_kind=normalization, name="dexpression", **kwargs)
 
 
-@register_model
+@register_model(forwards_to=dexpression_net)
 def dexpression_wide(normalization="lrn", **kwargs):
     """Row K: DeXpression with a 128-channel 5x5 conv beside Conv2b and a 128-channel 3x3
     conv beside Conv3c."""

@@ -3,12 +3,14 @@
 _MODELS = {}
 
 
-def register_model(function=None, *, name=None):
+def register_model(function=None, *, name=None, forwards_to=None):
     """Registers a model builder, as a decorator (`@register_model`) or a call.
 
     Args:
         function: the builder; it must accept `input_shape` and `num_classes` keywords.
         name: registry name; defaults to the function's name.
+        forwards_to: for a thin variant whose `**kwargs` go on to a generic builder, that
+            builder, so `builder_accepts` can see the keywords it takes.
 
     Raises:
         ValueError: if the name is already registered.
@@ -19,6 +21,7 @@ def register_model(function=None, *, name=None):
         if key in _MODELS:
             raise ValueError(f"Model {key!r} is already registered by "
                              f"{_MODELS[key].__module__}. Pick another name.")
+        builder.forwards_to = forwards_to
         _MODELS[key] = builder
         return builder
 
@@ -49,3 +52,19 @@ def get_model(name, **kwargs):
         A `keras.Model` that takes raw pixels (0-255) and outputs class probabilities.
     """
     return get_builder(name)(**kwargs)
+
+
+def builder_accepts(name, keyword):
+    """Whether the builder registered as `name` takes `keyword`, directly or through the
+    generic builder its `**kwargs` are forwarded to."""
+    import inspect
+
+    builder = get_builder(name)
+    while builder is not None:
+        parameters = inspect.signature(builder).parameters
+        if keyword in parameters:
+            return True
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            return False
+        builder = getattr(builder, "forwards_to", None)
+    return False
