@@ -390,8 +390,10 @@ def main(argv=None):
                                       serving_onednn=args.serving_onednn,
                                       jit_compile=args.jit_compile)
             results.append(add_peer(result, peer) if peer is not None else result)
-        report = {"environment": env, "method": method(args.steps, args.serving_onednn),
-                  "results": results}
+        command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
+                                                           else sys.argv[1:])])
+        report = {"command": command, "environment": env,
+                  "method": method(args.steps, args.serving_onednn), "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)
             Path(args.save).write_text(json.dumps(report, indent=2) + "\n")

@@ -26,8 +26,10 @@ def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys
 
     monkeypatch.setattr(fer_keras.data, "make_dataset", spy_make_dataset)
     monkeypatch.setattr(fer_keras.training, "compile_model", spy_compile_model)
-    assert bench.main(["baseline_aug", "--steps", "2", "--json"]) == 0
+    assert bench.main(["baseline_aug", "--steps", "2", "--json", "--jit-compile"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["command"] == "python -m fer_keras.bench baseline_aug --steps 2 --json " \
+        "--jit-compile"
 
     # The training pipeline is fit's: batch 128, shuffled, with the study's augmentation.
     [(args, kwargs)] = pipelines
@@ -40,7 +42,7 @@ def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys
     assert row["experiment"] == "baseline_aug" and row["model"] == "baseline"
     assert row["parameters"] == get_model("baseline").count_params()
     for key in ("train_images_per_second", "inference_images_per_second",
-                "latency_ms_median", "latency_ms_p90"):
+                "latency_ms_median", "latency_ms_p90", "xla_latency_ms_median"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["latency_ms_median"] <= row["latency_ms_p90"]
     assert "batch of 256" in report["method"]["inference"]
@@ -50,6 +52,7 @@ def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys
     table = bench.format_table(report["results"], report["environment"], steps=2)
     assert "baseline_aug" in table and f"{row['parameters']:,}" in table
     assert "batch-1 ms" in table and "load average" in table
+    assert "batch-1 ms, XLA export" in table and "ms/image, batch 256" in table
 
 
 def test_unknown_experiment_fails_before_timing(capsys):
