@@ -46,14 +46,14 @@ def verify(model_paths, data=None, batch_size=512):
     """Rescores committed models and compares with their `metrics.json`.
 
     Returns:
-        A list of `(model, split, recorded %, measured %)` rows and whether all agree
+        A list of `(model, split, recorded %, measured %, agrees)` rows, `agrees` meaning
         within `TOLERANCE_POINTS`.
     """
     from pathlib import Path
 
     from fer_keras.data import load_splits
     from fer_keras.models import load_model
-    from fer_keras.results import predict_probabilities, score
+    from fer_keras.results import evaluate_splits
 
     recorded = {}
     for path in map(Path, model_paths):
@@ -67,17 +67,15 @@ def verify(model_paths, data=None, batch_size=512):
                              "a slice of the data and cannot be verified on the full splits.")
         recorded[path] = metrics["splits"]
     splits = load_splits(data)
-    rows, agree = [], True
+    rows = []
     for path, scored in recorded.items():
-        model = load_model(path)
+        measured = evaluate_splits(load_model(path), splits, VERIFIED_SPLITS, batch_size)
         for split in VERIFIED_SPLITS:
-            images, labels = splits[split]
-            measured = 100 * score(labels, predict_probabilities(model, images,
-                                                                 batch_size))["accuracy"]
             before = 100 * scored[split]["accuracy"]
-            agree = agree and abs(measured - before) <= TOLERANCE_POINTS
-            rows.append((str(path), split, before, measured))
-    return rows, agree
+            now = 100 * measured[split]["accuracy"]
+            rows.append((str(path), split, before, now,
+                         abs(now - before) <= TOLERANCE_POINTS))
+    return rows
 
 
 def evaluate(model_path, split="validation", data=None, limit=None, batch_size=512):
@@ -98,12 +96,11 @@ def main(argv=None):
 
     def body():
         if args.verify:
-            rows, agree = verify(args.model, args.data, args.batch_size)
-            for model, split, before, measured in rows:
-                mark = "ok" if abs(measured - before) <= TOLERANCE_POINTS else "DIFFERS"
-                print(f"{mark:<8}{model}  {split:<13} recorded {before:6.2f}  "
-                      f"measured {measured:6.2f}")
-            return 0 if agree else 1
+            rows = verify(args.model, args.data, args.batch_size)
+            for model, split, before, measured, agrees in rows:
+                print(f"{'ok' if agrees else 'DIFFERS':<8}{model}  {split:<13} recorded "
+                      f"{before:6.2f}  measured {measured:6.2f}")
+            return 0 if all(row[-1] for row in rows) else 1
         if len(args.model) > 1:
             raise ValueError("Give one model (or use --verify for several).")
         metrics = evaluate(args.model[0], args.split, args.data, args.limit, args.batch_size)

