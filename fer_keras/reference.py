@@ -71,16 +71,15 @@ def score_fer_model(model_path, splits, batch_size=512):
     """Scores the `fer` model on each split of a `load_splits` dict that has images."""
     import keras
 
-    from fer_keras.results import predict_probabilities, score
+    from fer_keras.results import evaluate_splits
 
     model = keras.models.load_model(model_path, compile=False)
     if tuple(model.input_shape[1:]) != (*FER_INPUT_SIZE, 1) or model.output_shape[-1] != 7:
         raise ValueError(f"{model_path} takes {model.input_shape} and gives "
                          f"{model.output_shape}; expected (None, 64, 64, 1) -> (None, 7), "
                          f"the emotion model of fer {FER_VERSION}.")
-    return model, {name: score(labels, predict_probabilities(model, to_fer_input(images),
-                                                             batch_size))
-                   for name, (images, labels) in splits.items() if len(labels)}
+    return model, evaluate_splits(model, splits, batch_size=batch_size,
+                                  transform=to_fer_input)
 
 
 def run(fer_model=None, data=None, output_dir=DEFAULT_OUTPUT, limit=None):

@@ -43,11 +43,16 @@ def score(labels, probabilities):
     }
 
 
-def evaluate_splits(model, splits, names=None, batch_size=512):
-    """Scores `model` on each named split of `splits` (a `load_splits` dict)."""
+def evaluate_splits(model, splits, names=None, batch_size=512, transform=None):
+    """Scores `model` on each named split of `splits` (a `load_splits` dict).
+
+    `transform`, if given, maps a split's uint8 images to the model's input (for models
+    that do not take our 48x48 images, such as the `fer` package's).
+    """
     names = names or list(splits)
-    return {name: score(splits[name][1], predict_probabilities(model, splits[name][0],
-                                                               batch_size))
+    transform = transform or (lambda images: images)
+    return {name: score(splits[name][1],
+                        predict_probabilities(model, transform(splits[name][0]), batch_size))
             for name in names if len(splits[name][1])}
 
 

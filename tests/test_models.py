@@ -106,3 +106,13 @@ def test_study_initialisers_are_options():
     orthogonal = get_model("lenet5", kernel_initializer="orthogonal").get_layer("fc2")
     weights = orthogonal.get_weights()[0]  # 120 x 84: columns are orthonormal.
     np.testing.assert_allclose(weights.T @ weights, np.eye(84), atol=1e-4)
+
+
+def test_fer_vgg_takes_a_conv_count_per_stage():
+    model = get_model("fer_vgg", widths=(8, 16, 16, 32), convs_per_stage=(1, 2, 2, 3))
+    conv_names = [layer.name for layer in model.layers if "_conv" in layer.name]
+    assert conv_names == ["stage1_conv1", "stage2_conv1", "stage2_conv2", "stage3_conv1",
+                          "stage3_conv2", "stage4_conv1", "stage4_conv2", "stage4_conv3"]
+    assert model.get_layer("stage4_pool").output.shape[1:] == (3, 3, 32)
+    with pytest.raises(ValueError, match="convs_per_stage has 3 entries for 4 stages"):
+        get_model("fer_vgg", widths=(8, 16, 16, 32), convs_per_stage=(1, 2, 2))

@@ -44,7 +44,8 @@ def fer_vgg(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256),
         input_shape: raw image shape (0-255 pixels).
         num_classes: number of classes.
         widths: channels of each stage; four stages take 48x48 to 3x3.
-        convs_per_stage: conv layers per stage.
+        convs_per_stage: conv layers per stage: one number for every stage, or one per
+            stage (e.g. `(1, 2, 2, 2)` for a single conv at full resolution).
         dense_units: width of the hidden FC layer.
         dropout_rate: dropout before the hidden FC and before the classifier.
         stage_dropout_rate: spatial dropout after each stage's pool.
@@ -52,8 +53,13 @@ def fer_vgg(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256),
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = preprocess(inputs)
-    for index, filters in enumerate(widths, start=1):
-        x = vgg_stage(x, filters, convs_per_stage, stage_dropout_rate, kernel_initializer,
+    if isinstance(convs_per_stage, int):
+        convs_per_stage = (convs_per_stage,) * len(widths)
+    if len(convs_per_stage) != len(widths):
+        raise ValueError(f"convs_per_stage has {len(convs_per_stage)} entries for "
+                         f"{len(widths)} stages; give one per width, or a single number.")
+    for index, (filters, convs) in enumerate(zip(widths, convs_per_stage), start=1):
+        x = vgg_stage(x, filters, convs, stage_dropout_rate, kernel_initializer,
                       name=f"stage{index}")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(dropout_rate, name="fc1_dropout")(x)
