@@ -33,6 +33,10 @@ def _rgba_of(gray, seed=1):
 
 
 RGBA, RGBA_EXPECTED = _rgba_of(IMAGES[:2].astype(np.int64))
+# Every registered architecture, plus the one builder option that wraps the model in a
+# layer of its own (test-time mirror averaging).
+EXPORT_CASES = {**{name: (name, {}) for name in list_models()},
+                "fer_vgg_mirror": ("fer_vgg", {"mirror_average": True})}
 TFLITE_CHECKED = ("baseline", "deep_emotion", "dexpression")
 
 # Runs in a fresh interpreter in which importing fer_keras is impossible, so the SavedModel
@@ -101,15 +105,15 @@ def exported(tmp_path_factory):
     np.save(folder / "rgba.npy", RGBA)
     keras.utils.set_random_seed(7)
     expected, expected_any, tflite = {}, {}, {}
-    for name in list_models():
-        model = get_model(name)
+    for name, (builder, kwargs) in EXPORT_CASES.items():
+        model = get_model(builder, **kwargs)
         expected[name] = np.asarray(model(IMAGES.astype(np.float32), training=False))
         expected_any[name] = np.asarray(model(RGBA_EXPECTED, training=False))
         export.write_savedmodel(model, folder / name)
         if name in TFLITE_CHECKED:
             tflite[name] = export.convert_tflite(folder / name, folder / f"{name}.tflite")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(folder), *list_models()],
+    done = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(folder), *EXPORT_CASES],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -121,7 +125,7 @@ def test_reload_process_never_imported_fer_keras(exported):
     assert exported["report"]["_fer_keras_modules"] == []
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list(EXPORT_CASES))
 def test_savedmodel_gives_the_keras_probabilities(name, exported):
     folder = exported["folder"]
     served = np.load(folder / f"{name}.served.npy")
@@ -132,7 +136,7 @@ def test_savedmodel_gives_the_keras_probabilities(name, exported):
     assert entry["labels_file"][:7] == list(CLASS_NAMES)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list(EXPORT_CASES))
 def test_any_size_signature_converts_colour_alpha_and_size(name, exported):
     any_size = np.load(exported["folder"] / f"{name}.any_size.npy")
     np.testing.assert_allclose(any_size, exported["expected_any"][name], rtol=0, atol=1e-5)
@@ -163,7 +167,7 @@ def test_to_model_input_gray_alpha_and_area_resize(channels):
     assert 0.0 <= float(tf.reduce_min(odd)) and float(tf.reduce_max(odd)) <= 255.0
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list(EXPORT_CASES))
 def test_signature_names_dtypes_and_shapes(name, exported):
     signatures = exported["report"][name]["signatures"]
     assert set(signatures) == {"serving_default", "any_size"}

@@ -116,3 +116,27 @@ def test_fer_vgg_takes_a_conv_count_per_stage():
     assert model.get_layer("stage4_pool").output.shape[1:] == (3, 3, 32)
     with pytest.raises(ValueError, match="convs_per_stage has 3 entries for 4 stages"):
         get_model("fer_vgg", widths=(8, 16, 16, 32), convs_per_stage=(1, 2, 2))
+
+
+def test_mirror_average_averages_face_and_mirror_at_inference_only(tmp_path):
+    keras.utils.set_random_seed(5)
+    model = get_model("fer_vgg", widths=(8, 16, 16, 32), mirror_average=True)
+    body = model.get_layer("mirror_average").model
+    images = np.random.default_rng(5).integers(0, 256, (3, 48, 48, 1)).astype("float32")
+    mirrored = images[:, :, ::-1]
+    expected = 0.5 * (np.asarray(body(images, training=False))
+                      + np.asarray(body(mirrored, training=False)))
+    inferred = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(inferred, expected, atol=1e-6)
+    # A mirrored face gets the same answer, which the plain body does not guarantee.
+    np.testing.assert_allclose(np.asarray(model(mirrored, training=False)), inferred, atol=1e-6)
+    assert np.abs(np.asarray(body(images, training=False)) - inferred).max() > 1e-4
+    # Training runs the body alone: with dropout off, the same output as the body's.
+    plain = get_model("fer_vgg", widths=(8, 16, 16, 32), mirror_average=True, dropout_rate=0.0,
+                      stage_dropout_rate=0.0)
+    np.testing.assert_allclose(
+        np.asarray(plain(images, training=True)),
+        np.asarray(plain.get_layer("mirror_average").model(images, training=True)), atol=1e-6)
+    model.save(tmp_path / "mirror.keras")
+    reloaded = keras.models.load_model(tmp_path / "mirror.keras")
+    np.testing.assert_allclose(np.asarray(reloaded(images, training=False)), inferred, atol=1e-6)

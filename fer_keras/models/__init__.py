@@ -2,11 +2,12 @@
 
 Every model takes raw pixels `(48, 48, 1)` in 0-255, rescales them inside its own graph,
 and outputs float32 softmax probabilities over the 7 classes (Kaggle id order) from a
-layer named "probabilities".
+layer named "probabilities" (or from a `MirrorAverage` layer around such a model).
 """
 
 from fer_keras.models import baselines, classic, deep_emotion, dexpression, vgg  # noqa: F401
-from fer_keras.models.layers import LocalResponseNormalization, SpatialTransformer  # noqa: F401
+from fer_keras.models.layers import (  # noqa: F401
+    LocalResponseNormalization, MirrorAverage, SpatialTransformer)
 from fer_keras.models.registry import get_builder, get_model, list_models, register_model  # noqa: F401
 
 

@@ -3,6 +3,8 @@
 * `LocalResponseNormalization`: AlexNet/Caffe cross-channel LRN.
 * `SpatialTransformer`: warps an image with a per-sample 2x3 affine theta using a bilinear
   sampler whose gradients reach theta (Jaderberg et al., 2015, arXiv 1506.02025).
+* `MirrorAverage`: test-time augmentation by the horizontal mirror; trains the wrapped
+  model as it is and, at inference, averages its probabilities on a face and its mirror.
 
 Shared helpers used by every builder (`preprocess`, `classifier_head`, `initializer`) live
 here too, so all models normalise inputs and emit probabilities the same way.
@@ -136,6 +138,42 @@ class SpatialTransformer(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MirrorAverage(layers.Layer):
+    """Runs `model` on the input and on its left-right mirror and averages the outputs.
+
+    Only at inference: in training (`model.fit`) it is exactly `model`, so training costs
+    nothing more, while evaluation and serving pay two forward passes. Faces are nearly
+    symmetric and the training data are flipped at random, so the mirrored view is a
+    second, nearly independent guess of the same expression.
+
+    Args:
+        model: a Keras model from `(batch, H, W, C)` images to class probabilities.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+
+    def call(self, inputs, training=None):
+        if training:
+            return self.model(inputs, training=True)
+        mirrored = ops.flip(inputs, axis=2)
+        return 0.5 * (self.model(inputs, training=False) + self.model(mirrored, training=False))
+
+    def compute_output_shape(self, input_shape):
+        return self.model.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)
 
 
 def identity_theta_initializers():

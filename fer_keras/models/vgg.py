@@ -16,7 +16,7 @@ Example:
 import keras
 from keras import layers
 
-from fer_keras.models.layers import classifier_head, initializer, preprocess
+from fer_keras.models.layers import MirrorAverage, classifier_head, initializer, preprocess
 from fer_keras.models.registry import register_model
 
 
@@ -37,7 +37,7 @@ def vgg_stage(x, filters, convs, dropout_rate, kernel_initializer, name):
 @register_model
 def fer_vgg(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256),
             convs_per_stage=2, dense_units=256, dropout_rate=0.3, stage_dropout_rate=0.1,
-            kernel_initializer="he_normal"):
+            kernel_initializer="he_normal", mirror_average=False):
     """Builds FER-VGG.
 
     Args:
@@ -50,6 +50,8 @@ def fer_vgg(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256),
         dropout_rate: dropout before the hidden FC and before the classifier.
         stage_dropout_rate: spatial dropout after each stage's pool.
         kernel_initializer: see `fer_keras.models.layers.initializer`.
+        mirror_average: at inference, average the probabilities of each face and its
+            left-right mirror (`MirrorAverage`); training is unchanged.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = preprocess(inputs)
@@ -69,4 +71,8 @@ def fer_vgg(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256),
     x = layers.ReLU(name="fc1_relu")(x)
     x = layers.Dropout(dropout_rate, name="head_dropout")(x)
     outputs = classifier_head(x, num_classes)
-    return keras.Model(inputs, outputs, name="fer_vgg")
+    if not mirror_average:
+        return keras.Model(inputs, outputs, name="fer_vgg")
+    body = keras.Model(inputs, outputs, name="fer_vgg_body")
+    image = keras.Input(shape=input_shape, name="image")
+    return keras.Model(image, MirrorAverage(body, name="mirror_average")(image), name="fer_vgg")
