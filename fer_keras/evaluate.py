@@ -3,14 +3,15 @@
 Usage:
 
     python -m fer_keras.evaluate saved_models/EXPERIMENT/model.keras [--split validation]
-        [--data PATH] [--json]
+        [--data PATH] [--json] [--no-mirror]
     python -m fer_keras.evaluate --verify saved_models/*/model.keras
 
 Prints accuracy, macro-F1 and the per-class precision / recall table (classes in Kaggle
 id order); `--json` prints the same as one JSON object instead. `--verify` scores each
 model on the validation and PrivateTest splits and compares with the `metrics.json` beside
 it, so anyone can check the committed results (exit status 1 if any differs by more than
-0.1 points).
+0.1 points). `--no-mirror` scores a model built with test-time mirror averaging
+(`MirrorAverage`) on one pass per face, to show what the averaging adds.
 """
 
 import argparse
@@ -32,6 +33,9 @@ def build_parser():
     parser.add_argument("--limit", type=int, help="score only the first N images of the split")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="score the network inside a MirrorAverage layer alone (one "
+                        "pass per face instead of the average with its mirror)")
     parser.add_argument("--verify", action="store_true",
                         help="compare validation and PrivateTest accuracy with the "
                         "metrics.json beside each model (tolerance 0.1 points)")
@@ -78,13 +82,30 @@ def verify(model_paths, data=None, batch_size=512):
     return rows
 
 
-def evaluate(model_path, split="validation", data=None, limit=None, batch_size=512):
-    """Loads a model and scores it; returns `fer_keras.results.score`'s dict."""
+def without_mirror(model, model_path):
+    """The network inside `model`'s `MirrorAverage` layer (ValueError if it has none)."""
+    from fer_keras.models import MirrorAverage
+
+    wrapped = [layer.model for layer in model.layers if isinstance(layer, MirrorAverage)]
+    if not wrapped:
+        raise ValueError(f"{model_path} has no MirrorAverage layer, so it already scores "
+                         "one pass per face; drop --no-mirror.")
+    return wrapped[0]
+
+
+def evaluate(model_path, split="validation", data=None, limit=None, batch_size=512,
+             mirror=True):
+    """Loads a model and scores it; returns `fer_keras.results.score`'s dict.
+
+    `mirror=False` scores the network inside a `MirrorAverage` layer alone.
+    """
     from fer_keras.data import load_splits
     from fer_keras.models import load_model
     from fer_keras.results import predict_probabilities, score
 
     model = load_model(model_path)
+    if not mirror:
+        model = without_mirror(model, model_path)
     images, labels = load_splits(data, limit=limit)[split]
     metrics = score(labels, predict_probabilities(model, images, batch_size))
     metrics.update(model=str(model_path), split=split)
@@ -103,13 +124,15 @@ def main(argv=None):
             return 0 if all(row[-1] for row in rows) else 1
         if len(args.model) > 1:
             raise ValueError("Give one model (or use --verify for several).")
-        metrics = evaluate(args.model[0], args.split, args.data, args.limit, args.batch_size)
+        metrics = evaluate(args.model[0], args.split, args.data, args.limit, args.batch_size,
+                           mirror=not args.no_mirror)
         if args.json:
             print(json.dumps(metrics, sort_keys=True))
         else:
             from fer_keras.results import format_report
 
-            print(format_report(metrics, title=f"{args.model[0]} on {args.split}"))
+            how = ", one pass per face (--no-mirror)" if args.no_mirror else ""
+            print(format_report(metrics, title=f"{args.model[0]} on {args.split}{how}"))
 
     return run_command(body)
 

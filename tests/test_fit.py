@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import keras
+
 from fer_keras import fit
 from fer_keras.evaluate import main as evaluate_main
 from fer_keras.experiments import STUDY_EXPERIMENTS, get_experiment, list_experiments
@@ -168,3 +170,27 @@ def test_torn_backup_falls_back_to_the_previous_copy(tmp_path):
     (backup / "latest.weights.h5.bkp").unlink()
     with pytest.raises(ValueError, match="Delete"):
         fit._recover_torn_backup(backup)
+
+
+def test_evaluate_no_mirror_scores_the_wrapped_network_alone(tiny_csv, tmp_path, capsys):
+    from fer_keras.data import load_splits
+    from fer_keras.models import get_model
+    from fer_keras.results import predict_probabilities, score
+
+    keras.utils.set_random_seed(11)
+    model = get_model("fer_vgg", widths=(4, 8, 8, 8), dense_units=8, mirror_average=True)
+    path = tmp_path / "mirror.keras"
+    model.save(path)
+    images, labels = load_splits(tiny_csv)["validation"]
+    body = model.get_layer("mirror_average").model
+    expected = {True: score(labels, predict_probabilities(model, images))["accuracy"],
+                False: score(labels, predict_probabilities(body, images))["accuracy"]}
+    for flags, mirror in (([], True), (["--no-mirror"], False)):
+        capsys.readouterr()
+        assert evaluate_main([str(path), "--data", str(tiny_csv), "--json", *flags]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["accuracy"] == pytest.approx(expected[mirror], abs=1e-9)
+    plain = tmp_path / "plain.keras"
+    get_model("baseline").save(plain)
+    assert evaluate_main([str(plain), "--data", str(tiny_csv), "--no-mirror"]) == 2
+    assert "no MirrorAverage layer" in capsys.readouterr().err
