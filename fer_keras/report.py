@@ -237,6 +237,20 @@ def render_tuning_block(comparisons, tuning_root):
     return "\n".join(lines)
 
 
+MODEL_FILE_LIMIT_MB = 5.0
+"""Trained `.keras` files above this size (float32 weights) are not committed."""
+
+
+def uncommitted_models(runs):
+    """`(name, MB)` of each run whose float32 weights exceed `MODEL_FILE_LIMIT_MB`.
+
+    Decided from the parameter count in `metrics.json`, so the report does not depend on
+    which model files happen to lie in a working tree.
+    """
+    sizes = [(name, 4 * metrics.get("parameters", 0) / 1e6) for name, metrics, _ in runs]
+    return [(name, size) for name, size in sizes if size > MODEL_FILE_LIMIT_MB]
+
+
 def render_results_readme(runs, benchmark=None, reference=None):
     """The full text of `saved_models/README.md`."""
     parts = [
@@ -254,6 +268,12 @@ def render_results_readme(runs, benchmark=None, reference=None):
         results_table(runs),
         "",
     ]
+    large = uncommitted_models(runs)
+    if large:
+        listed = ", ".join(f"`{name}` ({size:.0f} MB)" for name, size in large)
+        parts += [f"Model files over {MODEL_FILE_LIMIT_MB:.0f} MB are not committed: "
+                  f"{listed}. Their `config.json` holds the `fit` command that retrains them; "
+                  f"the other runs' `model.keras` files are in their folders.", ""]
     best = best_run(runs)
     if best is not None:
         parts += ["## Per-class view of the best run", "", per_class_view(best[0], best[1]), ""]

