@@ -161,11 +161,13 @@ def default_dropout_rate(experiment):
     `deep_emotion(**kwargs)` do not show their generic builder's default in the signature.
     """
     from fer_keras.models import get_model
+    from fer_keras.models.layers import all_layers
 
     if "dropout_rate" in experiment.model_kwargs:
         return float(experiment.model_kwargs["dropout_rate"])
     model = get_model(experiment.model, **experiment.model_kwargs)
-    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    rates = [layer.rate for layer in all_layers(model)
+             if isinstance(layer, keras.layers.Dropout)]
     return float(max(rates, default=0.0))
 
 

@@ -4,6 +4,7 @@ import pytest
 import keras
 
 from fer_keras.models import get_model, list_models, load_model, register_model
+from fer_keras.models.layers import all_layers
 
 INPUT = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 1)).astype("float32")
 # Models too slow for a train step on every CI run are still built and saved.
@@ -122,6 +123,8 @@ def test_mirror_average_averages_face_and_mirror_at_inference_only(tmp_path):
     keras.utils.set_random_seed(5)
     model = get_model("fer_vgg", widths=(8, 16, 16, 32), mirror_average=True)
     body = model.get_layer("mirror_average").model
+    names = [layer.name for layer in all_layers(model)]
+    assert names[:2] == ["image", "mirror_average"] and "fc1_dropout" in names
     images = np.random.default_rng(5).integers(0, 256, (3, 48, 48, 1)).astype("float32")
     mirrored = images[:, :, ::-1]
     expected = 0.5 * (np.asarray(body(images, training=False))

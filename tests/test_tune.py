@@ -18,6 +18,7 @@ from fer_keras.experiments import get_experiment, list_experiments
 from fer_keras.hypermodel import (FERHyperModel, check_search_space, default_dropout_rate,
                                   weight_decay_values)
 from fer_keras.models import get_model
+from fer_keras.models.layers import all_layers
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tuning" / "smoke.toml"
@@ -49,7 +50,7 @@ def single_process(monkeypatch):
 
 
 def _dropout_rates(model):
-    return [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    return [layer.rate for layer in all_layers(model) if isinstance(layer, keras.layers.Dropout)]
 
 
 def _log_lines(runs_dir):
@@ -73,7 +74,8 @@ def test_default_hyperparameters_build_the_experiment_as_fit_does(name):
     assert hp.values["learning_rate"] == experiment.learning_rate
     assert hp.values["weight_decay"] == experiment.weight_decay
     assert hp.values["dropout_rate"] == pytest.approx(max(_dropout_rates(reference), default=0.0))
-    assert [layer.name for layer in model.layers] == [layer.name for layer in reference.layers]
+    assert ([layer.name for layer in all_layers(model)]
+            == [layer.name for layer in all_layers(reference)])
     assert _dropout_rates(model) == _dropout_rates(reference)
     assert model.count_params() == reference.count_params()
     optimizer = model.optimizer

@@ -176,6 +176,15 @@ class MirrorAverage(layers.Layer):
         return cls(**config)
 
 
+def all_layers(model):
+    """Every layer of `model`, descending into nested models (such as `MirrorAverage`'s)."""
+    for layer in model.layers:
+        yield layer
+        inner = layer.model if isinstance(layer, MirrorAverage) else layer
+        if isinstance(inner, keras.Model):
+            yield from all_layers(inner)
+
+
 def identity_theta_initializers():
     """Initialisers for the last localisation Dense: zero weights, identity bias."""
     return {
