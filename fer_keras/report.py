@@ -208,7 +208,7 @@ def render_tuning_block(comparisons, tuning_root):
         return (f"{TUNING_START}\nNo finished search compared yet: run a job, then `python -m "
                 f"fer_keras.tune tuning/JOB.toml --compare`.\n{TUNING_END}")
 
-    from fer_keras.tune import format_hyperparameters
+    from fer_keras.tune_results import format_hyperparameters
 
     header = ["job", "study Val (epochs)", "untuned Val", "tuned Val", "epochs",
               "tuned minus untuned", "best hyperparameters", "trials (minutes)", "details"]

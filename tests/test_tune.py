@@ -13,7 +13,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from fer_keras import fit, tune
+from fer_keras import fit, tune, tune_jobs, tune_results, tune_search
 from fer_keras.experiments import get_experiment, list_experiments
 from fer_keras.hypermodel import (FERHyperModel, check_search_space, default_dropout_rate,
                                   weight_decay_values)
@@ -45,7 +45,7 @@ max_epochs = 2
 @pytest.fixture(autouse=True)
 def single_process(monkeypatch):
     """In-process searches never see distribution variables of the calling shell."""
-    for name in tune.DISTRIBUTED_ENV:
+    for name in tune_search.DISTRIBUTED_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -55,7 +55,7 @@ def _dropout_rates(model):
 
 def _log_lines(runs_dir):
     lines = []
-    for log in sorted((runs_dir / tune.TRIAL_LOG_DIR).glob("*.jsonl")):
+    for log in sorted((runs_dir / tune_results.TRIAL_LOG_DIR).glob("*.jsonl")):
         lines += [json.loads(line) for line in log.read_text().splitlines()]
     return lines
 
@@ -171,7 +171,7 @@ def test_bad_job_files_name_the_file_and_the_key(tmp_path, change, key):
     assert old in VALID_JOB
     path = _job(tmp_path, VALID_JOB.replace(old, new, 1))
     with pytest.raises(ValueError) as error:
-        tune.load_job(path)
+        tune_jobs.load_job(path)
     message = str(error.value)
     assert message.startswith(f"{path}: ") and key in message, message
 
@@ -180,7 +180,7 @@ def test_job_errors_come_before_any_data_or_training(tmp_path, capsys):
     path = _job(tmp_path, VALID_JOB.replace("min = 1e-4\nmax = 1e-2", "min = 1e-2\nmax = 1e-4"))
     runs = tmp_path / "runs"
     with pytest.raises(ValueError, match="inverted"):
-        tune.run_job(path, data=tmp_path / "missing.csv", runs_dir=runs)
+        tune_search.run_job(path, data=tmp_path / "missing.csv", runs_dir=runs)
     assert not runs.exists()
     assert tune.main([str(path), "--data", str(tmp_path / "missing.csv")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {path}: search_space.learning_rate")
@@ -189,23 +189,23 @@ def test_job_errors_come_before_any_data_or_training(tmp_path, capsys):
 
 
 def test_distribution_variables_are_checked(monkeypatch):
-    assert tune.distributed_role() == ("single", "tuner0")
+    assert tune_search.distributed_role() == ("single", "tuner0")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     with pytest.raises(ValueError, match="KERASTUNER_TUNER_ID"):
-        tune.distributed_role()
+        tune_search.distributed_role()
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "80a")
     with pytest.raises(ValueError, match="port"):
-        tune.distributed_role()
+        tune_search.distributed_role()
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
-    assert tune.distributed_role() == ("chief", "chief")
+    assert tune_search.distributed_role() == ("chief", "chief")
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")
-    assert tune.distributed_role() == ("worker", "tuner1")
+    assert tune_search.distributed_role() == ("worker", "tuner1")
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_JOBS))
 def test_study_jobs_search_around_the_experiment(name):
-    job = tune.load_job(STUDY_JOBS[name])
+    job = tune_jobs.load_job(STUDY_JOBS[name])
     assert job.experiment == name and job.tuner == "hyperband"
     hypermodel = FERHyperModel(job.experiment, job.search_space)
     # The untuned experiment lies inside the searched space.
@@ -220,7 +220,7 @@ def test_planned_budget_matches_keras_tuners_hyperband(path, tmp_path):
         def run_trial(self, trial, *args, **kwargs):
             return {"val_accuracy": random.random()}
 
-    job = tune.load_job(path)
+    job = tune_jobs.load_job(path)
     space = keras_tuner.HyperParameters()
     space.Float("learning_rate", 1e-5, 1e-1, sampling="log")
     tuner = Simulated(hyperparameters=space, objective="val_accuracy", seed=1,
@@ -230,7 +230,7 @@ def test_planned_budget_matches_keras_tuners_hyperband(path, tmp_path):
     tuner.search(verbose=0)
     values = [trial.hyperparameters.values for trial in tuner.oracle.trials.values()]
     epochs = sum(v["tuner/epochs"] - v["tuner/initial_epoch"] for v in values)
-    assert tune.planned_budget(job) == (len(values), epochs)
+    assert tune_jobs.planned_budget(job) == (len(values), epochs)
 
 
 # --- Searches -------------------------------------------------------------------------------
@@ -239,14 +239,14 @@ def test_search_finishes_writes_results_and_rerun_repeats_nothing(tiny_csv, tmp_
     job = _job(tmp_path, VALID_JOB.replace('tuner = "hyperband"', 'tuner = "bayesian"')
                .replace("max_epochs = 2", "max_trials = 2\nepochs = 1"), "two.toml")
     runs, results = tmp_path / "runs" / "two", tmp_path / "results"
-    summary = tune.run_job(job, data=tiny_csv, verbose=0)
+    summary = tune_search.run_job(job, data=tiny_csv, verbose=0)
     assert runs.is_dir() and (tmp_path / "results" / "two").is_dir()  # beside the job file
     assert summary["completed_trials"] == 2
-    assert {p.name for p in (results / "two").iterdir()} == set(tune.RESULT_FILES)
+    assert {p.name for p in (results / "two").iterdir()} == set(tune_results.RESULT_FILES)
     logged = _log_lines(runs)
     assert sorted(line["trial_id"] for line in logged) == ["0", "1"]
 
-    again = tune.run_job(job, data=tiny_csv, verbose=0)
+    again = tune_search.run_job(job, data=tiny_csv, verbose=0)
     assert _log_lines(runs) == logged
     assert [row["trial_id"] for row in again["trials"]] == ["0", "1"]
 
@@ -262,7 +262,7 @@ def test_search_finishes_writes_results_and_rerun_repeats_nothing(tiny_csv, tmp_
     assert len(csv_lines) == 3 and csv_lines[0].startswith("trial_id,status,learning_rate")
     assert all(row["seconds"] > 0 and row["runs"] == 1 for row in rows)
 
-    comparison = tune.compare_untuned(job, data=tiny_csv, verbose=0)
+    comparison = tune_results.compare_untuned(job, data=tiny_csv, verbose=0)
     untuned = json.loads((results / "two" / "untuned" / "metrics.json").read_text())
     assert untuned["epochs_run"] == 1 and comparison["epochs"] == 1
     assert comparison["untuned"]["val_accuracy"] == untuned["splits"]["validation"]["accuracy"]
@@ -275,12 +275,12 @@ def test_search_finishes_writes_results_and_rerun_repeats_nothing(tiny_csv, tmp_
     table = (results / "two" / "comparison.md").read_text()
     assert f"| {100 * best['val_accuracy']:.2f}% |" in table
     stamp = (results / "two" / "untuned" / "model.keras").stat().st_mtime_ns
-    assert tune.compare_untuned(job, data=tiny_csv, verbose=0) == comparison  # reused
+    assert tune_results.compare_untuned(job, data=tiny_csv, verbose=0) == comparison  # reused
     assert (results / "two" / "untuned" / "model.keras").stat().st_mtime_ns == stamp
 
     job.write_text(job.read_text().replace("max_trials = 2", "max_trials = 3"))
     with pytest.raises(ValueError, match=r"different settings \(budget\)"):
-        tune.run_job(job, data=tiny_csv, verbose=0)
+        tune_search.run_job(job, data=tiny_csv, verbose=0)
 
 
 def _wait_for(predicate, timeout, processes=()):
@@ -319,10 +319,12 @@ def test_killed_search_continues_without_repeating_trials(tiny_csv, tmp_path):
         _stop([first])
     assert [line["trial_id"] for line in _log_lines(runs)] == ["0000"]
 
-    summary = tune.run_job(SMOKE, data=tiny_csv, runs_dir=runs, output_dir=results, verbose=0)
+    summary = tune_search.run_job(SMOKE, data=tiny_csv, runs_dir=runs, output_dir=results,
+                                  verbose=0)
     logged = sorted(line["trial_id"] for line in _log_lines(runs))
     assert logged == ["0000", "0001"]
-    assert summary["completed_trials"] == tune.planned_budget(tune.load_job(SMOKE))[0] == 2
+    planned_trials = tune_jobs.planned_budget(tune_jobs.load_job(SMOKE))[0]
+    assert summary["completed_trials"] == planned_trials == 2
     assert (results / "accuracy_vs_hparams.png").stat().st_size > 0
 
 

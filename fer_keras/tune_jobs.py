@@ -1,0 +1,194 @@
+"""The search job file: its format, its checks and the budget it plans.
+
+A job is a TOML file in `tuning/` (see `tuning/smoke.toml`):
+
+    experiment = "deep_emotion"   # required: a name from the experiments table
+    tuner = "hyperband"           # "hyperband" (default), "bayesian" or "random"
+    objective = "val_accuracy"    # default; or "val_loss"
+    seed = 1                      # a positive integer
+
+    [search_space.learning_rate]  # bounds per hyperparameter (`fer_keras.hypermodel`)
+    min = 1e-4
+    max = 2e-2
+
+    [budget]
+    max_epochs = 9                # hyperband; bayesian and random take max_trials, epochs
+
+`load_job` checks all of it before any data is read and returns a `Job`;
+`planned_budget` says how many trials and epochs the job will run.
+"""
+
+import dataclasses
+import math
+import tomllib
+from pathlib import Path
+
+TUNERS = ("hyperband", "bayesian", "random")
+OBJECTIVES = ("val_accuracy", "val_loss")
+TOP_KEYS = ("experiment", "tuner", "objective", "seed", "search_space", "budget")
+REQUIRED = object()
+BUDGET_KEYS = {
+    "hyperband": {"max_epochs": REQUIRED, "factor": 3, "hyperband_iterations": 1},
+    "bayesian": {"max_trials": REQUIRED, "epochs": REQUIRED, "num_initial_points": None},
+    "random": {"max_trials": REQUIRED, "epochs": REQUIRED},
+}
+COMMON_BUDGET_KEYS = {"executions_per_trial": 1, "max_consecutive_failed_trials": 3}
+BUDGET_MINIMUM = {"factor": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A checked search job.
+
+    Attributes:
+        path: the job file.
+        name: the job's name (the file name without `.toml`); it names the run and result
+            folders.
+        experiment: the experiment searched.
+        tuner: "hyperband", "bayesian" or "random".
+        objective: "val_accuracy" (maximised) or "val_loss" (minimised).
+        seed: oracle and shuffle seed (a positive integer: Keras Tuner draws a random seed
+            for 0).
+        search_space: the checked search space (see `fer_keras.hypermodel`).
+        budget: the tuner's budget keys with defaults filled in.
+    """
+
+    path: Path
+    name: str
+    experiment: str
+    tuner: str
+    objective: str
+    seed: int
+    search_space: dict
+    budget: dict
+
+    @property
+    def max_epochs(self):
+        """The longest training of one trial, in epochs."""
+        return self.budget["max_epochs" if self.tuner == "hyperband" else "epochs"]
+
+    def record(self):
+        """The fields that define the search (what a resumed run must not change)."""
+        return {"experiment": self.experiment, "tuner": self.tuner,
+                "objective": self.objective, "seed": self.seed,
+                "search_space": self.search_space, "budget": self.budget}
+
+
+def _integer(value, where, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{where} must be an integer >= {minimum}. Received: {where}={value!r}")
+    return value
+
+
+def load_job(path):
+    """Reads and checks a job file; every problem names the file and the key.
+
+    Args:
+        path: a TOML job file.
+
+    Returns:
+        A `Job`.
+
+    Raises:
+        ValueError: for a missing or unparsable file, an unknown experiment, tuner,
+            objective or key, a missing required key, a wrong type or an inverted range.
+    """
+    from fer_keras.experiments import get_experiment
+    from fer_keras.hypermodel import check_search_space
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Job file not found: {path}. Job files live in tuning/, e.g. "
+                         "tuning/smoke.toml.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from error
+
+    def fail(message):
+        raise ValueError(f"{path}: {message}")
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            fail(f"unknown key {key!r}. A job file takes {', '.join(TOP_KEYS)}.")
+    for key in ("experiment", "search_space", "budget"):
+        if key not in raw:
+            fail(f"missing required key {key!r}. See tuning/smoke.toml for a complete job.")
+    experiment = raw["experiment"]
+    try:
+        get_experiment(experiment)
+    except ValueError as error:
+        fail(f"experiment: {error}")
+    tuner = raw.get("tuner", "hyperband")
+    if tuner not in TUNERS:
+        fail(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
+    objective = raw.get("objective", "val_accuracy")
+    if objective not in OBJECTIVES:
+        fail(f"objective must be one of {', '.join(OBJECTIVES)}. "
+             f"Received: objective={objective!r}")
+    try:
+        seed = _integer(raw.get("seed", 1), "seed", 1)
+        search_space = check_search_space(raw["search_space"])
+    except ValueError as error:
+        fail(str(error))
+
+    budget_in = raw["budget"]
+    if not isinstance(budget_in, dict):
+        fail(f"budget must be a table ([budget]). Received: budget={budget_in!r}")
+    allowed = dict(BUDGET_KEYS[tuner], **COMMON_BUDGET_KEYS)
+    for key in budget_in:
+        if key not in allowed:
+            known = sorted({k for keys in BUDGET_KEYS.values() for k in keys})
+            hint = (f"it does not apply to tuner {tuner!r}" if key in known else "unknown key")
+            fail(f"budget.{key}: {hint}; tuner {tuner!r} takes {', '.join(allowed)}.")
+    budget = {}
+    for key, default in allowed.items():
+        if key not in budget_in:
+            if default is REQUIRED:
+                fail(f"missing required key budget.{key} (tuner {tuner!r} needs "
+                     + ", ".join(k for k, v in allowed.items() if v is REQUIRED) + ").")
+            budget[key] = default
+            continue
+        try:
+            budget[key] = _integer(budget_in[key], f"budget.{key}", BUDGET_MINIMUM.get(key, 1))
+        except ValueError as error:
+            fail(str(error))
+    return Job(path=path, name=path.stem, experiment=experiment, tuner=tuner,
+               objective=objective, seed=seed, search_space=search_space, budget=budget)
+
+
+def hyperband_plan(max_epochs, factor=3, iterations=1):
+    """The rounds a Hyperband search runs, by Keras Tuner's formulas.
+
+    Returns:
+        A list of `(bracket, round, trials, epochs, initial_epoch)`: each round trains
+        `trials` models from `initial_epoch` to `epochs` (later rounds continue the best
+        models of the round before).
+    """
+    brackets, epochs = 0, max_epochs
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    final_size = math.ceil(1 + math.log(max_epochs, factor))
+    plan = []
+    for _ in range(iterations):
+        for bracket in reversed(range(brackets)):
+            for round_num in range(bracket + 1):
+                shrink = factor ** (bracket - round_num)
+                plan.append((bracket, round_num,
+                             math.ceil(final_size / (bracket + 1) * shrink),
+                             math.ceil(max_epochs / shrink),
+                             0 if round_num == 0 else math.ceil(max_epochs / (shrink * factor))))
+    return plan
+
+
+def planned_budget(job):
+    """Returns `(trials, epochs)`: how many trials the job runs and the epochs they train."""
+    executions = job.budget["executions_per_trial"]
+    if job.tuner == "hyperband":
+        plan = hyperband_plan(job.budget["max_epochs"], job.budget["factor"],
+                              job.budget["hyperband_iterations"])
+        return (sum(size for _, _, size, _, _ in plan),
+                executions * sum(size * (end - start) for _, _, size, end, start in plan))
+    return job.budget["max_trials"], executions * job.budget["max_trials"] * job.budget["epochs"]
+
