@@ -6,11 +6,49 @@ input of any kind (a name, a path, a CSV row) ends in a single `error: ...` line
 status 2, and Ctrl-C in exit status 130 with a hint on how to continue.
 """
 
+import argparse
+import difflib
 import os
 import sys
 
 BAD_INPUT = 2
 INTERRUPTED = 130
+
+
+def did_you_mean(name, names):
+    """A hint naming the entries of `names` closest to `name` (difflib), or "" if none is.
+
+    Example: `did_you_mean("baseline_deep_dropot", list_experiments())` gives
+    " Did you mean 'baseline_deep_dropout'?", ready to append to an error message.
+    `names` may be a dict, to match on its keys and show its values (file stems, paths).
+    """
+    shown = dict(names) if isinstance(names, dict) else {str(each): each for each in names}
+    close = difflib.get_close_matches(str(name), list(shown), n=3)
+    if not close:
+        return ""
+    quoted = [repr(str(shown[each])) for each in close]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f" Did you mean {listed}?"
+
+
+def int_at_least(minimum):
+    """An argparse `type` for integers >= `minimum`; a bad value names the flag and range.
+
+    Example: `parser.add_argument("--limit", type=int_at_least(1))` turns `--limit 0` into
+    `error: argument --limit: must be an integer >= 1. Received: '0'` and exit status 2.
+    """
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}. Received: {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def run_command(body, interrupted=None, failures=()):

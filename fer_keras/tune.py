@@ -4,7 +4,7 @@ Usage:
 
     python -m fer_keras.tune tuning/JOB.toml [--data PATH] [--limit N] [--output-dir DIR]
         [--runs-dir DIR] [--dry-run] [--summary-only] [--overwrite]
-    python -m fer_keras.tune tuning/JOB.toml --compare [--data PATH]
+    python -m fer_keras.tune tuning/JOB.toml --compare [--data PATH] [--overwrite]
 
 A job file (TOML) names an experiment, the search-space bounds, the tuner ("hyperband" by
 default, "bayesian" or "random"), the objective and the budget; see `tuning/smoke.toml`.
@@ -30,7 +30,7 @@ This module is the command line only. The job file's format and checks are in
 
 import argparse
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import entry_point, int_at_least, run_command
 from fer_keras.tune_jobs import hyperband_plan, load_job, planned_budget
 from fer_keras.tune_results import compare_untuned
 from fer_keras.tune_search import run_job
@@ -45,14 +45,15 @@ def build_parser():
     parser.add_argument("job", help="TOML job file, e.g. tuning/deep_emotion.toml")
     parser.add_argument("--data", help="FER2013 CSV (.csv/.csv.gz) or image folder; default "
                         "$FER2013_PATH, then data/fer2013.csv[.gz]")
-    parser.add_argument("--limit", type=int, help="use at most N rows of each split "
+    parser.add_argument("--limit", type=int_at_least(1), help="use at most N rows of each split "
                         "(quick checks; results are not comparable)")
     parser.add_argument("--output-dir", help="results folder; default results/JOB beside "
                         "the job file")
     parser.add_argument("--runs-dir", help="search state (resumable); default runs/JOB "
                         "beside the job file")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the search state and start over")
+                        help="delete the search state and start over; with --compare, "
+                        "replace a finished untuned run trained with other settings")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the job file, print the planned trials and epochs, exit")
     parser.add_argument("--summary-only", action="store_true",
@@ -89,7 +90,7 @@ def main(argv=None):
         if args.compare:
             compare_untuned(args.job, data=args.data, output_dir=args.output_dir,
                             verbose=verbose, skip_bad_rows=args.skip_bad_rows,
-                            limit=args.limit)
+                            limit=args.limit, overwrite=args.overwrite)
             return
         run_job(args.job, data=args.data, limit=args.limit, output_dir=args.output_dir,
                 runs_dir=args.runs_dir, overwrite=args.overwrite, verbose=verbose,

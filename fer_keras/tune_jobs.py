@@ -23,6 +23,8 @@ import math
 import tomllib
 from pathlib import Path
 
+from fer_keras.cli import did_you_mean
+
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVES = ("val_accuracy", "val_loss")
 TOP_KEYS = ("experiment", "tuner", "objective", "seed", "search_space", "budget")
@@ -92,14 +94,18 @@ def load_job(path):
     Raises:
         ValueError: for a missing or unparsable file, an unknown experiment, tuner,
             objective or key, a missing required key, a wrong type or an inverted range.
+            A misspelt file, experiment, tuner, objective or key gets the closest names.
     """
-    from fer_keras.experiments import get_experiment
+    from fer_keras.experiments import list_experiments
     from fer_keras.hypermodel import check_search_space
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Job file not found: {path}. Job files live in tuning/, e.g. "
-                         "tuning/smoke.toml.")
+        # Job files beside the path given and in tuning/, matched on their names.
+        jobs = {each.stem: str(each) for folder in (Path("tuning"), path.parent)
+                for each in sorted(folder.glob("*.toml"))}
+        raise ValueError(f"Job file not found: {path}.{did_you_mean(path.stem, jobs)} Job "
+                         "files live in tuning/, e.g. tuning/smoke.toml.")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -110,22 +116,24 @@ def load_job(path):
 
     for key in raw:
         if key not in TOP_KEYS:
-            fail(f"unknown key {key!r}. A job file takes {', '.join(TOP_KEYS)}.")
+            fail(f"unknown key {key!r}.{did_you_mean(key, TOP_KEYS)} A job file takes "
+                 f"{', '.join(TOP_KEYS)}.")
     for key in ("experiment", "search_space", "budget"):
         if key not in raw:
             fail(f"missing required key {key!r}. See tuning/smoke.toml for a complete job.")
     experiment = raw["experiment"]
-    try:
-        get_experiment(experiment)
-    except ValueError as error:
-        fail(f"experiment: {error}")
+    names = list_experiments()
+    if experiment not in names:
+        fail(f"experiment: unknown experiment {experiment!r}.{did_you_mean(experiment, names)}"
+             f" Valid names: {', '.join(names)}.")
     tuner = raw.get("tuner", "hyperband")
     if tuner not in TUNERS:
-        fail(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
+        fail(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}."
+             + did_you_mean(tuner, TUNERS))
     objective = raw.get("objective", "val_accuracy")
     if objective not in OBJECTIVES:
         fail(f"objective must be one of {', '.join(OBJECTIVES)}. "
-             f"Received: objective={objective!r}")
+             f"Received: objective={objective!r}." + did_you_mean(objective, OBJECTIVES))
     try:
         seed = _integer(raw.get("seed", 1), "seed", 1)
         search_space = check_search_space(raw["search_space"])
@@ -139,8 +147,9 @@ def load_job(path):
     for key in budget_in:
         if key not in allowed:
             known = sorted({k for keys in BUDGET_KEYS.values() for k in keys})
-            hint = (f"it does not apply to tuner {tuner!r}" if key in known else "unknown key")
-            fail(f"budget.{key}: {hint}; tuner {tuner!r} takes {', '.join(allowed)}.")
+            hint = (f"it does not apply to tuner {tuner!r}." if key in known
+                    else "unknown key." + did_you_mean(key, list(allowed)))
+            fail(f"budget.{key}: {hint} Tuner {tuner!r} takes {', '.join(allowed)}.")
     budget = {}
     for key, default in allowed.items():
         if key not in budget_in:

@@ -227,21 +227,37 @@ UNTUNED_DIR = "untuned"
 COMPARISON_FILES = ("comparison.json", "comparison.md")
 
 
+def _replace_folder(folder, replacement):
+    """Puts `replacement` in the place of `folder` with two renames, then deletes the old."""
+    import shutil
+
+    retired = folder.with_name(folder.name + ".replaced")
+    if retired.exists():
+        shutil.rmtree(retired)
+    folder.rename(retired)
+    replacement.rename(folder)
+    shutil.rmtree(retired)
+
+
 def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
-                    skip_bad_rows=False, splits=None, limit=None):
+                    skip_bad_rows=False, splits=None, limit=None, overwrite=False):
     """Trains the untuned experiment as long as the search's longest trial and compares.
 
     The untuned run is `python -m fer_keras.fit EXPERIMENT --epochs MAX_EPOCHS` with the
     job's seed, written to `results/JOB/untuned/` (it resumes like any fit run, and a
-    finished one is reused). The comparison puts three validation accuracies side by side:
-    the study's Table 1 row, the untuned experiment and the best trial of the search, both
-    of ours trained for the same number of epochs through the same compile path.
+    finished one is reused). A finished run trained with other settings (epochs, seed,
+    `limit`) is kept unless `overwrite` is set; then the new run trains beside it in
+    `results/JOB/untuned.partial/` and replaces it only once complete. The comparison puts
+    three validation accuracies side by side: the study's Table 1 row, the untuned
+    experiment and the best trial of the search, both of ours trained for the same number of
+    epochs through the same compile path.
 
     Returns:
         The dict written to `comparison.json` (`comparison.md` holds the same as a table).
 
     Raises:
-        ValueError: if the search has no completed trial yet.
+        ValueError: if the search has no completed trial yet, or `untuned/` holds a finished
+            run with other settings and `overwrite` is not set.
     """
     from fer_keras.experiments import get_experiment
     from fer_keras.fit import train
@@ -261,20 +277,32 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
     epochs = job.max_epochs
     untuned_dir = output_dir / UNTUNED_DIR
     metrics_path = untuned_dir / "metrics.json"
-    reuse = False
-    if metrics_path.exists() and not (untuned_dir / "backup").exists():
+    finished = metrics_path.exists() and not (untuned_dir / "backup").exists()
+    changed = []
+    if finished:
         config = json.loads((untuned_dir / "config.json").read_text())
-        reuse = (config.get("epochs") == epochs and config.get("seed") == job.seed
-                 and config.get("limit") == limit)
-    if reuse:
+        wanted = {"epochs": epochs, "seed": job.seed, "limit": limit}
+        changed = [f"{key} {config.get(key)!r}, now {value!r}" for key, value in wanted.items()
+                   if config.get(key) != value]
+        if changed and not overwrite:
+            raise ValueError(
+                f"{untuned_dir} holds a finished untuned run trained with other settings "
+                f"({'; '.join(changed)}). Run with its settings to reuse it, or pass "
+                f"--overwrite to train a new one that replaces it once complete.")
+    if finished and not changed:
         print(f"Using the finished untuned run in {untuned_dir}", flush=True)
         metrics = json.loads(metrics_path.read_text())
     else:
+        # A finished run is replaced only by a complete one: the new run trains (and
+        # resumes, if killed) beside it and is swapped in at the end.
+        target = untuned_dir.with_name(UNTUNED_DIR + ".partial") if finished else untuned_dir
         print(f"Training the untuned {job.experiment} for {epochs} epochs (the search's "
-              f"longest trial) into {untuned_dir}", flush=True)
-        metrics = train(job.experiment, data=data, output_dir=untuned_dir, seed=job.seed,
+              f"longest trial) into {target}", flush=True)
+        metrics = train(job.experiment, data=data, output_dir=target, seed=job.seed,
                         limit=limit, overrides={"epochs": epochs}, verbose=verbose,
                         skip_bad_rows=skip_bad_rows, splits=splits)
+        if target != untuned_dir:
+            _replace_folder(untuned_dir, target)
     experiment = get_experiment(job.experiment)
     study = experiment.study
     validation = metrics["splits"]["validation"]["accuracy"]

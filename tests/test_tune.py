@@ -188,6 +188,73 @@ def test_job_errors_come_before_any_data_or_training(tmp_path, capsys):
     assert "is not valid TOML" in capsys.readouterr().err
 
 
+def test_close_names_are_suggested(tmp_path):
+    path = _job(tmp_path, VALID_JOB.replace('"baseline"', '"baseline_deep_dropot"'))
+    with pytest.raises(ValueError, match="Did you mean 'baseline_deep_dropout'"):
+        tune_jobs.load_job(path)
+    path = _job(tmp_path, VALID_JOB.replace("max_epochs", "max_epoch"))
+    with pytest.raises(ValueError, match=r"budget.max_epoch: unknown key. Did you mean "
+                       r"'max_epochs'"):
+        tune_jobs.load_job(path)
+    with pytest.raises(ValueError, match=f"Did you mean '{tmp_path / 'job.toml'}'"):
+        tune_jobs.load_job(tmp_path / "jbo.toml")
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_limit_below_one_exits_2_naming_the_flag(tmp_path, capsys, value):
+    path = _job(tmp_path, VALID_JOB)
+    with pytest.raises(SystemExit) as exited:
+        tune.main([str(path), "--limit", value, "--data", str(tmp_path / "missing.csv")])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --limit: must be an integer >= 1" in error and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()
+
+
+def _fake_search(tmp_path, job_text):
+    """A job whose results folder holds one completed trial and a finished untuned run."""
+    job = _job(tmp_path, job_text, "fake.toml")
+    results = tmp_path / "results" / "fake"
+    untuned = results / "untuned"
+    untuned.mkdir(parents=True)
+    trial = {"trial_id": "0", "status": "COMPLETED", "learning_rate": 1e-3,
+             "dropout_rate": 0.1, "val_accuracy": 0.5, "val_loss": 1.5, "best_epoch": 1,
+             "epochs": 1}
+    (results / "trials.json").write_text(json.dumps({
+        "trials": [trial], "experiment_defaults": {"learning_rate": 1e-3, "dropout_rate": 0.0},
+        "completed_trials": 1, "trial_seconds": 3.0}))
+    (untuned / "config.json").write_text(json.dumps({"epochs": 1, "seed": 1, "limit": 40}))
+    (untuned / "metrics.json").write_text(json.dumps({"epochs_run": 1}))
+    (untuned / "model.keras").write_bytes(b"a finished run")
+    return job, untuned
+
+
+def _snapshot(folder):
+    return {path.relative_to(folder): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_compare_keeps_a_finished_untuned_run_unless_overwrite(tiny_csv, tmp_path, capsys):
+    job, untuned = _fake_search(
+        tmp_path, VALID_JOB.replace('tuner = "hyperband"', 'tuner = "random"')
+        .replace("max_epochs = 2", "max_trials = 1\nepochs = 1"))
+    before = _snapshot(untuned)
+    with pytest.raises(ValueError, match=r"untuned holds a finished untuned run .*limit 40, "
+                       r"now None.*--overwrite"):
+        tune_results.compare_untuned(job, data=tiny_csv, verbose=0)
+    assert tune.main([str(job), "--compare", "--data", str(tiny_csv)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {untuned} holds") and error.count("\n") == 1
+    assert _snapshot(untuned) == before
+
+    comparison = tune_results.compare_untuned(job, data=tiny_csv, verbose=0, overwrite=True)
+    metrics = json.loads((untuned / "metrics.json").read_text())
+    assert json.loads((untuned / "config.json").read_text())["limit"] is None
+    assert comparison["untuned"]["val_accuracy"] == metrics["splits"]["validation"]["accuracy"]
+    assert sorted(path.name for path in untuned.parent.iterdir()) == [
+        "comparison.json", "comparison.md", "trials.json", "untuned"]
+
+
 def test_distribution_variables_are_checked(monkeypatch):
     assert tune_search.distributed_role() == ("single", "tuner0")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
