@@ -11,6 +11,8 @@ The package holds a model zoo (`fer_keras.models`), the FER2013 data pipeline
 * `python -m fer_keras.predict IMAGES...` finds faces in photos and classifies them,
 * `python -m fer_keras.bench` measures training and inference speed,
 * `python -m fer_keras.report` regenerates the results tables from the run folders.
+
+Installed, each is also `fer-keras COMMAND` (e.g. `fer-keras fit EXPERIMENT`).
 """
 
 import os

@@ -317,7 +317,7 @@ def update_block(text, block, start=START, end=END):
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(prog="python -m fer_keras.report",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="saved_models")
@@ -327,7 +327,11 @@ def main(argv=None):
                         help="folder of search results whose comparisons are tabulated")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if a file would change")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     root = Path(args.root)
     if not root.is_dir():
         print(f"error: {root} is not a folder of runs. Train one with "

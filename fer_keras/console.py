@@ -1,0 +1,54 @@
+"""The `fer-keras` console script: `fer-keras COMMAND ARGS` is `python -m fer_keras.COMMAND ARGS`.
+
+Installing the package (`pip install -e .`) puts `fer-keras` on the PATH (declared in
+`setup.cfg` under `[options.entry_points]`). Each command keeps its own flags and help:
+
+    fer-keras fit baseline_deep_dropout --data data/fer2013.csv
+    fer-keras tune tuning/smoke.toml --dry-run
+    fer-keras fit --help
+
+`python -m fer_keras COMMAND ...` does the same without the script.
+"""
+
+import ast
+import importlib
+import importlib.util
+import os
+import sys
+
+from fer_keras.cli import BAD_INPUT, did_you_mean
+
+COMMANDS = ("fit", "evaluate", "tune", "export", "predict", "bench", "report", "reference")
+"""Modules of `fer_keras` with a `main(argv)` that the console script runs."""
+
+
+def summary(command):
+    """The first line of a command module's docstring, read without importing the module."""
+    origin = importlib.util.find_spec(f"fer_keras.{command}").origin
+    with open(origin, encoding="utf-8") as handle:
+        docstring = ast.get_docstring(ast.parse(handle.read())) or ""
+    return docstring.split("\n\n")[0].replace("\n", " ")
+
+
+def usage():
+    lines = ["usage: fer-keras COMMAND [ARGS...]   (fer-keras COMMAND --help for its flags)",
+             "", "commands:"]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {command.ljust(width)}  {summary(command)}" for command in COMMANDS]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Runs `fer_keras.COMMAND.main(ARGS)` for `argv = [COMMAND, *ARGS]`; returns its status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else BAD_INPUT
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}.{did_you_mean(command, COMMANDS)} "
+              f"Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return BAD_INPUT
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    status = importlib.import_module(f"fer_keras.{command}").main(args)
+    return 0 if status is None else status
