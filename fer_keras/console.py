@@ -14,12 +14,23 @@ import ast
 import importlib
 import importlib.util
 import os
+import re
 import sys
+from pathlib import Path
 
 from fer_keras.cli import BAD_INPUT, did_you_mean
 
-COMMANDS = ("fit", "evaluate", "tune", "export", "predict", "bench", "report", "reference")
-"""Modules of `fer_keras` with a `main(argv)` that the console script runs."""
+RUNS_AS_SCRIPT = re.compile(r'^if __name__ == "__main__":', re.MULTILINE)
+
+
+def commands():
+    """The modules of `fer_keras` that run as `python -m fer_keras.NAME`, sorted.
+
+    Found from the source, so a new command module is a subcommand without being listed.
+    """
+    return sorted(path.stem for path in Path(__file__).parent.glob("*.py")
+                  if path.stem != "__main__"
+                  and RUNS_AS_SCRIPT.search(path.read_text(encoding="utf-8")))
 
 
 def summary(command):
@@ -33,8 +44,9 @@ def summary(command):
 def usage():
     lines = ["usage: fer-keras COMMAND [ARGS...]   (fer-keras COMMAND --help for its flags)",
              "", "commands:"]
-    width = max(map(len, COMMANDS))
-    lines += [f"  {command.ljust(width)}  {summary(command)}" for command in COMMANDS]
+    names = commands()
+    width = max(map(len, names))
+    lines += [f"  {command.ljust(width)}  {summary(command)}" for command in names]
     return "\n".join(lines)
 
 
@@ -44,10 +56,10 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else BAD_INPUT
-    command, args = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"error: unknown command {command!r}.{did_you_mean(command, COMMANDS)} "
-              f"Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+    command, args, names = argv[0], argv[1:], commands()
+    if command not in names:
+        print(f"error: unknown command {command!r}.{did_you_mean(command, names)} "
+              f"Commands: {', '.join(names)}.", file=sys.stderr)
         return BAD_INPUT
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     status = importlib.import_module(f"fer_keras.{command}").main(args)

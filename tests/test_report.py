@@ -151,3 +151,29 @@ def test_report_names_runs_whose_model_file_is_too_large_to_commit(tmp_path):
     text = report.render_results_readme(runs)
     assert "not committed: `alexnet` (23 MB)" in text
     assert "`baseline` (" not in text
+
+
+def test_docs_pages_get_their_blocks_with_links_from_the_page(tmp_path):
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    (runs / "baseline").mkdir(parents=True)
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    (runs / "baseline" / "metrics.json").write_text(json.dumps(_fake_metrics(0.5, confusion)))
+    docs.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    page = docs / "benchmark.md"
+    page.write_text("# Speed\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
+    untouched = docs / "data.md"
+    untouched.write_text("# Data\n\nNo generated blocks here.\n")
+    args = ["--root", str(runs), "--readme", str(readme)]
+    assert report.main(args) == 0
+    assert "No benchmark saved yet" in page.read_text()
+    assert "<!-- results:start -->" not in page.read_text()
+    assert untouched.read_text() == "# Data\n\nNo generated blocks here.\n"
+    # The README gets the results block; its links are relative to each page's folder.
+    assert "](runs/README.md)" in readme.read_text()
+    page.write_text(page.read_text() + "\n<!-- results:start -->\n<!-- results:end -->\n")
+    assert report.main(args + ["--check"]) == 1
+    assert report.main(args) == 0
+    assert "](../runs/README.md)" in page.read_text()
+    assert report.main(args + ["--check"]) == 0
