@@ -93,7 +93,8 @@ def command_lines(text):
 def parse(line):
     """Parses one documented command line with its command's parser; returns its namespace.
 
-    A line about the console script itself (`fer-keras --help`) gives None.
+    A line about the console script itself (`fer-keras --help`) or asking for help gives
+    None.
 
     Raises:
         ValueError: if the line names no known command or its parser rejects it.
@@ -114,6 +115,8 @@ def parse(line):
         with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
             return parser.parse_args(args)
     except SystemExit as exit:
+        if exit.code == 0:
+            return None  # --help
         raise ValueError(f"{line!r} does not parse as {args}: "
                          f"{errors.getvalue().strip().splitlines()[-1:]}") from exit
 
