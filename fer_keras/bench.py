@@ -21,6 +21,10 @@ With no names, the 13 rows of the study's Table 1 are measured. For each experim
   call's probabilities are copied to NumPy inside the timed region, as a client would.
 * batch-1 latency: the same signature on a single image, 10 x N calls after the warm-up,
   each timed alone; the median (and 90th percentile) in milliseconds.
+* LiteRT batch-1 latency: the same SavedModel converted to TFLite as `fer_keras.export`
+  writes `assets.extra/model.tflite`, run by LiteRT (`ai-edge-litert`, XNNPACK) in a fresh
+  process with 1 and with 2 threads, 10 x N single-image calls each after `WARMUP_CALLS`
+  untimed ones (`fer_keras.litert.measure_latency`); median and 90th percentile.
 
 Why a separate process: fer_keras turns TensorFlow's oneDNN kernels on for training (they
 train several times faster on CPUs where TensorFlow leaves them off), but on such CPUs
@@ -49,6 +53,7 @@ import tempfile
 from pathlib import Path
 
 from fer_keras.cli import entry_point, run_command
+from fer_keras.litert import LATENCY_THREADS, measure_latency, runtime_name
 
 TRAIN_BATCH = 128
 INFERENCE_BATCH = 256
@@ -70,11 +75,11 @@ def environment():
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 
-def method(steps, serving_onednn="default"):
+def method(steps, serving_onednn="default", litert=True):
     """What is timed, in words, for the report."""
     onednn = {"default": "TensorFlow's default oneDNN setting for this CPU",
               "on": "TF_ENABLE_ONEDNN_OPTS=1", "off": "TF_ENABLE_ONEDNN_OPTS=0"}[serving_onednn]
-    return {
+    described = {
         "training": f"model.fit on fer_keras.data.make_dataset (shuffle, the experiment's "
                     f"augmentation), compiled by fer_keras.training.compile_model, batch "
                     f"{TRAIN_BATCH}, random uint8 images; {WARMUP_STEPS} untimed warm-up steps, "
@@ -86,6 +91,14 @@ def method(steps, serving_onednn="default"):
         "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
                    f"individually timed calls after {WARMUP_CALLS} warm-up calls",
     }
+    if litert:
+        described["litert"] = (
+            f"the SavedModel's serving_default converted to TFLite (as "
+            f"assets.extra/model.tflite), run by {runtime_name()} in a fresh process with "
+            f"{' and '.join(map(str, LATENCY_THREADS))} threads; 1 uint8 image, median and "
+            f"p90 of {10 * steps} individually timed calls after {WARMUP_CALLS} warm-up "
+            f"calls, output copied to NumPy")
+    return described
 
 
 def run_peer(script, name, timeout=900):
@@ -194,8 +207,30 @@ def measure_serving(folder, shape, steps, onednn="default", timeout=900):
     return json.loads(lines[-1])
 
 
+def measure_litert(savedmodel_dir, tflite_path, steps):
+    """LiteRT batch-1 latency of a SavedModel's TFLite conversion, per thread count.
+
+    Returns:
+        `{"litert_runtime", "litert_threads_T_latency_ms_median",
+        "litert_threads_T_latency_ms_p90" for T in LATENCY_THREADS}`, or
+        `{"litert_error": reason}` when the model does not convert.
+    """
+    from fer_keras.export import convert_tflite
+
+    written, message = convert_tflite(savedmodel_dir, tflite_path)
+    if not written:
+        return {"litert_error": message}
+    result = {}
+    for threads in LATENCY_THREADS:
+        timed = measure_latency(tflite_path, threads, calls=10 * steps, warmup=WARMUP_CALLS)
+        result["litert_runtime"] = timed["runtime"]
+        for key in ("latency_ms_median", "latency_ms_p90"):
+            result[f"litert_threads_{threads}_{key}"] = timed[key]
+    return result
+
+
 def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
-                     jit_compile=False):
+                     jit_compile=False, litert=True):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -207,6 +242,8 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         jit_compile: also export with XLA (`fer_keras.export.build_archive`) and measure
             that SavedModel too, as `xla_inference_images_per_second`,
             `xla_latency_ms_median` and `xla_latency_ms_p90`.
+        litert: also convert the SavedModel to TFLite and time it with LiteRT at batch 1
+            (see `measure_litert`).
 
     Returns:
         A JSON-ready dict: experiment, model, augmentation, parameters,
@@ -249,6 +286,9 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         write_savedmodel(model, Path(folder) / "savedmodel")
         serving = measure_serving(Path(folder) / "savedmodel", model.input_shape[1:], steps,
                                   serving_onednn)
+        if litert:
+            serving.update(measure_litert(Path(folder) / "savedmodel",
+                                          Path(folder) / "model.tflite", steps))
         if jit_compile:
             write_savedmodel(model, Path(folder) / "xla", jit_compile=True)
             compiled = measure_serving(Path(folder) / "xla", model.input_shape[1:], steps,
@@ -298,6 +338,10 @@ def table_rows(results):
     xla = any("xla_latency_ms_median" in row for row in results)
     if xla:
         header.append("batch-1 ms, XLA export")
+    litert = any("litert_runtime" in row or "litert_error" in row for row in results)
+    if litert:
+        header += [f"LiteRT batch-1 ms, {threads} thread{'s' if threads > 1 else ''}"
+                   for threads in LATENCY_THREADS]
     rows = []
     for row in results:
         cells = [row["experiment"], row["model"], f"{row['parameters']:,}",
@@ -312,6 +356,11 @@ def table_rows(results):
         if xla:
             cells.append("-" if "xla_latency_ms_median" not in row else
                          f"{row['xla_latency_ms_median']:.2f} ({row['xla_latency_ms_p90']:.2f})")
+        if litert:
+            for threads in LATENCY_THREADS:
+                key = f"litert_threads_{threads}_latency_ms"
+                cells.append("-" if f"{key}_median" not in row else
+                             f"{row[f'{key}_median']:.2f} ({row[f'{key}_p90']:.2f})")
         rows.append(cells)
     return header, rows
 
@@ -325,7 +374,8 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
         lines.append(f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, "
                      f"{env['cpu_count']} CPU(s), devices {', '.join(env['devices'])}, "
                      f"load average {load_text}")
-    for key, text in method(steps, serving_onednn).items():
+    for key, text in method(steps, serving_onednn, litert=any(
+            "litert_runtime" in row for row in results)).items():
         lines.append(f"{key}: {text}")
     header, rows = table_rows(results)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
@@ -354,6 +404,8 @@ def build_parser():
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure batch-1 latency of an XLA-compiled export "
                         "(python -m fer_keras.export --jit-compile)")
+    parser.add_argument("--no-litert", action="store_true",
+                        help="skip the LiteRT (TFLite) batch-1 latency columns")
     parser.add_argument("--peer", metavar="SCRIPT",
                         help="PyTorch peer script (shared/bench/torch_peer.py) run before "
                         "each experiment it knows; adds its training images/s and our ratio")
@@ -388,12 +440,14 @@ def main(argv=None):
             peer = run_peer(args.peer, name) if args.peer else None
             result = bench_experiment(name, steps=args.steps, seed=args.seed,
                                       serving_onednn=args.serving_onednn,
-                                      jit_compile=args.jit_compile)
+                                      jit_compile=args.jit_compile,
+                                      litert=not args.no_litert)
             results.append(add_peer(result, peer) if peer is not None else result)
         command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
                                                            else sys.argv[1:])])
         report = {"command": command, "environment": env,
-                  "method": method(args.steps, args.serving_onednn), "results": results}
+                  "method": method(args.steps, args.serving_onednn, not args.no_litert),
+                  "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)
             Path(args.save).write_text(json.dumps(report, indent=2) + "\n")

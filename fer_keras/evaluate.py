@@ -5,13 +5,17 @@ Usage:
     python -m fer_keras.evaluate saved_models/EXPERIMENT/model.keras [--split validation]
         [--data PATH] [--json] [--no-mirror]
     python -m fer_keras.evaluate --verify saved_models/*/model.keras
+    python -m fer_keras.evaluate .../serving/1/assets.extra/model_int8.tflite
+        [--split private_test] [--threads N]
 
 Prints accuracy, macro-F1 and the per-class precision / recall table (classes in Kaggle
 id order); `--json` prints the same as one JSON object instead. `--verify` scores each
 model on the validation and PrivateTest splits and compares with the `metrics.json` beside
 it, so anyone can check the committed results (exit status 1 if any differs by more than
 0.1 points). `--no-mirror` scores a model built with test-time mirror averaging
-(`MirrorAverage`) on one pass per face, to show what the averaging adds.
+(`MirrorAverage`) on one pass per face, to show what the averaging adds. A `.tflite` file
+(float, float16 or int8, from `python -m fer_keras.export [--quantize ...]`) is run with
+LiteRT (`fer_keras.litert`), so the accuracy cost of quantization is measured the same way.
 """
 
 import argparse
@@ -26,12 +30,15 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m fer_keras.evaluate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="+", help="a .keras file written by fer_keras.fit "
-                        "(several with --verify)")
+                        "(several with --verify), or a .tflite file written by "
+                        "fer_keras.export (run with LiteRT)")
     parser.add_argument("--data", help="FER2013 CSV or image folder (default: $FER2013_PATH, "
                         "then data/fer2013.csv[.gz])")
     parser.add_argument("--split", default="validation", choices=SPLITS)
     parser.add_argument("--limit", type=int, help="score only the first N images of the split")
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--threads", type=int,
+                        help="LiteRT threads for a .tflite model (default: the runtime's)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--no-mirror", action="store_true",
                         help="score the network inside a MirrorAverage layer alone (one "
@@ -94,21 +101,40 @@ def without_mirror(model, model_path):
 
 
 def evaluate(model_path, split="validation", data=None, limit=None, batch_size=512,
-             mirror=True):
+             mirror=True, num_threads=None):
     """Loads a model and scores it; returns `fer_keras.results.score`'s dict.
 
-    `mirror=False` scores the network inside a `MirrorAverage` layer alone.
+    `mirror=False` scores the network inside a `MirrorAverage` layer alone. A `.tflite`
+    file (float or quantized, from `fer_keras.export`) is run with LiteRT on
+    `num_threads` threads, and the dict also gets `runtime` and `file_bytes`.
     """
+    from pathlib import Path
+
     from fer_keras.data import load_splits
-    from fer_keras.models import load_model
     from fer_keras.results import predict_probabilities, score
 
-    model = load_model(model_path)
-    if not mirror:
-        model = without_mirror(model, model_path)
-    images, labels = load_splits(data, limit=limit)[split]
-    metrics = score(labels, predict_probabilities(model, images, batch_size))
-    metrics.update(model=str(model_path), split=split)
+    extra = {}
+    if Path(model_path).suffix == ".tflite":
+        from fer_keras.litert import TFLiteClassifier
+
+        if not mirror:
+            raise ValueError(f"--no-mirror needs the Keras model: a .tflite file is one "
+                             f"fixed graph. Score the run's model.keras instead. Received: "
+                             f"{model_path}")
+        model = TFLiteClassifier(model_path, num_threads=num_threads)
+        extra = {"runtime": model.runtime, "file_bytes": Path(model_path).stat().st_size}
+        images, labels = load_splits(data, limit=limit)[split]
+        probabilities = model.predict(images, batch_size=min(batch_size, 256))
+    else:
+        from fer_keras.models import load_model
+
+        model = load_model(model_path)
+        if not mirror:
+            model = without_mirror(model, model_path)
+        images, labels = load_splits(data, limit=limit)[split]
+        probabilities = predict_probabilities(model, images, batch_size)
+    metrics = score(labels, probabilities)
+    metrics.update(model=str(model_path), split=split, **extra)
     return metrics
 
 
@@ -125,13 +151,15 @@ def main(argv=None):
         if len(args.model) > 1:
             raise ValueError("Give one model (or use --verify for several).")
         metrics = evaluate(args.model[0], args.split, args.data, args.limit, args.batch_size,
-                           mirror=not args.no_mirror)
+                           mirror=not args.no_mirror, num_threads=args.threads)
         if args.json:
             print(json.dumps(metrics, sort_keys=True))
         else:
             from fer_keras.results import format_report
 
             how = ", one pass per face (--no-mirror)" if args.no_mirror else ""
+            if "runtime" in metrics:
+                how += f", {metrics['runtime']}, {metrics['file_bytes']:,} bytes"
             print(format_report(metrics, title=f"{args.model[0]} on {args.split}{how}"))
 
     return run_command(body)

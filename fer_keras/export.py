@@ -3,7 +3,7 @@
 Usage:
 
     python -m fer_keras.export saved_models/EXPERIMENT [--output DIR] [--version N]
-        [--no-tflite]
+        [--no-tflite] [--quantize int8|float16 ...] [--data FER2013.csv]
     python -m fer_keras.export path/to/model.keras
 
 The input is a run folder written by `fer_keras.fit` (it holds `model.keras`) or a `.keras`
@@ -21,6 +21,8 @@ What one version folder holds:
 | `assets/labels.txt` | the class names, one a line, line i = class id i (Kaggle order) |
 | `assets.extra/model.keras` | a byte copy of the exported Keras model |
 | `assets.extra/model.tflite` | the `serving_default` signature as TFLite, when it converts |
+| `assets.extra/model_int8.tflite` | with `--quantize int8`: post-training integer quantization, calibrated on training-split faces |
+| `assets.extra/model_float16.tflite` | with `--quantize float16`: float16 weights |
 | `assets.extra/export.json` | source, versions, signatures and the TFLite outcome |
 
 `assets.extra/` is the SavedModel folder meant for files that travel with a model without
@@ -246,7 +248,45 @@ def write_savedmodel(model, directory, jit_compile=False):
     return directory
 
 
-def convert_tflite(savedmodel_dir, output_path):
+QUANTIZATIONS = ("int8", "float16")
+"""`--quantize` choices: post-training integer quantization, or float16 weights."""
+
+REPRESENTATIVE_COUNT = 300
+"""Training images the int8 converter calibrates activation ranges on."""
+
+
+def quantized_tflite_name(quantize):
+    """The file name of a quantized TFLite export: `model_int8.tflite`, ..."""
+    return f"model_{quantize}.tflite"
+
+
+def representative_images(data=None, count=REPRESENTATIVE_COUNT, seed=0):
+    """A random sample of training-split faces for int8 calibration, uint8 `(n, 48, 48, 1)`.
+
+    Drawn from the training split only, so calibration never sees the validation or test
+    faces the quantized model is scored on.
+
+    Args:
+        data: FER2013 CSV or image folder (see `fer_keras.data.resolve_data_path`).
+        count: images to draw (all of them if the split is smaller).
+        seed: seed of the draw.
+    """
+    import numpy as np
+
+    from fer_keras.data import load_splits
+
+    images = load_splits(data)["train"][0]
+    if len(images) == 0:
+        raise ValueError(f"The training split of {data or 'the default FER2013 file'} is "
+                         f"empty, so int8 quantization has nothing to calibrate on. Pass "
+                         f"--data with a FER2013 CSV that has Training rows. Received: "
+                         f"data={data!r}")
+    chosen = np.random.default_rng(seed).permutation(len(images))[:count]
+    images = np.asarray(images[np.sort(chosen)], np.uint8)
+    return images if images.ndim == 4 else images[..., None]
+
+
+def convert_tflite(savedmodel_dir, output_path, quantize=None, representative=None):
     """Converts the `serving_default` signature of a SavedModel to a TFLite file.
 
     Only TFLite's builtin ops are allowed, so the file runs with the plain TFLite runtime.
@@ -254,17 +294,44 @@ def convert_tflite(savedmodel_dir, output_path):
     Args:
         savedmodel_dir: a folder written by `write_savedmodel`.
         output_path: the `.tflite` file to write.
+        quantize: None (float32), "float16" (weights stored as float16, computed in float32
+            by XNNPACK) or "int8" (post-training integer quantization: int8 weights and
+            activations, the ranges calibrated on `representative`; an op without an int8
+            kernel stays float). Input (uint8 pixels) and outputs stay as in the float file.
+        representative: uint8 images `(n, height, width, 1)` for "int8" calibration.
 
     Returns:
         `(written, message)`: whether the file was written, and its size or the reason it
         could not be (the converter's first error line).
+
+    Raises:
+        ValueError: for an unknown `quantize`, or "int8" without representative images.
     """
+    import numpy as np
     import tensorflow as tf
+
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)} or None. "
+                         f"Received: quantize={quantize!r}")
+    if quantize == "int8" and (representative is None or len(representative) == 0):
+        raise ValueError("int8 quantization needs representative images (training faces) "
+                         "to calibrate on; pass representative=representative_images(data).")
+
+    def calibration_batches():
+        # One image per batch: the converter calibrates on the shapes the model serves.
+        for image in representative:
+            yield {INPUT_NAME: np.asarray(image, np.uint8)[None]}
 
     try:
         converter = tf.lite.TFLiteConverter.from_saved_model(
             str(savedmodel_dir), signature_keys=[DEFAULT_SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.representative_dataset = calibration_batches
         flatbuffer = converter.convert()
     except Exception as error:  # The converter raises several types (ConverterError, ...).
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -275,7 +342,8 @@ def convert_tflite(savedmodel_dir, output_path):
     return True, f"{len(flatbuffer):,} bytes"
 
 
-def export(source, output=None, version=None, tflite=True, jit_compile=False):
+def export(source, output=None, version=None, tflite=True, jit_compile=False, quantize=(),
+           data=None):
     """Exports a run folder or `.keras` file for TF Serving (and TFLite).
 
     Args:
@@ -285,14 +353,18 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False):
         tflite: also write `assets.extra/model.tflite` where the converter allows it.
         jit_compile: XLA-compile the forward pass (see `build_archive`); recorded in
             `export.json`.
+        quantize: quantized TFLite files to write beside the float one, each of
+            `QUANTIZATIONS` ("int8", "float16"), as `assets.extra/model_int8.tflite` etc.
+        data: FER2013 CSV or folder whose training split calibrates "int8"
+            (default: $FER2013_PATH, then data/fer2013.csv[.gz]).
 
     Returns:
         A dict with the written paths (`savedmodel`, `keras`, `tflite` or None), the
-        `version`, and `tflite_message`.
+        `version`, `tflite_message`, and `quantized`: `{kind: {"path" or None, "message"}}`.
 
     Raises:
-        ValueError: for a missing source, a model that cannot be loaded, a bad version or
-            a version folder that already exists.
+        ValueError: for a missing source, a model that cannot be loaded, a bad version,
+            a version folder that already exists, or an unknown or impossible `quantize`.
     """
     import keras
     import tensorflow as tf
@@ -307,11 +379,22 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False):
     elif not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer (TF Serving's folder names). "
                          f"Received: version={version!r}")
+    quantize = [quantize] if isinstance(quantize, str) else list(quantize or ())
+    for kind in quantize:
+        if kind not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be among {', '.join(QUANTIZATIONS)}. "
+                             f"Received: quantize={kind!r}")
+    if quantize and not tflite:
+        raise ValueError(f"Quantization writes TFLite files, so it cannot be combined with "
+                         f"--no-tflite; drop one of them. Received: quantize={quantize}, "
+                         f"tflite=False")
     target = serving_dir / str(version)
     if target.exists():
         raise ValueError(f"{target} already exists. Pass another --version (the next free "
                          f"one is {next_version(serving_dir)}), or delete it to re-export. "
                          f"Received: version={version}")
+    # The data is read before the slow export starts, so a bad --data fails at once.
+    representative = representative_images(data) if "int8" in quantize else None
     model = load_model(keras_path)
     serving_dir.mkdir(parents=True, exist_ok=True)
     # TF Serving ignores folders whose names are not numbers, so the partial export is
@@ -328,6 +411,13 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False):
         if tflite:
             written, message = convert_tflite(partial, extra / TFLITE_FILE)
             tflite_path = target / "assets.extra" / TFLITE_FILE if written else None
+        quantized = {}
+        for kind in quantize:
+            name = quantized_tflite_name(kind)
+            written, kind_message = convert_tflite(partial, extra / name, kind,
+                                                   representative)
+            quantized[kind] = {"path": str(target / "assets.extra" / name) if written
+                               else None, "message": kind_message}
         metadata = {
             "source": str(keras_path),
             "model": model.name,
@@ -336,6 +426,13 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False):
             "class_names": list(CLASS_NAMES),
             "signatures": signature_summary(model.input_shape[1:]),
             "tflite": {"written": tflite_path is not None, "message": message},
+            "quantized": {kind: {"file": quantized_tflite_name(kind),
+                                 "written": entry["path"] is not None,
+                                 "message": entry["message"],
+                                 **({"representative_images": len(representative),
+                                     "representative_split": "train"}
+                                    if kind == "int8" else {})}
+                          for kind, entry in quantized.items()},
             "jit_compile": bool(jit_compile),
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
@@ -348,7 +445,8 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False):
         raise
     return {"savedmodel": str(target), "keras": str(target / "assets.extra" / KERAS_FILE),
             "tflite": None if tflite_path is None else str(tflite_path),
-            "tflite_message": message, "version": version, "serving_dir": str(serving_dir)}
+            "tflite_message": message, "quantized": quantized, "version": version,
+            "serving_dir": str(serving_dir)}
 
 
 def signature_summary(shape=(48, 48, 1)):
@@ -377,6 +475,12 @@ def build_parser():
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA-compile the forward pass: lower batch-1 latency on CPU, "
                         "but TF Serving must run with --xla_cpu_compilation_enabled=true")
+    parser.add_argument("--quantize", action="append", choices=QUANTIZATIONS,
+                        help="also write a quantized TFLite file (assets.extra/model_int8."
+                        "tflite or model_float16.tflite); repeat for both. int8 calibrates on "
+                        f"{REPRESENTATIVE_COUNT} training-split faces from --data")
+    parser.add_argument("--data", help="FER2013 CSV or image folder for --quantize int8 "
+                        "(default: $FER2013_PATH, then data/fer2013.csv[.gz])")
     return parser
 
 
@@ -387,7 +491,8 @@ def main(argv=None):
 
 def _export_and_report(args):
     result = export(args.source, output=args.output, version=args.version,
-                    tflite=not args.no_tflite, jit_compile=args.jit_compile)
+                    tflite=not args.no_tflite, jit_compile=args.jit_compile,
+                    quantize=args.quantize or (), data=args.data)
     print(f"SavedModel: {result['savedmodel']} (signatures {DEFAULT_SIGNATURE}: image uint8 "
           f"[batch, 48, 48, 1]; {ANY_SIZE_SIGNATURE}: image uint8 [batch, h, w, 1-4]; "
           f"outputs probabilities, class_id, label)")
@@ -396,6 +501,10 @@ def _export_and_report(args):
         print(f"TFLite:     {result['tflite']} ({result['tflite_message']})")
     else:
         print(f"TFLite:     not written: {result['tflite_message']}")
+    for kind, entry in result["quantized"].items():
+        label = f"{kind}:".ljust(11)
+        print(f"{label} {entry['path']} ({entry['message']})" if entry["path"]
+              else f"{label} not written: {entry['message']}")
     print(f"Serve with: docker run -p 8501:8501 --mount type=bind,"
           f"source={Path(result['serving_dir']).resolve()},target=/models/fer "
           f"-e MODEL_NAME=fer tensorflow/serving")

@@ -174,6 +174,8 @@ def benchmark_table(report):
              f"cores, load average {load} when the run started. Training: "
              f"{report['method']['training']}. Inference: {report['method']['inference']}. "
              f"Latency: {report['method']['latency']}."
+             + (f" LiteRT: {report['method']['litert']}." if "litert" in report["method"]
+                else "")
              + (" PyTorch: `torch_peer.py` run just before each experiment it knows, on "
                 "pre-made tensors without augmentation; ratio = ours / PyTorch's, shown "
                 "for experiments without augmentation." if peer else ""),

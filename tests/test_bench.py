@@ -42,9 +42,15 @@ def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys
     assert row["experiment"] == "baseline_aug" and row["model"] == "baseline"
     assert row["parameters"] == get_model("baseline").count_params()
     for key in ("train_images_per_second", "inference_images_per_second",
-                "latency_ms_median", "latency_ms_p90", "xla_latency_ms_median"):
+                "latency_ms_median", "latency_ms_p90", "xla_latency_ms_median",
+                "litert_threads_1_latency_ms_median", "litert_threads_2_latency_ms_p90"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["latency_ms_median"] <= row["latency_ms_p90"]
+    for threads in (1, 2):
+        assert (row[f"litert_threads_{threads}_latency_ms_median"]
+                <= row[f"litert_threads_{threads}_latency_ms_p90"])
+    assert row["litert_runtime"] == "ai-edge-litert"
+    assert "ai-edge-litert" in report["method"]["litert"]
     assert "batch of 256" in report["method"]["inference"]
     assert "warm-up" in report["method"]["training"]
     assert report["environment"]["cpu_count"] >= 1
@@ -53,6 +59,10 @@ def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys
     assert "baseline_aug" in table and f"{row['parameters']:,}" in table
     assert "batch-1 ms" in table and "load average" in table
     assert "batch-1 ms, XLA export" in table and "ms/image, batch 256" in table
+    assert "LiteRT batch-1 ms, 1 thread" in table and "LiteRT batch-1 ms, 2 threads" in table
+    header, _ = bench.table_rows([{key: value for key, value in row.items()
+                                   if not key.startswith("litert")}])
+    assert not any("LiteRT" in column for column in header)  # Old reports keep their table.
 
 
 def test_unknown_experiment_fails_before_timing(capsys):
