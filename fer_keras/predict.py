@@ -34,11 +34,21 @@ import sys
 from pathlib import Path
 
 from fer_keras.cli import entry_point, run_command
+from fer_keras.video import VIDEO_SUFFIXES, iou, is_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 DETECTION_MAX_SIDE = 1024
 """Photos are searched for faces at most this large (faster; boxes map back to full size)."""
+
+MIN_FACE_SIZE = 24
+"""The Haar cascade's window (24x24 px): faces smaller than this in the picture's own pixels
+are reported with a `skipped` field, not classified."""
+
+SMALL_FACE_SEARCH_MAX_SIDE = 320
+"""Pictures up to this size are also searched enlarged 2x for faces below `MIN_FACE_SIZE`
+(down to half of it), so those are reported as skipped instead of being missed without a
+word. Larger pictures skip that search: enlarged, it would cost several times the main one."""
 
 DEFAULT_ROOT = Path("saved_models")
 
@@ -76,18 +86,55 @@ def find_best_model(root=DEFAULT_ROOT):
     return best
 
 
+def find_exported_tflite(path):
+    """The float TFLite file of an export: in a SavedModel folder, or a run folder's newest.
+
+    Raises:
+        ValueError: if there is none (with the export command that writes one).
+    """
+    from fer_keras.export import TFLITE_FILE, existing_versions
+
+    path = Path(path)
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        versions = existing_versions(path / "serving")
+        if versions:
+            path = path / "serving" / str(versions[-1])
+    candidate = path / "assets.extra" / TFLITE_FILE
+    if not candidate.is_file():
+        raise ValueError(f"--litert needs a .tflite file, or a SavedModel or run folder with "
+                         f"an exported {candidate.relative_to(path)}; none at {candidate}. "
+                         f"Export with `python -m fer_keras.export RUN_FOLDER`, or pass the "
+                         f".tflite file as --model. Received: --model {path}")
+    return candidate
+
+
 class Classifier:
     """Class probabilities for batches of uint8 face crops, from any of our model formats.
 
     Args:
-        path: a run folder holding `model.keras`, a `.keras` file, or a SavedModel folder
-            exported by `fer_keras.export`.
+        path: a run folder holding `model.keras`, a `.keras` file, a SavedModel folder
+            exported by `fer_keras.export`, or a `.tflite` file (run with LiteRT).
+        litert: run the TFLite file exported beside a SavedModel folder
+            (`assets.extra/model.tflite`), or beside a run folder's newest export
+            (`serving/VERSION/`), with LiteRT instead of TensorFlow.
+        num_threads: LiteRT threads (None: the runtime's choice).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, litert=False, num_threads=None):
         path = Path(path)
         self.path = path
         self._signature = None
+        self._lite = None
+        if litert and path.suffix != ".tflite":
+            path = self.path = find_exported_tflite(path)
+        if path.suffix == ".tflite":
+            from fer_keras.litert import TFLiteClassifier
+
+            self._lite = TFLiteClassifier(path, num_threads=num_threads)
+            self.input_shape = self._lite.input_shape
+            self.runtime = self._lite.runtime
+            return
+        self.runtime = "tensorflow"
         if path.is_dir() and (path / "saved_model.pb").is_file():
             import tensorflow as tf
 
@@ -122,10 +169,25 @@ class Classifier:
         """`(height, width)` of the crops the model takes."""
         return int(self.input_shape[0]), int(self.input_shape[1])
 
+    model_seconds = 0.0
+    """Seconds spent inside model calls so far (for the faces/s summary)."""
+    faces_classified = 0
+
     def __call__(self, crops):
         """Probabilities `(batch, 7)` for uint8 crops `(batch, height, width, 1)`."""
+        import time
+
+        start = time.perf_counter()
+        probabilities = self._probabilities(crops)
+        self.model_seconds += time.perf_counter() - start
+        self.faces_classified += len(crops)
+        return probabilities
+
+    def _probabilities(self, crops):
         import numpy as np
 
+        if self._lite is not None:
+            return self._lite(crops)
         if self._signature is not None:
             import tensorflow as tf
 
@@ -195,18 +257,33 @@ def load_detector():
 def detect_faces(detector, gray):
     """Face boxes `[x, y, width, height]` in `gray`'s pixels, left to right.
 
-    Large photos are searched at `DETECTION_MAX_SIDE`; the boxes are scaled back.
+    Large photos are searched at `DETECTION_MAX_SIDE`; the boxes are scaled back. Small
+    pictures (`SMALL_FACE_SEARCH_MAX_SIDE`) are also searched enlarged for faces under
+    `MIN_FACE_SIZE`, which come back too (the caller reports them as skipped).
     """
+    height, width = gray.shape
+    boxes = _cascade_boxes(detector, gray, min(1.0, DETECTION_MAX_SIDE / max(height, width)))
+    if max(height, width) <= SMALL_FACE_SEARCH_MAX_SIDE:
+        # Finer scale steps and bicubic enlarging: at this size the cascade only just
+        # resolves a face, and the defaults miss most of them.
+        tiny = _cascade_boxes(detector, gray, 2.0, max_size=2 * MIN_FACE_SIZE - 1,
+                              scale_factor=1.05, min_neighbors=4)
+        boxes += [box for box in tiny if all(iou(box, other) == 0.0 for other in boxes)]
+    return sorted(boxes)
+
+
+def _cascade_boxes(detector, gray, scale, max_size=None, scale_factor=1.1, min_neighbors=5):
+    """The cascade's boxes on `gray` resized by `scale`, in `gray`'s pixels."""
     import cv2
 
     height, width = gray.shape
-    scale = min(1.0, DETECTION_MAX_SIDE / max(height, width))
     small = gray if scale == 1.0 else cv2.resize(
         gray, (max(1, round(width * scale)), max(1, round(height * scale))),
-        interpolation=cv2.INTER_AREA)
+        interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC)
     # Equalised contrast makes the cascade far less sensitive to exposure.
-    found = detector.detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1,
-                                      minNeighbors=5, minSize=(24, 24))
+    limit = {} if max_size is None else {"maxSize": (max_size, max_size)}
+    found = detector.detectMultiScale(cv2.equalizeHist(small), scaleFactor=scale_factor,
+                                      minNeighbors=min_neighbors, minSize=(24, 24), **limit)
     boxes = []
     for x, y, w, h in (found if len(found) else []):
         left, top = int(round(x / scale)), int(round(y / scale))
@@ -239,11 +316,11 @@ def expand_paths(paths):
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_video(p))
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
-                entries.append({"file": str(path), "error": "folder holds no image files "
-                                f"({', '.join(IMAGE_SUFFIXES)})"})
+                entries.append({"file": str(path), "error": "folder holds no image or video "
+                                f"files ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"})
             entries.extend(found)
         elif path.is_file():
             entries.append(path)
@@ -269,53 +346,101 @@ def faces_of(path, detector, size):
                    "error": "no face found (if the image is already a face crop, pass "
                             "--no-detect)"}, None
             return
+    yield from face_entries({"file": str(path)}, gray, boxes, size, detector is not None)
+
+
+def face_entries(base, gray, boxes, size, check_size=True):
+    """Yields `(record, crop)` per box, or `(skipped_record, None)` for a too-small face.
+
+    Args:
+        base: fields every record starts with (`file`, and `frame` / `time` for a video).
+        gray: the picture, uint8 `(height, width)`.
+        boxes: `[x, y, width, height]` boxes, in the order the records get.
+        size: the model's `(height, width)`.
+        check_size: report faces under `MIN_FACE_SIZE` as skipped (off for --no-detect,
+            where the whole image is the face crop the user chose).
+    """
     for index, box in enumerate(boxes):
-        yield {"file": str(path), "face": index, "box": box}, crop_face(gray, box, size)
+        record = {**base, "face": index, "box": box}
+        if check_size and min(box[2], box[3]) < MIN_FACE_SIZE:
+            record["skipped"] = (f"face of {box[2]}x{box[3]} px is smaller than the "
+                                 f"detector's {MIN_FACE_SIZE}x{MIN_FACE_SIZE} px minimum; "
+                                 f"use a larger picture of it")
+            yield record, None
+        else:
+            yield record, crop_face(gray, box, size)
 
 
-def predict(paths, model=None, batch_size=64, detect=True, output=None):
-    """Classifies the faces in `paths` and writes JSON lines.
+def classify_into(records_and_crops, model):
+    """Adds `label`, `class_id` and `probabilities` to each record that has a crop."""
+    import numpy as np
+
+    from fer_keras.data import CLASS_NAMES
+
+    crops = [crop for _, crop in records_and_crops if crop is not None]
+    probabilities = iter(model(np.stack(crops)) if crops else [])
+    for record, crop in records_and_crops:
+        if crop is not None:
+            row = next(probabilities)
+            class_id = int(np.argmax(row))
+            record.update(label=CLASS_NAMES[class_id], class_id=class_id,
+                          probabilities={name: round(float(p), 6)
+                                         for name, p in zip(CLASS_NAMES, row)})
+
+
+def predict(paths, model=None, batch_size=64, detect=True, output=None, every=None,
+            fps=None, annotate=None, progress=sys.stderr):
+    """Classifies the faces in `paths` (photos and videos) and writes JSON lines.
 
     Args:
         paths: files and folders.
         model: a `Classifier`, or a path for one; None picks `find_best_model()`.
-        batch_size: faces per model call.
-        detect: find faces with the Haar cascade; False takes each image as one crop.
+        batch_size: faces per model call (photos; a video's faces are classified frame by
+            frame, so its annotated copy can be drawn as it is read).
+        detect: find faces with the Haar cascade; False takes each image (or video frame)
+            as one crop.
         output: a text stream for the JSON lines (default stdout).
+        every: for videos, classify every N-th frame.
+        fps: for videos, classify this many frames per second of video time (default
+            `fer_keras.video.DEFAULT_SAMPLE_FPS` when `every` is not given either).
+        annotate: a folder for annotated copies of the inputs and video timelines (see
+            `fer_keras.annotate`), or None.
+        progress: a stream for the per-video progress bar, or None.
 
     Returns:
         The list of records written (dicts), in order.
 
     Raises:
-        ValueError: for a bad batch size, no model, or no face detector (with `detect`).
+        ValueError: for a bad batch size or sampling, no model, or no face detector (with
+            `detect`).
     """
-    import numpy as np
-
-    from fer_keras.data import CLASS_NAMES
+    from fer_keras.video import check_sampling
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: "
                          f"batch_size={batch_size!r}")
+    check_sampling(every, fps)
     output = output or sys.stdout
     detector = load_detector() if detect else None
     if not isinstance(model, Classifier):
         model = Classifier(model if model is not None else find_best_model())
+    names = None
+    if annotate is not None:
+        from fer_keras.annotate import OutputNames
+
+        names = OutputNames(annotate)
     entries = expand_paths(paths)
     written = []
     pending = []  # (record, crop or None), in input order.
 
+    def emit(record):
+        output.write(json.dumps(record) + "\n")
+        written.append(record)
+
     def flush():
-        crops = [crop for _, crop in pending if crop is not None]
-        probabilities = iter(model(np.stack(crops)) if crops else [])
-        for record, crop in pending:
-            if crop is not None:
-                row = next(probabilities)
-                class_id = int(np.argmax(row))
-                record.update(label=CLASS_NAMES[class_id], class_id=class_id,
-                              probabilities={name: round(float(p), 6)
-                                             for name, p in zip(CLASS_NAMES, row)})
-            output.write(json.dumps(record) + "\n")
-            written.append(record)
+        classify_into(pending, model)
+        for record, _ in pending:
+            emit(record)
         output.flush()
         pending.clear()
 
@@ -323,40 +448,190 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None):
         if isinstance(entry, dict):
             pending.append((entry, None))
             continue
+        if is_video(entry):
+            flush()
+            for record in predict_video(entry, model, detector, every, fps, names, progress):
+                emit(record)
+            output.flush()
+            continue
+        if names is not None:
+            flush()
+            first = len(written)
         for record, crop in faces_of(entry, detector, model.size):
             pending.append((record, crop))
             if sum(crop is not None for _, crop in pending) >= batch_size:
                 flush()
+        if names is not None:
+            # Drawing needs this photo's labels, so its faces are classified now rather
+            # than batched with the next photos'.
+            flush()
+            done = written[first:]
+            if not any("error" in record for record in done):
+                from fer_keras.annotate import annotate_photo
+
+                annotate_photo(entry, done, names)
     flush()
     return written
 
 
+def predict_video(path, model, detector, every=None, fps=None, names=None,
+                  progress=sys.stderr):
+    """Yields the face records of one video, sampled frame by sampled frame.
+
+    Each record has `frame` (index from 0), `time` (seconds), `track` (an id that follows
+    one person across frames, `fer_keras.video.IoUTracker`), `face`, `box` and the
+    classification. A video that cannot be read gets one error record; one that stops
+    early (truncated) gets its faces so far and then one error record.
+    """
+    import cv2
+
+    from fer_keras.video import IoUTracker, Progress, VideoError, sample_frames
+
+    info, tracker, records = {}, IoUTracker(), []
+    annotated, bar, latest, sampled_count, stem = None, None, [], 0, None
+    try:
+        frames = sample_frames(path, every=every, fps=fps, decode_all=names is not None,
+                               info=info)
+        for frame in frames:
+            if bar is None:
+                bar = Progress(Path(path).name, info["frame_count"], progress)
+                if names is not None:
+                    from fer_keras.annotate import ANNOTATED_SUFFIX, AnnotatedVideo
+
+                    stem = names.stem_for(path)
+                    annotated = AnnotatedVideo(f"{stem}{ANNOTATED_SUFFIX}.mp4", info["fps"],
+                                               (info["width"], info["height"]))
+            if frame.sampled:
+                sampled_count += 1
+                gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+                height, width = gray.shape
+                boxes = (detect_faces(detector, gray) if detector is not None
+                         else [[0, 0, width, height]])
+                base = {"file": str(path), "frame": frame.index, "time": round(frame.time, 4)}
+                found = list(face_entries(base, gray, boxes, model.size, detector is not None))
+                classified = [record for record, crop in found if crop is not None]
+                for record, track in zip(classified, tracker.update(
+                        [record["box"] for record in classified])):
+                    record["track"] = track
+                classify_into(found, model)
+                latest = [record for record, _ in found]
+                records.extend(latest)
+                yield from latest
+            if annotated is not None:
+                annotated.write(frame.image, latest)
+            bar.update(frame.index + 1)
+    except VideoError as error:
+        yield {"file": str(path), "error": str(error),
+               **({"frames_read": error.frames_read} if error.frames_read else {})}
+    finally:
+        if bar is not None:
+            bar.close()
+        if annotated is not None:
+            annotated.close()
+    if bar is not None and not records:
+        yield {"file": str(path), "faces": 0, "frames_sampled": sampled_count,
+               "error": f"no face found in {sampled_count} sampled frame(s)"}
+    if names is not None and records:
+        from fer_keras.annotate import TIMELINE_SUFFIX, plot_timeline
+
+        plot_timeline(records, f"{stem}{TIMELINE_SUFFIX}", title=Path(path).name)
+
+
+CSV_COLUMNS = ("file", "frame", "time", "track", "face", "x", "y", "width", "height",
+               "label", "class_id")
+
+
+def write_csv(records, path):
+    """Writes records as a table (pandas): one row per record, one column per probability.
+
+    Columns: `CSV_COLUMNS`, then one per class (Kaggle order), then `skipped` and `error`;
+    fields a record lacks (`frame` for a photo, `label` for an error) are left empty.
+    """
+    import pandas as pd
+
+    from fer_keras.data import CLASS_NAMES
+
+    rows = []
+    for record in records:
+        row = {key: value for key, value in record.items()
+               if key not in ("box", "probabilities")}
+        if "box" in record:
+            row.update(zip(("x", "y", "width", "height"), record["box"]))
+        row.update(record.get("probabilities", {}))
+        rows.append(row)
+    columns = [*CSV_COLUMNS, *CLASS_NAMES, "skipped", "error"]
+    table = pd.DataFrame(rows)
+    extra = [column for column in table.columns if column not in columns]
+    table = table.reindex(columns=columns + extra)
+    # Integer columns with gaps would turn into floats ("3.0"); nullable ints keep "3".
+    for column in ("frame", "track", "face", "x", "y", "width", "height", "class_id"):
+        table[column] = table[column].astype("Int64")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table
+
+
 def build_parser():
+    from fer_keras.video import DEFAULT_SAMPLE_FPS
+
     parser = argparse.ArgumentParser(prog="python -m fer_keras.predict",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--model", help="run folder, .keras file or exported SavedModel "
-                        "folder; default: the run under saved_models/ with the best "
-                        "validation accuracy")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image or video files, or folders of them")
+    parser.add_argument("--model", help="run folder, .keras file, exported SavedModel "
+                        "folder or .tflite file; default: the run under saved_models/ with "
+                        "the best validation accuracy")
+    parser.add_argument("--litert", action="store_true",
+                        help="run the TFLite file exported beside the --model SavedModel "
+                        "(or the run folder's newest export) with LiteRT")
+    parser.add_argument("--threads", type=int,
+                        help="LiteRT threads for a .tflite model (default: the runtime's)")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per model call")
     parser.add_argument("--no-detect", action="store_true",
                         help="take each image as one face crop (no face detection)")
+    sampling = parser.add_mutually_exclusive_group()
+    sampling.add_argument("--every", type=int, metavar="N",
+                          help="videos: classify every N-th frame")
+    sampling.add_argument("--fps", type=float, metavar="X",
+                          help=f"videos: classify X frames per second of video (default "
+                          f"{DEFAULT_SAMPLE_FPS:g} when --every is not given)")
+    parser.add_argument("--csv", metavar="PATH",
+                        help="also write the records as a CSV table (one row per record)")
+    parser.add_argument("--annotate", metavar="DIR",
+                        help="write annotated copies (photos: NAME.annotated.png; videos: "
+                        "NAME.annotated.mp4 and a NAME.timeline.png plot) into DIR")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar for videos")
     return parser
 
 
 def main(argv=None):
+    import time
+
     args = build_parser().parse_args(argv)
 
     def body():
-        records = predict(args.paths, model=args.model, batch_size=args.batch_size,
-                          detect=not args.no_detect)
+        start = time.perf_counter()
+        model = Classifier(args.model if args.model is not None else find_best_model(),
+                           litert=args.litert, num_threads=args.threads)
+        records = predict(args.paths, model=model, batch_size=args.batch_size,
+                          detect=not args.no_detect, every=args.every, fps=args.fps,
+                          annotate=args.annotate,
+                          progress=None if args.no_progress else sys.stderr)
+        seconds = time.perf_counter() - start
+        if args.csv:
+            write_csv(records, args.csv)
         errors = sum("error" in record for record in records)
-        faces = len(records) - errors
-        print(f"{faces} face(s) classified, {errors} error record(s)", file=sys.stderr)
+        skipped = sum("skipped" in record for record in records)
+        faces = len(records) - errors - skipped
+        rate = model.faces_classified / model.model_seconds if model.model_seconds else 0.0
+        print(f"{faces} face(s) classified, {skipped} skipped (too small), {errors} error "
+              f"record(s); {seconds:.1f} s, {faces / seconds:.1f} faces/s end to end, "
+              f"{rate:.0f} faces/s in the model ({model.runtime}: {model.path})",
+              file=sys.stderr)
         return 1 if errors else 0
 
     return run_command(body)
-
 
 if __name__ == "__main__":
     entry_point(main)

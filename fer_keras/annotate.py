@@ -1,0 +1,190 @@
+"""Pictures of `predict`'s results: boxed and labelled photos, videos and a timeline plot.
+
+`python -m fer_keras.predict ... --annotate DIR` writes, for each input:
+
+* a photo: `DIR/NAME.annotated.png`, the photo (in colour, EXIF-rotated) with a box around
+  each face and its top label and probability above it;
+* a video: `DIR/NAME.annotated.mp4`, a copy of the video with the boxes, labels and track
+  ids of the latest sampled frame drawn on every frame, and `DIR/NAME.timeline.png`, the
+  seven emotion probabilities over time, one panel per track.
+
+Faces reported as skipped (too small) get a thin gray box and no label.
+"""
+
+from pathlib import Path
+
+from fer_keras.data import CLASS_NAMES
+
+ANNOTATED_SUFFIX = ".annotated"
+TIMELINE_SUFFIX = ".timeline.png"
+VIDEO_FOURCC = "mp4v"
+"""MPEG-4 Part 2: every OpenCV build can write it without extra codecs."""
+
+TRACK_COLOURS = ((46, 204, 113), (52, 152, 219), (231, 76, 60), (241, 196, 15),
+                 (155, 89, 182), (26, 188, 156), (230, 126, 34), (149, 165, 166))
+"""BGR colours, one per track id (cycled), so a person keeps a colour through a video."""
+
+MAX_TIMELINE_TRACKS = 6
+"""The timeline shows the tracks with the most sampled frames, at most this many panels."""
+
+
+class OutputNames:
+    """Unique output paths in one folder, so two inputs named alike do not overwrite."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.used = set()
+
+    def stem_for(self, source):
+        """A stem for outputs of `source`: its name, with `-2`, `-3` ... when taken."""
+        stem, number = Path(source).stem, 1
+        candidate = stem
+        while candidate in self.used:
+            number += 1
+            candidate = f"{stem}-{number}"
+        self.used.add(candidate)
+        return self.folder / candidate
+
+
+def draw_faces(image, records):
+    """Draws each record's box and label on a BGR image, in place.
+
+    Args:
+        image: uint8 BGR `(height, width, 3)`.
+        records: face records of this picture (`box`, and `label` / `probabilities` /
+            `track`, or `skipped`).
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    thickness = max(1, round(max(height, width) / 400))
+    for record in records:
+        if "box" not in record:
+            continue
+        x, y, w, h = record["box"]
+        if "label" not in record:
+            cv2.rectangle(image, (x, y), (x + w, y + h), (160, 160, 160), 1)
+            continue
+        track = record.get("track")
+        colour = TRACK_COLOURS[(track or record.get("face", 0)) % len(TRACK_COLOURS)]
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour, thickness)
+        probability = record["probabilities"][record["label"]]
+        text = f"{record['label']} {100 * probability:.0f}%"
+        if track is not None:
+            text = f"#{track} {text}"
+        scale = max(0.4, min(1.5, w / 160))
+        (text_width, text_height), baseline = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        # The label sits above the box, or inside its top when the box touches the edge.
+        top = y - text_height - baseline - 2 if y - text_height - baseline - 2 >= 0 else y
+        cv2.rectangle(image, (x, top), (x + text_width + 4, top + text_height + baseline + 2),
+                      colour, -1)
+        cv2.putText(image, text, (x + 2, top + text_height + 1), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return image
+
+
+def load_colour(path):
+    """A photo as uint8 BGR, EXIF-rotated and composited over white, as `load_gray` sees it."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+                image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
+                                          rgba)
+        elif image.mode.startswith("I"):
+            # 16- and 32-bit gray: the gray the classifier saw, shown as 8-bit.
+            from fer_keras.predict import load_gray
+
+            gray = load_gray(path)
+            return np.repeat(gray[..., None], 3, axis=-1)
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def annotate_photo(path, records, names):
+    """Writes `DIR/NAME.annotated.png` for one photo's face records; returns its path."""
+    import cv2
+
+    image = draw_faces(load_colour(path), records)
+    output = Path(str(names.stem_for(path)) + ANNOTATED_SUFFIX + ".png")
+    cv2.imwrite(str(output), image)
+    return output
+
+
+class AnnotatedVideo:
+    """Writes an annotated copy of a video one frame at a time.
+
+    Args:
+        path: the `.mp4` file to write.
+        fps: the source video's frame rate.
+        size: `(width, height)` of its frames.
+    """
+
+    def __init__(self, path, fps, size):
+        import cv2
+
+        self.path = Path(path)
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*VIDEO_FOURCC),
+                                      float(fps), tuple(int(side) for side in size))
+        if not self.writer.isOpened():
+            raise ValueError(f"OpenCV cannot write {self.path} with the {VIDEO_FOURCC} codec; "
+                             f"pass another --annotate folder. Received: {self.path}")
+        self.frames = 0
+
+    def write(self, image, records):
+        """Draws `records` (the latest sampled frame's faces) on a frame and writes it."""
+        self.writer.write(draw_faces(image, records))
+        self.frames += 1
+
+    def close(self):
+        self.writer.release()
+
+
+def plot_timeline(records, path, title=""):
+    """Emotion probabilities over time per track, from one video's face records.
+
+    Args:
+        records: the video's classified face records (`track`, `time`, `probabilities`).
+        path: the `.png` to write.
+        title: the figure title (the video's name).
+
+    Returns:
+        The path, or None when there is no classified face to plot.
+    """
+    from fer_keras.results import _pyplot
+
+    by_track = {}
+    for record in records:
+        if "probabilities" in record and record.get("track") is not None:
+            by_track.setdefault(record["track"], []).append(record)
+    if not by_track:
+        return None
+    shown = sorted(sorted(by_track, key=lambda track: -len(by_track[track]))
+                   [:MAX_TIMELINE_TRACKS])
+    plt = _pyplot()
+    figure, axes = plt.subplots(len(shown), 1, figsize=(9, 1.0 + 2.2 * len(shown)),
+                                sharex=True, squeeze=False)
+    for axis, track in zip(axes[:, 0], shown):
+        rows = by_track[track]
+        times = [row["time"] for row in rows]
+        for name in CLASS_NAMES:
+            axis.plot(times, [row["probabilities"][name] for row in rows], label=name,
+                      marker="." if len(rows) < 30 else None)
+        axis.set_ylim(0, 1)
+        axis.set_ylabel(f"track {track}\nprobability")
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(ncol=len(CLASS_NAMES), fontsize="small", loc="lower left",
+                      bbox_to_anchor=(0, 1.02))
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        figure.suptitle(title, y=0.995)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,183 @@
+"""LiteRT serving: the exported TFLite files (float, float16, int8) load, score and agree."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import random_rows, write_csv
+from fer_keras import evaluate, export, litert, predict
+from fer_keras.data import CLASS_NAMES, load_splits
+
+REPO = Path(__file__).resolve().parents[1]
+# A small trained model that is committed (0.9 MB), so the classes it gives are decisive
+# rather than the near-ties of untrained weights. (deep_emotion would be smaller, but int8
+# quantization of its spatial transformer's sampling grid costs most of its accuracy.)
+TRAINED = REPO / "saved_models" / "baseline_deep_bn" / "model.keras"
+PORTRAIT = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def portrait_faces(count=16, seed=0):
+    """Face crops `(count, 48, 48, 1)` of matplotlib's sample portrait, each shifted,
+    mirrored or re-lit differently, like a batch of faces a detector would cut out."""
+    gray = predict.load_gray(PORTRAIT)
+    rng = np.random.default_rng(seed)
+    crops = []
+    for index in range(count):
+        dx, dy = rng.integers(-25, 26, 2)
+        crop = gray[100 + dy:330 + dy, 150 + dx:380 + dx]
+        crop = cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA).astype(np.float32)
+        crop = np.clip(crop * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30), 0, 255)
+        crops.append(crop[:, ::-1] if index % 2 else crop)
+    return np.asarray(crops, np.uint8)[..., None]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The committed baseline_deep_bn run exported with float, int8 and float16 TFLite."""
+    if not TRAINED.is_file():
+        pytest.skip(f"committed model {TRAINED} not found")
+    folder = tmp_path_factory.mktemp("litert")
+    run = folder / "baseline_deep_bn"
+    run.mkdir()
+    shutil.copyfile(TRAINED, run / "model.keras")
+    # Calibration reads the training split of this CSV: real face crops, so the int8
+    # ranges fit faces (noise would calibrate them for noise). Test rows are noise.
+    faces = portrait_faces(42, seed=1).reshape(42, -1)
+    rows = [(index % 7, " ".join(map(str, face)), "Training")
+            for index, face in enumerate(faces)]
+    rows += random_rows(14, seed=2, usages=("PrivateTest",))
+    csv = write_csv(folder / "fer2013.csv", rows)
+    result = export.export(run, quantize=["int8", "float16"], data=csv)
+    return {"run": run, "csv": csv, "result": result,
+            "savedmodel": Path(result["savedmodel"])}
+
+
+def test_quantized_files_are_written_smaller_and_recorded(exported):
+    extra = exported["savedmodel"] / "assets.extra"
+    sizes = {name: (extra / name).stat().st_size
+             for name in ("model.tflite", "model_int8.tflite", "model_float16.tflite")}
+    # int8 weights take a quarter of float32's bytes, float16 half (plus the graph).
+    assert sizes["model_int8.tflite"] < 0.4 * sizes["model.tflite"]
+    assert sizes["model_float16.tflite"] < 0.65 * sizes["model.tflite"]
+    metadata = json.loads((extra / "export.json").read_text())
+    assert metadata["quantized"]["int8"]["written"]
+    assert metadata["quantized"]["int8"]["representative_split"] == "train"
+    training_faces = len(load_splits(exported["csv"])["train"][1])
+    assert metadata["quantized"]["int8"]["representative_images"] == training_faces
+    assert metadata["quantized"]["float16"]["written"]
+    assert set(exported["result"]["quantized"]) == {"int8", "float16"}
+
+
+def test_litert_gives_the_savedmodels_classes(exported):
+    import tensorflow as tf
+
+    faces = portrait_faces()
+    served = tf.saved_model.load(str(exported["savedmodel"])).signatures["serving_default"]
+    expected = served(image=tf.constant(faces))["probabilities"].numpy()
+    lite = litert.TFLiteClassifier(exported["savedmodel"] / "assets.extra" / "model.tflite",
+                                   num_threads=2)
+    assert lite.runtime == "ai-edge-litert"
+    probabilities = lite(faces)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert lite.predict(faces, batch_size=5).shape == (16, 7)
+
+
+@pytest.mark.parametrize("kind", ["int8", "float16"])
+def test_quantized_exports_load_score_and_mostly_agree(kind, exported):
+    import tensorflow as tf
+
+    faces = portrait_faces()
+    served = tf.saved_model.load(str(exported["savedmodel"])).signatures["serving_default"]
+    expected = served(image=tf.constant(faces))["probabilities"].numpy()
+    path = exported["savedmodel"] / "assets.extra" / f"model_{kind}.tflite"
+    probabilities = litert.TFLiteClassifier(path)(faces)
+    assert probabilities.shape == (16, 7) and np.all(np.isfinite(probabilities))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=0.02)
+    agreement = np.mean(probabilities.argmax(axis=1) == expected.argmax(axis=1))
+    assert agreement >= (0.99 if kind == "float16" else 0.75), agreement
+
+    metrics = evaluate.evaluate(path, split="private_test", data=exported["csv"])
+    assert metrics["count"] == 14 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["runtime"] == "ai-edge-litert"
+    assert metrics["file_bytes"] == path.stat().st_size
+
+
+def test_evaluate_cli_scores_a_tflite_file(exported, capsys):
+    path = exported["savedmodel"] / "assets.extra" / "model.tflite"
+    assert evaluate.main([str(path), "--data", str(exported["csv"]), "--split",
+                          "private_test", "--threads", "1", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["model"] == str(path) and metrics["count"] == 14
+    assert evaluate.main([str(path), "--data", str(exported["csv"]), "--no-mirror"]) == 2
+    assert "--no-mirror needs the Keras model" in capsys.readouterr().err
+
+
+def test_predict_runs_tflite_files_and_picks_the_exported_one(exported, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "portrait.jpg"), cv2.imread(str(PORTRAIT)))
+    direct = predict.Classifier(exported["savedmodel"] / "assets.extra" / "model.tflite")
+    picked = predict.Classifier(exported["run"], litert=True)
+    assert picked.path == direct.path and picked.runtime == "ai-edge-litert"
+    keras_model = predict.Classifier(exported["run"])
+    records = {}
+    for name, model in (("tflite", direct), ("keras", keras_model)):
+        [records[name]] = predict.predict([str(tmp_path / "portrait.jpg")], model=model,
+                                          output=open(tmp_path / f"{name}.jsonl", "w"))
+    assert records["tflite"]["label"] == records["keras"]["label"]
+    for label in CLASS_NAMES:
+        assert records["tflite"]["probabilities"][label] == pytest.approx(
+            records["keras"]["probabilities"][label], abs=1e-5)
+
+    assert predict.main([str(tmp_path / "portrait.jpg"), "--model", str(exported["run"]),
+                         "--litert", "--threads", "1"]) == 0
+    summary = capsys.readouterr().err
+    assert "faces/s in the model (ai-edge-litert" in summary and "model.tflite" in summary
+    with pytest.raises(ValueError, match="--litert needs a .tflite file"):
+        predict.Classifier(tmp_path, litert=True)
+
+
+def test_latency_is_measured_in_a_fresh_process(exported):
+    path = exported["savedmodel"] / "assets.extra" / "model.tflite"
+    timed = litert.measure_latency(path, 1, calls=20, warmup=2)
+    assert timed["runtime"] == "ai-edge-litert"
+    assert 0 < timed["latency_ms_median"] <= timed["latency_ms_p90"]
+    assert "fer_keras" not in litert.LATENCY_PROBE
+    with pytest.raises(ValueError, match="num_threads"):
+        litert.measure_latency(path, 0)
+
+
+def test_bad_tflite_paths_and_quantize_values(tmp_path):
+    with pytest.raises(ValueError, match="Expected a .tflite file"):
+        litert.TFLiteClassifier(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match="No such TFLite file"):
+        litert.TFLiteClassifier(tmp_path / "missing.tflite")
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(ValueError, match="cannot read"):
+        litert.TFLiteClassifier(tmp_path / "junk.tflite")
+    with pytest.raises(ValueError, match="quantize must be one of int8, float16"):
+        export.convert_tflite(tmp_path, tmp_path / "x.tflite", quantize="int4")
+    with pytest.raises(ValueError, match="representative images"):
+        export.convert_tflite(tmp_path, tmp_path / "x.tflite", quantize="int8")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot be combined with --no-tflite"):
+        export.export(tmp_path / "run", tflite=False, quantize=["float16"])
+    with pytest.raises(ValueError, match="quantize must be among"):
+        export.export(tmp_path / "run", quantize=["int4"])
+
+
+def test_tf_lite_fallback_when_litert_is_missing(exported, monkeypatch):
+    faces = portrait_faces(4)
+    path = exported["savedmodel"] / "assets.extra" / "model.tflite"
+    expected = litert.TFLiteClassifier(path)(faces)
+    # A None entry in sys.modules makes `import ai_edge_litert.interpreter` fail.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    assert litert.runtime_name() == "tf.lite (fallback)"
+    fallback = litert.TFLiteClassifier(path)
+    assert fallback.runtime == "tf.lite (fallback)"
+    np.testing.assert_allclose(fallback(faces), expected, atol=1e-6)
