@@ -259,7 +259,14 @@ def uncommitted_models(runs):
     return [(name, size) for name, size in sizes if size > MODEL_FILE_LIMIT_MB]
 
 
-def render_results_readme(runs, benchmark=None, reference=None):
+def load_formats(root):
+    """The comparison written by `python -m fer_keras.formats --save ROOT/formats.json`, or
+    None."""
+    path = Path(root) / "formats.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def render_results_readme(runs, benchmark=None, reference=None, formats=None):
     """The full text of `saved_models/README.md`."""
     parts = [
         "# Results on FER2013",
@@ -292,6 +299,12 @@ def render_results_readme(runs, benchmark=None, reference=None):
         parts += ["## Speed on this machine", "",
                   f"From `{BENCH_FILE}` (`python -m fer_keras.bench --save`).", "",
                   benchmark_table(benchmark), ""]
+    if formats is not None:
+        from fer_keras.formats import formats_table
+
+        parts += ["## Serving formats: LiteRT float32, float16 and int8", "",
+                  f"From `formats.json` (`{formats.get('command', 'python -m fer_keras.formats')}`"
+                  f").", "", formats_table(formats), ""]
     parts += ["Rerun any row with `python -m fer_keras.fit EXPERIMENT` and check a committed "
               "model with `python -m fer_keras.evaluate saved_models/EXPERIMENT/model.keras "
               "--split validation`.", ""]
@@ -354,7 +367,8 @@ def main(argv=None):
     runs = load_runs(root)
     benchmark = load_benchmark(root)
     reference = load_reference(root)
-    outputs = {root / "README.md": render_results_readme(runs, benchmark, reference)}
+    outputs = {root / "README.md": render_results_readme(runs, benchmark, reference,
+                                                         load_formats(root))}
     readme = Path(args.readme)
     docs = Path(args.docs) if args.docs else readme.parent / "docs"
     comparisons = load_comparisons(args.tuning)

@@ -181,3 +181,23 @@ def test_tf_lite_fallback_when_litert_is_missing(exported, monkeypatch):
     fallback = litert.TFLiteClassifier(path)
     assert fallback.runtime == "tf.lite (fallback)"
     np.testing.assert_allclose(fallback(faces), expected, atol=1e-6)
+
+
+def test_formats_compares_accuracy_latency_and_size(exported, tmp_path):
+    from fer_keras import formats, report
+
+    run = exported["run"]
+    (run / "metrics.json").write_text(json.dumps(
+        {"splits": {"private_test": {"accuracy": 0.5}}}))
+    assert formats.main([str(run), "--data", str(exported["csv"]), "--calls", "5",
+                         "--save", str(tmp_path / "formats.json")]) == 0
+    saved = json.loads((tmp_path / "formats.json").read_text())
+    rows = {row["format"]: row for row in saved["results"]}
+    assert list(rows) == ["float32", "float16", "int8"]
+    for row in rows.values():
+        assert row["points_vs_keras"] == pytest.approx(100 * (row["accuracy"] - 0.5), abs=0.01)
+        assert 0 < row["threads_1_latency_ms_median"] <= row["threads_1_latency_ms_p90"]
+    assert rows["int8"]["bytes"] < rows["float16"]["bytes"] < rows["float32"]["bytes"]
+    table = report.render_results_readme([], formats=saved)
+    assert "## Serving formats" in table and "| `baseline_deep_bn` | int8 |" in table
+    assert formats.main([str(tmp_path), "--calls", "5"]) == 2  # not a run folder
