@@ -1,9 +1,18 @@
-"""Classify the facial expressions in ordinary photos.
+"""Classify the facial expressions in ordinary photos and videos.
 
 Usage:
 
     python -m fer_keras.predict PATH [PATH ...] [--model DIR_OR_FILE] [--batch-size N]
-        [--no-detect]
+        [--no-detect] [--litert] [--threads N] [--every N | --fps X] [--csv PATH]
+        [--annotate DIR] [--no-progress]
+
+Videos (.mp4, .avi, .mov, .mkv, .webm and the other `fer_keras.video.VIDEO_SUFFIXES`,
+anything OpenCV opens) are read one frame at a time; every N-th frame (`--every`) or X
+frames per second of video (`--fps`, default 5) are classified, and each face record gets
+`frame`, `time` (seconds) and `track` (an id that follows one person across frames). A
+face smaller than the detector's 24x24 px window gets a record with `skipped` instead of a
+label. `--csv` writes the records as a table too; `--annotate DIR` writes boxed and
+labelled copies of the inputs and a timeline plot per video (`fer_keras.annotate`).
 
 PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .bmp, .gif,
 .webp, .tif, .tiff and .pgm files). Any size, gray or colour; transparency is composited
@@ -23,9 +32,11 @@ with an `error` field instead (not an image, truncated, no face found, missing),
 other files still get results. The exit status is 0 when every file gave a result, 1 when
 some gave an error record, and 2 for a usage error (no model, bad flags).
 
-`--model` takes a run folder (holding `model.keras`), a `.keras` file or an exported
-SavedModel folder (`.../serving/VERSION`). Without it, the run under `saved_models/` whose
-`metrics.json` has the highest validation accuracy is used.
+`--model` takes a run folder (holding `model.keras`), a `.keras` file, an exported
+SavedModel folder (`.../serving/VERSION`) or a `.tflite` file (run with LiteRT; `--litert`
+picks the one exported beside a SavedModel or run folder). Without it, the run under
+`saved_models/` whose `metrics.json` has the highest validation accuracy is used. The
+summary line on stderr gives faces/s, end to end and inside the model.
 """
 
 import argparse
