@@ -63,7 +63,7 @@ def verify(model_paths, data=None, batch_size=512):
     from pathlib import Path
 
     from fer_keras.data import load_splits
-    from fer_keras.models import load_model
+    from fer_keras.models import check_class_probabilities, load_model
     from fer_keras.results import evaluate_splits
 
     recorded = {}
@@ -80,7 +80,9 @@ def verify(model_paths, data=None, batch_size=512):
     splits = load_splits(data)
     rows = []
     for path, scored in recorded.items():
-        measured = evaluate_splits(load_model(path), splits, VERIFIED_SPLITS, batch_size)
+        model = load_model(path)
+        check_class_probabilities(model.output_shape, path)
+        measured = evaluate_splits(model, splits, VERIFIED_SPLITS, batch_size)
         for split in VERIFIED_SPLITS:
             before = 100 * scored[split]["accuracy"]
             now = 100 * measured[split]["accuracy"]
@@ -126,9 +128,10 @@ def evaluate(model_path, split="validation", data=None, limit=None, batch_size=5
         images, labels = load_splits(data, limit=limit)[split]
         probabilities = model.predict(images, batch_size=min(batch_size, 256))
     else:
-        from fer_keras.models import load_model
+        from fer_keras.models import check_class_probabilities, load_model
 
         model = load_model(model_path)
+        check_class_probabilities(model.output_shape, model_path)
         if not mirror:
             model = without_mirror(model, model_path)
         images, labels = load_splits(data, limit=limit)[split]

@@ -185,14 +185,13 @@ def build_archive(model, jit_compile=False):
     import tensorflow as tf
 
     from fer_keras.data import CLASS_NAMES
+    from fer_keras.models import check_class_probabilities
 
     shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or shape[-1] != 1 or None in shape:
         raise ValueError(f"Only single-channel models with a fixed input size export. "
                          f"Received: input_shape={model.input_shape}")
-    if model.output_shape[-1] != len(CLASS_NAMES):
-        raise ValueError(f"The model must output {len(CLASS_NAMES)} class probabilities. "
-                         f"Received: output_shape={model.output_shape}")
+    check_class_probabilities(model.output_shape, f"Model {model.name!r}")
     class_names = tf.constant(CLASS_NAMES)
 
     def forward(pixels):
@@ -370,7 +369,7 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
     import tensorflow as tf
 
     from fer_keras.data import CLASS_NAMES
-    from fer_keras.models import load_model
+    from fer_keras.models import check_class_probabilities, load_model
 
     keras_path, default_output = resolve_source(source)
     serving_dir = Path(output) if output is not None else default_output
@@ -396,6 +395,7 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
     # The data is read before the slow export starts, so a bad --data fails at once.
     representative = representative_images(data) if "int8" in quantize else None
     model = load_model(keras_path)
+    check_class_probabilities(model.output_shape, keras_path)
     serving_dir.mkdir(parents=True, exist_ok=True)
     # TF Serving ignores folders whose names are not numbers, so the partial export is
     # invisible to it until the rename below.

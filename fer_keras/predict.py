@@ -149,6 +149,8 @@ class Classifier:
         if path.is_dir() and (path / "saved_model.pb").is_file():
             import tensorflow as tf
 
+            from fer_keras.models import check_class_probabilities
+
             loaded = tf.saved_model.load(str(path))
             if "serving_default" not in loaded.signatures:
                 raise ValueError(f"{path} has no serving_default signature; export it with "
@@ -160,8 +162,11 @@ class Classifier:
                 raise ValueError(f"{path}'s serving_default has no 'image' input; export it "
                                  f"with `python -m fer_keras.export`. Received: {sorted(spec)}")
             self.input_shape = tuple(spec["image"].shape[1:])
+            outputs = self._signature.structured_outputs
+            check_class_probabilities(outputs["probabilities"].shape
+                                      if "probabilities" in outputs else sorted(outputs), path)
             return
-        from fer_keras.models import load_model
+        from fer_keras.models import check_class_probabilities, load_model
 
         if path.is_dir():
             if not (path / "model.keras").is_file():
@@ -174,6 +179,7 @@ class Classifier:
         if len(self.input_shape) != 3 or self.input_shape[-1] != 1:
             raise ValueError(f"Expected a model of gray images (height, width, 1). Received: "
                              f"input_shape={self.model.input_shape}")
+        check_class_probabilities(self.model.output_shape, path)
 
     @property
     def size(self):

@@ -143,3 +143,36 @@ def test_mirror_average_averages_face_and_mirror_at_inference_only(tmp_path):
     model.save(tmp_path / "mirror.keras")
     reloaded = keras.models.load_model(tmp_path / "mirror.keras")
     np.testing.assert_allclose(np.asarray(reloaded(images, training=False)), inferred, atol=1e-6)
+
+
+def test_check_class_probabilities_accepts_only_one_seven_class_output():
+    import tensorflow as tf
+
+    from fer_keras.models import check_class_probabilities
+
+    assert check_class_probabilities(get_model("baseline").output_shape, "m") == (None, 7)
+    assert check_class_probabilities(tf.TensorShape([None, 7]), "m") == (None, 7)
+    assert check_class_probabilities((np.int32(1), np.int64(7)), "m") == (1, 7)
+    for shape in [(None, 10), (None, 48, 48, 7), [(None, 7), (None, 7)],
+                  tf.TensorShape(None), tf.TensorShape([None])]:
+        with pytest.raises(ValueError, match="does not output 7 class probabilities"):
+            check_class_probabilities(shape, "m")
+
+
+def test_evaluate_predict_and_export_refuse_a_ten_class_model(tmp_path, tiny_csv, capsys):
+    from PIL import Image
+
+    from fer_keras import evaluate, export, predict
+
+    path = tmp_path / "ten.keras"
+    get_model("baseline", num_classes=10).save(path)
+    face = tmp_path / "face.png"
+    Image.fromarray(INPUT[0, ..., 0].astype(np.uint8)).save(face)
+    for main, argv in [(evaluate.main, [str(path), "--data", str(tiny_csv)]),
+                       (predict.main, [str(face), "--model", str(path), "--no-detect"]),
+                       (export.main, [str(path), "--no-tflite"])]:
+        assert main(argv) == 2, main.__module__
+        error = capsys.readouterr().err
+        assert f"{path} does not output 7 class probabilities" in error, error
+        assert "Received: output_shape=(None, 10)" in error, error
+    assert not (tmp_path / "ten").exists()  # export wrote nothing
