@@ -45,6 +45,10 @@ augmentation is not part of the export):
 
 Both return `probabilities` (float32 `[batch, 7]`, softmax, Kaggle class order),
 `class_id` (int32 `[batch]`, the argmax) and `label` (string `[batch]`, the class name).
+A request of another shape (a missing or extra dimension, another size or channel count,
+or an empty batch) fails with `InvalidArgumentError` naming the shape the signature takes
+and the one received, before it reaches the model, whose oneDNN kernels would abort the
+whole serving process on some such inputs.
 
 Example:
 
@@ -168,6 +172,44 @@ def to_model_input(image, size=(48, 48)):
     return tf.ensure_shape(resized, [None, *size, 1])
 
 
+def checked_image(image, minimum, maximum, expected):
+    """Stops a request of the wrong shape with a clear error before any kernel sees it.
+
+    A rank-3 batch fed to a signature declared `(batch, 48, 48, 1)` is not rejected by
+    TensorFlow: it reaches the oneDNN convolution, which aborts the whole process (a CHECK
+    failure, exit 134), so one bad request would take down a server. The checks here read
+    the shape the caller actually sent. The rank is not tested with `tf.rank`, which
+    Grappler folds to the declared rank; instead the runtime shape is padded with zeros
+    (a missing dimension reads 0 and fails its minimum), and `tf.ensure_shape` catches
+    extra dimensions, which the padding cannot see.
+
+    Args:
+        image: the signature's input tensor.
+        minimum: the smallest allowed size of each dimension (the rank is its length).
+        maximum: the largest allowed size of each dimension (None: no limit).
+        expected: what the signature takes, in words, for the error message.
+
+    Returns:
+        `image`, to be used in place of the input so that the checks run first.
+
+    Raises:
+        tf.errors.InvalidArgumentError: when called with a tensor of another shape.
+    """
+    import tensorflow as tf
+
+    rank = len(minimum)
+    shape = tf.shape(image, out_type=tf.int64)
+    padded = tf.concat([shape, tf.zeros([rank], tf.int64)], axis=0)[:rank]
+    highest = [tf.int64.max if high is None else high for high in maximum]
+    valid = tf.logical_and(tf.reduce_all(padded >= tf.constant(minimum, tf.int64)),
+                           tf.reduce_all(padded <= tf.constant(highest, tf.int64)))
+    checked = tf.debugging.Assert(valid, [f"{expected}. Received image shape:", shape],
+                                  summarize=2 * rank)
+    with tf.control_dependencies([checked]):
+        return tf.ensure_shape(image, [low if low == high else None
+                                       for low, high in zip(minimum, maximum)])
+
+
 def build_archive(model, jit_compile=False):
     """An `ExportArchive` with the `serving_default` and `any_size` endpoints of `model`.
 
@@ -202,6 +244,11 @@ def build_archive(model, jit_compile=False):
 
     # The argument name is the signature's input name.
     def serving_default(image):
+        image = checked_image(
+            image, (1, *shape), (None, *shape),
+            f"{DEFAULT_SIGNATURE} takes image as uint8 gray face crops of shape (batch, "
+            f"{', '.join(map(str, shape))}), batch >= 1 (the {ANY_SIZE_SIGNATURE} signature "
+            f"takes other sizes and colour)")
         probabilities = forward(tf.cast(image, tf.float32))
         probabilities = tf.cast(probabilities, tf.float32)
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -216,6 +263,11 @@ def build_archive(model, jit_compile=False):
     def any_size(image):
         # Rounded to uint8 like the training pixels, then the default signature's function:
         # the model is traced once, and both signatures classify a crop identically.
+        image = checked_image(
+            image, (1, 1, 1, 1), (None, None, None, 4),
+            f"{ANY_SIZE_SIGNATURE} takes image as uint8 images of shape (batch, height, width, "
+            f"channels), batch, height and width >= 1, channels 1 (gray), 2 (gray + alpha), "
+            f"3 (RGB) or 4 (RGBA)")
         pixels = to_model_input(image, size=shape[:2])
         return default_function(tf.cast(tf.round(tf.clip_by_value(pixels, 0.0, 255.0)),
                                         tf.uint8))

@@ -276,3 +276,53 @@ def test_xla_export_serves_the_same_probabilities(name, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / f"{name}.1.npy"), expected[:1], atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / f"{name}.4.npy"), expected, atol=1e-5)
+
+
+BAD_REQUESTS_SCRIPT = textwrap.dedent("""
+    import json
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(sys.argv[1])
+    report = []
+    for signature, shape in json.loads(sys.argv[2]):
+        try:
+            result = loaded.signatures[signature](image=tf.zeros(shape, tf.uint8))
+            report.append(["ok", list(result["probabilities"].shape)])
+        except tf.errors.InvalidArgumentError as error:
+            report.append(["error", error.message])
+    print(json.dumps(report))
+""")
+BAD_REQUESTS = [
+    ("serving_default", [1, 48, 48]),  # rank 3 aborted the process in oneDNN (exit 134)
+    ("serving_default", [1, 40, 48, 1]),
+    ("serving_default", [2, 48, 48, 3]),
+    ("serving_default", [0, 48, 48, 1]),
+    ("serving_default", [1, 48, 48, 1, 1]),
+    ("serving_default", [2304]),
+    ("any_size", [1, 48, 48]),
+    ("any_size", [1, 0, 30, 1]),
+    ("any_size", [1, 30, 30, 5]),
+    ("any_size", [0, 30, 30, 3]),
+]
+
+
+def test_bad_request_shapes_raise_a_clear_error_instead_of_killing_the_process(tmp_path):
+    export.write_savedmodel(get_model("baseline"), tmp_path / "baseline")
+    requests = BAD_REQUESTS + [("serving_default", [2, 48, 48, 1]), ("any_size", [1, 9, 7, 4])]
+    done = subprocess.run([sys.executable, "-c", BAD_REQUESTS_SCRIPT, str(tmp_path / "baseline"),
+                           json.dumps(requests)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for (signature, shape), (outcome, message) in zip(BAD_REQUESTS, report):
+        assert outcome == "error", (signature, shape, message)
+        if len(shape) <= 4:  # A fifth dimension is caught by tf.ensure_shape's own message.
+            assert f"{signature} takes image as uint8" in message, message
+            assert f"Received image shape:] [{' '.join(map(str, shape))}]" in message, message
+        else:
+            assert "not compatible with expected shape" in message, message
+    assert "(batch, 48, 48, 1), batch >= 1" in report[0][1]
+    assert report[-2:] == [["ok", [2, 7]], ["ok", [1, 7]]]
