@@ -134,7 +134,9 @@ def parse_csv(path, skip_bad_rows=False):
         `(images, labels, usages)`: uint8 `(N, 48, 48, 1)`, int64 `(N,)` Kaggle ids and a
         string array of Usage values. Usage defaults to "Training" when the column is absent.
     """
-    raw = _read_bytes(path).replace(b"\r", b"")
+    # Excel and Notepad save "UTF-8" CSVs with a byte-order mark, which would otherwise
+    # become part of the first column's name.
+    raw = _read_bytes(path).removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"")
     lines = raw.split(b"\n")
     header = [name.strip().strip(b'"').decode("utf-8", "replace") for name in lines[0].split(b",")]
     missing = [name for name in ("emotion", "pixels") if name not in header]

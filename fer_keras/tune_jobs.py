@@ -107,7 +107,9 @@ def load_job(path):
         raise ValueError(f"Job file not found: {path}.{did_you_mean(path.stem, jobs)} Job "
                          "files live in tuning/, e.g. tuning/smoke.toml.")
     try:
-        raw = tomllib.loads(path.read_text())
+        # utf-8-sig: TOML is UTF-8, and Windows editors often begin such a file with a
+        # byte-order mark, which tomllib rejects as an invalid character.
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid TOML: {error}") from error
 

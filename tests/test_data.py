@@ -1,3 +1,5 @@
+import gzip
+
 import numpy as np
 import pytest
 
@@ -28,6 +30,21 @@ def test_windows_line_endings_and_quoted_pixels(tmp_path):
     path.write_text(text)
     images, labels, _ = data.parse_csv(path)
     assert images.shape == (3, 48, 48, 1)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_utf8_byte_order_mark_is_accepted(tmp_path, compress):
+    # Excel's "CSV UTF-8" and Notepad write a byte-order mark before the header.
+    rows = random_rows(3, seed=7)
+    plain = write_csv(tmp_path / "plain.csv", rows)
+    marked = write_csv(tmp_path / ("marked.csv.gz" if compress else "marked.csv"), rows,
+                       header="\ufeffemotion,pixels,Usage", compress=compress)
+    with (gzip.open if compress else open)(marked, "rb") as handle:
+        assert handle.read(3) == b"\xef\xbb\xbf"
+    images, labels, usages = data.parse_csv(marked)
+    expected = data.parse_csv(plain)
+    for got, want in zip((images, labels, usages), expected):
+        np.testing.assert_array_equal(got, want)
 
 
 BAD_ROWS = {

@@ -159,6 +159,31 @@ def test_check_class_probabilities_accepts_only_one_seven_class_output():
             check_class_probabilities(shape, "m")
 
 
+def test_truncated_or_damaged_keras_file_is_reported_as_such(tmp_path):
+    import zipfile
+
+    complete = tmp_path / "model.keras"
+    get_model("baseline").save(complete)
+    content = complete.read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(content[:len(content) // 2])  # a full disk or an interrupted copy
+    with pytest.raises(ValueError) as error:
+        load_model(cut)
+    message = str(error.value)
+    assert message.startswith(f"{cut} is truncated or damaged") and "not found" not in message
+    assert "Re-train it with `python -m fer_keras.fit" in message and "download" in message
+    # An archive whose end is intact but whose weights are corrupt.
+    flipped = tmp_path / "flipped.keras"
+    with zipfile.ZipFile(complete) as archive:
+        weights = archive.getinfo("model.weights.h5")
+    start = weights.header_offset + 30 + len(weights.filename) + len(weights.extra) + 1000
+    flipped.write_bytes(content[:start] + bytes(b ^ 0xFF for b in content[start:start + 64])
+                        + content[start + 64:])
+    with pytest.raises(ValueError, match=f"{flipped} is truncated or damaged: its member "
+                                         f"model.weights.h5 fails the CRC check"):
+        load_model(flipped)
+
+
 def test_evaluate_predict_and_export_refuse_a_ten_class_model(tmp_path, tiny_csv, capsys):
     from PIL import Image
 

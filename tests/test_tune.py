@@ -176,6 +176,17 @@ def test_bad_job_files_name_the_file_and_the_key(tmp_path, change, key):
     assert message.startswith(f"{path}: ") and key in message, message
 
 
+def test_job_file_with_a_utf8_byte_order_mark_loads(tmp_path):
+    # Windows editors (Notepad) often save UTF-8 with a byte-order mark.
+    plain = tune_jobs.load_job(_job(tmp_path, VALID_JOB))
+    path = tmp_path / "marked.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + VALID_JOB.encode())
+    marked = tune_jobs.load_job(path)
+    assert marked.name == "marked"
+    for field in ("experiment", "tuner", "objective", "seed", "search_space", "budget"):
+        assert getattr(marked, field) == getattr(plain, field), field
+
+
 def test_job_errors_come_before_any_data_or_training(tmp_path, capsys):
     path = _job(tmp_path, VALID_JOB.replace("min = 1e-4\nmax = 1e-2", "min = 1e-2\nmax = 1e-4"))
     runs = tmp_path / "runs"

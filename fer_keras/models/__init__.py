@@ -50,6 +50,30 @@ def check_class_probabilities(output_shape, source):
                      f"{len(CLASS_NAMES)}). Received: output_shape={output_shape}")
 
 
+def archive_damage(path, check_contents=True):
+    """Why the `.keras` file `path` is not an intact zip archive, or None if it is.
+
+    Keras reports any file that is not a zip archive as "File not found", which misleads
+    when the file is there but was cut short by a full disk or an interrupted copy.
+
+    Args:
+        path: an existing file.
+        check_contents: also decompress every member and check its CRC (reads it all).
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "it is not a complete zip archive, as a .keras file is; its end is missing"
+    if not check_contents:
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        return f"its zip archive cannot be read ({error})"
+    return None if bad_member is None else f"its member {bad_member} fails the CRC check"
+
+
 def load_model(path, compile=False):
     """Loads a `.keras` file written by fer_keras (custom layers are registered here).
 
@@ -58,7 +82,8 @@ def load_model(path, compile=False):
         compile: restore the optimizer and loss too (only needed to continue training).
 
     Raises:
-        ValueError: if the file is missing or is not a Keras archive.
+        ValueError: if the file is missing, truncated or damaged, or is not a Keras
+            archive.
     """
     from pathlib import Path
 
@@ -71,7 +96,21 @@ def load_model(path, compile=False):
         raise ValueError(f"Model file not found: {path}. Train one with "
                          "`python -m fer_keras.fit EXPERIMENT` (it writes "
                          "saved_models/EXPERIMENT/model.keras).")
+
+    def damaged(problem):
+        return ValueError(f"{path} is truncated or damaged: {problem} ({path.stat().st_size:,} "
+                          f"bytes). Re-train it with `python -m fer_keras.fit EXPERIMENT`, or "
+                          f"copy or download it again.")
+
+    # A .keras file is a zip archive (a legacy .h5 file, which Keras also loads, is not).
+    is_archive = path.suffix == ".keras" and path.is_file()
+    problem = archive_damage(path, check_contents=False) if is_archive else None
+    if problem is not None:
+        raise damaged(problem)
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # Keras raises several types for a bad archive.
+        problem = archive_damage(path) if is_archive else None
+        if problem is not None:
+            raise damaged(problem) from error
         raise ValueError(f"Cannot load {path} as a Keras model: {error}") from error
