@@ -213,11 +213,44 @@ class Classifier:
         return np.asarray(self.model.predict_on_batch(crops.astype("float32")))
 
 
+FULL_SCALES = (255, 65535, 2**31 - 1)
+"""The white levels of 8-bit, 16-bit and signed 32-bit integer gray images."""
+
+
+def to_uint8(pixels, full_scale=None):
+    """Scales a gray image of more than 8 bits (Pillow modes "I", "I;16", "F") to uint8.
+
+    Pillow's own `convert("L")` clips such values at 255, so a 16-bit PGM or a 32-bit TIFF
+    would decode as an all-white image. Here the image's full scale becomes 255.
+
+    Args:
+        pixels: integer or float array.
+        full_scale: the value that is white, when the format states it (65535 for Pillow's
+            16-bit modes). None reads it from the values, as Pillow's mode "I" holds 16-bit
+            PGMs and 32-bit TIFFs alike: 1.0 for floats within 0-1, else the smallest of
+            `FULL_SCALES` that holds the image's maximum.
+
+    Returns:
+        uint8 array of the same shape; values below 0 (and NaN) become black.
+    """
+    import numpy as np
+
+    values = np.nan_to_num(np.asarray(pixels, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if full_scale is None:
+        top = float(values.max(initial=0.0))
+        if np.issubdtype(np.asarray(pixels).dtype, np.floating) and top <= 1.0:
+            full_scale = 1.0
+        else:
+            full_scale = next((scale for scale in FULL_SCALES if top <= scale), top)
+    return np.round(np.clip(values, 0.0, full_scale) * (255.0 / full_scale)).astype(np.uint8)
+
+
 def load_gray(path):
     """Decodes an image file to uint8 gray `(height, width)`, as a viewer would show it.
 
     EXIF orientation is applied and transparency is composited over white. Gray uses the
-    ITU-R BT.601 weights (Pillow's and OpenCV's), 16-bit images keep their top 8 bits.
+    ITU-R BT.601 weights (Pillow's and OpenCV's). Gray of more than 8 bits (16-bit PGM and
+    PNG, 32-bit integer or float TIFF) is scaled to 8 bits by `to_uint8`.
 
     Raises:
         ValueError: if the file is not an image or is truncated or corrupt.
@@ -230,8 +263,9 @@ def load_gray(path):
             # load() decodes every byte, so a truncated file fails here, not later.
             image.load()
             image = ImageOps.exif_transpose(image)
-            if image.mode.startswith("I;16"):
-                return (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+            if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+                return to_uint8(np.asarray(image),
+                                65535 if image.mode.startswith("I;16") else None)
             if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
                     image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")

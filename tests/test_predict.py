@@ -157,6 +157,37 @@ def test_savedmodel_export_gives_the_keras_results(tmp_path, classifier):
             keras_record["probabilities"][name], abs=1e-5)
 
 
+def test_high_bit_depth_gray_is_scaled_to_8_bits_not_white(tmp_path, classifier):
+    gray = np.asarray(Image.open(PORTRAIT).convert("L"))
+    # Pillow decodes the first two as mode "I", the float TIFF as "F", the PNG as "I;16".
+    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "gray16.pgm")
+    Image.fromarray(gray.astype(np.int32) * 8421504).save(tmp_path / "gray32.tif")
+    Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "gray_float.tif")
+    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "gray16.png")
+    for name, mode in [("gray16.pgm", "I"), ("gray32.tif", "I"), ("gray_float.tif", "F"),
+                       ("gray16.png", "I;16")]:
+        assert Image.open(tmp_path / name).mode == mode
+        decoded = predict.load_gray(tmp_path / name)
+        assert decoded.dtype == np.uint8 and decoded.shape == gray.shape
+        assert np.abs(decoded.astype(int) - gray).max() <= 1, name
+    # Found and classified as the 8-bit photo is.
+    Image.fromarray(gray).save(tmp_path / "gray8.png")
+    records = run([tmp_path / "gray8.png", tmp_path / "gray16.pgm", tmp_path / "gray32.tif"],
+                  classifier)
+    assert len(records) == 3 and "box" in records[0], records
+    for record in records[1:]:
+        assert record["box"] == records[0]["box"], record
+        assert record["label"] == records[0]["label"]
+
+
+def test_to_uint8_reads_the_full_scale_from_the_values():
+    assert predict.to_uint8(np.array([0, 128, 255], np.int32)).tolist() == [0, 128, 255]
+    assert predict.to_uint8(np.array([0, 32896, 65535], np.int32)).tolist() == [0, 128, 255]
+    assert predict.to_uint8(np.array([0.0, 0.5, 1.0], np.float32)).tolist() == [0, 128, 255]
+    assert predict.to_uint8(np.array([-5.0, np.nan, 2.0**31 - 1])).tolist() == [0, 0, 255]
+    assert predict.to_uint8(np.array([0, 257], np.uint16), full_scale=65535).tolist() == [0, 1]
+
+
 def test_detects_the_face_in_a_real_photo_and_reports_faceless_images(tmp_path, classifier):
     photo = Image.open(PORTRAIT)
     photo.save(tmp_path / "portrait.jpg")
