@@ -387,6 +387,7 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
 
 
 def build_parser():
+    from fer_keras.cli import int_at_least
     from fer_keras.experiments import list_experiments
 
     parser = argparse.ArgumentParser(
@@ -394,10 +395,10 @@ def build_parser():
         epilog="Experiments: " + ", ".join(list_experiments()))
     parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                         help="experiment names; default the study's 13 rows")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    parser.add_argument("--steps", type=int_at_least(1), default=DEFAULT_STEPS,
                         help=f"timed training steps per epoch and inference batches "
                         f"(default {DEFAULT_STEPS}); batch-1 latency uses 10x as many calls")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--serving-onednn", choices=SERVING_ONEDNN, default="default",
                         help="oneDNN in the process that serves the SavedModel: TensorFlow's "
                         "default for this CPU (as TF Serving would run), on or off")

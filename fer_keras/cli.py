@@ -8,6 +8,7 @@ status 2, and Ctrl-C in exit status 130 with a hint on how to continue.
 
 import argparse
 import difflib
+import math
 import os
 import sys
 
@@ -48,6 +49,52 @@ def int_at_least(minimum):
         return value
 
     parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def describe_range(low=None, high=None, low_open=False, high_open=False):
+    """Words for an interval, as the error messages of `number_in` show it: "> 0",
+    ">= 0", "in [0, 1)"."""
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def in_range(value, low=None, high=None, low_open=False, high_open=False):
+    """Whether `value` is a finite number inside the interval `describe_range` names."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return False
+    # NaN fails every comparison below, but inf passes one side of each, so both are
+    # refused here: a rate of inf trains a model of NaN weights.
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    if high is not None and (value >= high if high_open else value > high):
+        return False
+    return True
+
+
+def number_in(low=None, high=None, low_open=False, high_open=False):
+    """An argparse `type` for finite floats in an interval; a bad value names the range.
+
+    Example: `parser.add_argument("--dropout-rate", type=number_in(0, 1, high_open=True))`
+    turns `--dropout-rate 1` into `error: argument --dropout-rate: must be a finite number
+    in [0, 1). Received: '1'` and exit status 2; "inf" and "nan" are refused everywhere.
+    """
+    allowed = describe_range(low, high, low_open, high_open)
+
+    def parse(text):
+        if not in_range(text, low, high, low_open, high_open):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {allowed}. Received: {text!r}")
+        return float(text)
+
+    parse.__name__ = f"number {allowed}"
     return parse
 
 

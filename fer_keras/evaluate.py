@@ -25,6 +25,7 @@ from fer_keras.cli import entry_point, run_command
 
 
 def build_parser():
+    from fer_keras.cli import int_at_least
     from fer_keras.data import SPLITS
 
     parser = argparse.ArgumentParser(prog="python -m fer_keras.evaluate",
@@ -35,9 +36,10 @@ def build_parser():
     parser.add_argument("--data", help="FER2013 CSV or image folder (default: $FER2013_PATH, "
                         "then data/fer2013.csv[.gz])")
     parser.add_argument("--split", default="validation", choices=SPLITS)
-    parser.add_argument("--limit", type=int, help="score only the first N images of the split")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--limit", type=int_at_least(1),
+                        help="score only the first N images of the split")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=512)
+    parser.add_argument("--threads", type=int_at_least(1),
                         help="LiteRT threads for a .tflite model (default: the runtime's)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--no-mirror", action="store_true",

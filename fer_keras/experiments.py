@@ -89,10 +89,13 @@ def list_experiments():
 
 
 def get_experiment(name):
-    """Returns the `Experiment` called `name`; unknown names list the valid ones."""
+    """Returns the `Experiment` called `name`; unknown names suggest the closest ones and
+    list the valid ones."""
     if name not in _EXPERIMENTS:
-        raise ValueError(f"Unknown experiment {name!r}. Valid names: "
-                         f"{', '.join(_EXPERIMENTS)}. Received: name={name!r}")
+        from fer_keras.cli import did_you_mean
+
+        raise ValueError(f"Unknown experiment {name!r}.{did_you_mean(name, list(_EXPERIMENTS))} "
+                         f"Valid names: {', '.join(_EXPERIMENTS)}. Received: name={name!r}")
     return _EXPERIMENTS[name]
 
 

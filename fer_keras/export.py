@@ -514,6 +514,8 @@ def signature_summary(shape=(48, 48, 1)):
 
 
 def build_parser():
+    from fer_keras.cli import int_at_least
+
     parser = argparse.ArgumentParser(
         prog="python -m fer_keras.export", description=__doc__.split("\n\n")[0],
         epilog="See the module docstring (python -c 'import fer_keras.export as e; "
@@ -521,8 +523,8 @@ def build_parser():
     parser.add_argument("source", help="run folder (saved_models/EXPERIMENT) or .keras file")
     parser.add_argument("--output", help="TF Serving base folder; default "
                         "RUN_FOLDER/serving")
-    parser.add_argument("--version", type=int, help="version folder number; default the "
-                        "next free one (1 for a new folder)")
+    parser.add_argument("--version", type=int_at_least(1), help="version folder number; "
+                        "default the next free one (1 for a new folder)")
     parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite file")
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA-compile the forward pass: lower batch-1 latency on CPU, "

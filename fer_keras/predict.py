@@ -623,6 +623,7 @@ def write_csv(records, path):
 
 
 def build_parser():
+    from fer_keras.cli import int_at_least, number_in
     from fer_keras.video import DEFAULT_SAMPLE_FPS
 
     parser = argparse.ArgumentParser(prog="python -m fer_keras.predict",
@@ -635,15 +636,16 @@ def build_parser():
     parser.add_argument("--litert", action="store_true",
                         help="run the TFLite file exported beside the --model SavedModel "
                         "(or the run folder's newest export) with LiteRT")
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--threads", type=int_at_least(1),
                         help="LiteRT threads for a .tflite model (default: the runtime's)")
-    parser.add_argument("--batch-size", type=int, default=64, help="faces per model call")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=64,
+                        help="faces per model call")
     parser.add_argument("--no-detect", action="store_true",
                         help="take each image as one face crop (no face detection)")
     sampling = parser.add_mutually_exclusive_group()
-    sampling.add_argument("--every", type=int, metavar="N",
+    sampling.add_argument("--every", type=int_at_least(1), metavar="N",
                           help="videos: classify every N-th frame")
-    sampling.add_argument("--fps", type=float, metavar="X",
+    sampling.add_argument("--fps", type=number_in(0, low_open=True), metavar="X",
                           help=f"videos: classify X frames per second of video (default "
                           f"{DEFAULT_SAMPLE_FPS:g} when --every is not given)")
     parser.add_argument("--csv", metavar="PATH",

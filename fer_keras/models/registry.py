@@ -34,10 +34,13 @@ def list_models():
 
 
 def get_builder(name):
-    """Returns the builder function registered under `name`."""
+    """Returns the builder function registered under `name`; unknown names suggest the
+    closest ones and list the valid ones."""
     if name not in _MODELS:
-        raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}. "
-                         f"Received: name={name!r}")
+        from fer_keras.cli import did_you_mean
+
+        raise ValueError(f"Unknown model {name!r}.{did_you_mean(name, list_models())} "
+                         f"Valid names: {', '.join(list_models())}. Received: name={name!r}")
     return _MODELS[name]
 
 
