@@ -8,8 +8,11 @@ The package holds a model zoo (`fer_keras.models`), the FER2013 data pipeline
 * `python -m fer_keras.evaluate MODEL.keras` scores a saved model,
 * `python -m fer_keras.tune tuning/JOB.toml` runs a Keras Tuner search job,
 * `python -m fer_keras.export RUN_DIR` writes a TF Serving SavedModel (and TFLite),
-* `python -m fer_keras.predict IMAGES...` finds faces in photos and classifies them,
-* `python -m fer_keras.bench` measures training and inference speed,
+* `python -m fer_keras.predict PHOTOS_OR_VIDEOS...` finds faces in photos and videos and
+  classifies them,
+* `python -m fer_keras.bench` measures training and inference speed (SavedModel and LiteRT),
+* `python -m fer_keras.formats RUN_DIR` compares a run's float32, float16 and int8 TFLite
+  files (accuracy, LiteRT latency, size),
 * `python -m fer_keras.report` regenerates the results tables from the run folders.
 
 Installed, each is also `fer-keras COMMAND` (e.g. `fer-keras fit EXPERIMENT`).

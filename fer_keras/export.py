@@ -62,6 +62,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from fer_keras.cli import entry_point, run_command
@@ -337,6 +338,26 @@ def representative_images(data=None, count=REPRESENTATIVE_COUNT, seed=0):
     return images if images.ndim == 4 else images[..., None]
 
 
+INT8_AGREEMENT_WARNING = 0.9
+"""Below this share of calibration faces given the float file's class, export warns."""
+
+
+def class_agreement(float_path, quantized_path, images):
+    """The share of `images` a quantized TFLite file gives the float file's class.
+
+    A quick check that quantization did not break the model (int8 ruins a spatial
+    transformer's sampling grid, for one); the calibration faces are used because they are
+    at hand, so it is no accuracy figure (score the file with `fer_keras.evaluate`).
+    """
+    import numpy as np
+
+    from fer_keras.litert import TFLiteClassifier
+
+    reference = TFLiteClassifier(float_path).predict(images).argmax(axis=1)
+    quantized = TFLiteClassifier(quantized_path).predict(images).argmax(axis=1)
+    return round(float(np.mean(reference == quantized)), 4)
+
+
 def convert_tflite(savedmodel_dir, output_path, quantize=None, representative=None):
     """Converts the `serving_default` signature of a SavedModel to a TFLite file.
 
@@ -470,6 +491,9 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
                                                    representative)
             quantized[kind] = {"path": str(target / "assets.extra" / name) if written
                                else None, "message": kind_message}
+            if written and kind == "int8" and tflite_path is not None:
+                quantized[kind]["agreement_with_float"] = class_agreement(
+                    extra / TFLITE_FILE, extra / name, representative)
         metadata = {
             "source": str(keras_path),
             "model": model.name,
@@ -483,7 +507,9 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
                                  "message": entry["message"],
                                  **({"representative_images": len(representative),
                                      "representative_split": "train"}
-                                    if kind == "int8" else {})}
+                                    if kind == "int8" else {}),
+                                 **({"agreement_with_float": entry["agreement_with_float"]}
+                                    if "agreement_with_float" in entry else {})}
                           for kind, entry in quantized.items()},
             "jit_compile": bool(jit_compile),
             "keras_version": keras.__version__,
@@ -559,6 +585,12 @@ def _export_and_report(args):
         label = f"{kind}:".ljust(11)
         print(f"{label} {entry['path']} ({entry['message']})" if entry["path"]
               else f"{label} not written: {entry['message']}")
+        agreement = entry.get("agreement_with_float")
+        if agreement is not None and agreement < INT8_AGREEMENT_WARNING:
+            print(f"warning: the {kind} file gives the float file's class to only "
+                  f"{100 * agreement:.0f}% of the calibration faces; quantization has "
+                  f"broken this model (spatial transformers do not survive int8). Serve "
+                  f"model.tflite or --quantize float16 instead.", file=sys.stderr)
     print(f"Serve with: docker run -p 8501:8501 --mount type=bind,"
           f"source={Path(result['serving_dir']).resolve()},target=/models/fer "
           f"-e MODEL_NAME=fer tensorflow/serving")

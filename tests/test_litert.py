@@ -69,6 +69,7 @@ def test_quantized_files_are_written_smaller_and_recorded(exported):
     assert metadata["quantized"]["int8"]["representative_split"] == "train"
     training_faces = len(load_splits(exported["csv"])["train"][1])
     assert metadata["quantized"]["int8"]["representative_images"] == training_faces
+    assert metadata["quantized"]["int8"]["agreement_with_float"] >= 0.9
     assert metadata["quantized"]["float16"]["written"]
     assert set(exported["result"]["quantized"]) == {"int8", "float16"}
 
@@ -201,3 +202,17 @@ def test_formats_compares_accuracy_latency_and_size(exported, tmp_path):
     table = report.render_results_readme([], formats=saved)
     assert "## Serving formats" in table and "| `baseline_deep_bn` | int8 |" in table
     assert formats.main([str(tmp_path), "--calls", "5"]) == 2  # not a run folder
+
+
+def test_export_warns_when_int8_breaks_the_model(exported, tmp_path, monkeypatch, capsys):
+    # As int8 does to deep_emotion's spatial transformer (21% PrivateTest instead of 52%).
+    monkeypatch.setattr(export, "class_agreement", lambda *args: 0.3)
+    assert export.main([str(exported["run"]), "--output", str(tmp_path / "serving"),
+                        "--quantize", "int8", "--data", str(exported["csv"])]) == 0
+    captured = capsys.readouterr()
+    assert "int8:" in captured.out and "model_int8.tflite" in captured.out
+    assert "gives the float file's class to only 30%" in captured.err
+    metadata = json.loads((tmp_path / "serving" / "1" / "assets.extra" /
+                           "export.json").read_text())
+    assert metadata["quantized"]["int8"]["agreement_with_float"] == 0.3
+    assert "float16" not in metadata["quantized"]
