@@ -88,12 +88,40 @@ def _cache_path(path, digest):
     return root / f"{Path(path).name}.{digest[:16]}.npz"
 
 
+_DIGESTS = {}
+
+
 def _file_digest(path):
+    # The cache and fit's data fingerprint both need the digest of a 300 MB file; it is
+    # computed once per process, and again when the file is replaced or modified (as
+    # Python's own .pyc check, by size and times).
+    status = os.stat(path)
+    key = (str(Path(path).resolve()), status.st_ino, status.st_size, status.st_mtime_ns,
+           status.st_ctime_ns)
+    if key not in _DIGESTS:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                hasher.update(block)
+        _DIGESTS[key] = hasher.hexdigest()
+    return _DIGESTS[key]
+
+
+def source_fingerprint(path):
+    """A string that changes when the FER2013 source's content does.
+
+    For a CSV it is the file's SHA-256 (the one the decoded-CSV cache is keyed by); for an
+    image folder, a SHA-256 over every file's relative path and size (reading 35,000 images
+    to hash them would cost more than decoding them). `fit` records it in `config.json`
+    and refuses to resume an unfinished run on other data.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return "sha256:" + _file_digest(path)
     hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        hasher.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\n".encode())
+    return "files-sha256:" + hasher.hexdigest()
 
 
 def _read_bytes(path):
@@ -134,6 +162,12 @@ def parse_csv(path, skip_bad_rows=False):
         `(images, labels, usages)`: uint8 `(N, 48, 48, 1)`, int64 `(N,)` Kaggle ids and a
         string array of Usage values. Usage defaults to "Training" when the column is absent.
     """
+    images, labels, usages, _ = _parse_csv(path, skip_bad_rows)
+    return images, labels, usages
+
+
+def _parse_csv(path, skip_bad_rows):
+    """`parse_csv`, also returning the `(line, problem)` pairs of the rows it dropped."""
     # Excel and Notepad save "UTF-8" CSVs with a byte-order mark, which would otherwise
     # become part of the first column's name.
     raw = _read_bytes(path).removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"")
@@ -197,7 +231,7 @@ def parse_csv(path, skip_bad_rows=False):
     if not labels:
         raise DataError(f"{path} holds no valid rows.")
     images = values.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
-    return images, np.asarray(labels, np.int64), np.asarray(usages)
+    return images, np.asarray(labels, np.int64), np.asarray(usages), problems
 
 
 def _parse_integers(text):
@@ -298,7 +332,9 @@ def load_fer2013(path=None, skip_bad_rows=False, use_cache=True):
     """Loads FER2013 from a CSV or an image folder, caching decoded CSVs on disk.
 
     The cache (`~/.cache/fer_keras`, or `FER_KERAS_CACHE`) is keyed by the SHA-256 of the
-    source file, so an edited file is parsed again.
+    source file, so an edited file is parsed again. It also records whether malformed rows
+    were dropped: a file cached by a `skip_bad_rows=True` run is parsed again without it,
+    so its first bad row raises as it would without a cache.
 
     Args:
         path: CSV or folder; None resolves it as `resolve_data_path` does.
@@ -317,15 +353,23 @@ def load_fer2013(path=None, skip_bad_rows=False, use_cache=True):
         if cache.exists():
             try:
                 with np.load(cache) as stored:
-                    return stored["images"], stored["labels"], stored["usages"].astype(str)
+                    # Caches from before `skipped_rows` was stored are rebuilt, since they
+                    # may come from a --skip-bad-rows run.
+                    skipped = int(stored["skipped_rows"])
+                    if skip_bad_rows or skipped == 0:
+                        if skipped:
+                            print(f"Skipped {skipped} malformed row(s) of {path} (from the "
+                                  f"decoded cache {cache}).", file=sys.stderr)
+                        return stored["images"], stored["labels"], stored["usages"].astype(str)
             except (OSError, ValueError, KeyError):
-                pass  # A damaged cache is rebuilt below.
-    images, labels, usages = parse_csv(path, skip_bad_rows=skip_bad_rows)
+                pass  # A damaged or older cache is rebuilt below.
+    images, labels, usages, problems = _parse_csv(path, skip_bad_rows)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             partial = cache.with_suffix(".tmp.npz")
-            np.savez(partial, images=images, labels=labels, usages=usages)
+            np.savez(partial, images=images, labels=labels, usages=usages,
+                     skipped_rows=len(problems))
             partial.replace(cache)
         except OSError:
             pass  # Caching is an optimisation; a read-only home must not stop training.

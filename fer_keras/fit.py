@@ -4,61 +4,95 @@ Usage:
 
     python -m fer_keras.fit baseline_deep_dropout [--data PATH] [--epochs N]
         [--batch-size N] [--learning-rate X] [--weight-decay X] [--dropout-rate X]
-        [--hparams BEST.json] [--output-dir DIR] [--seed N]
+        [--hparams BEST.json] [--output-dir DIR] [--overwrite] [--seed N]
 
-Writes into `saved_models/EXPERIMENT/` (or `--output-dir`): `model.keras` (best epoch by
-validation accuracy), `history.csv`, `config.json`, `metrics.json`,
-`learning_curves.png` and `confusion_matrix.png`. Killed runs resume from the last finished
-epoch when the same command is run again.
+The run folder is `saved_models/EXPERIMENT/` (or `--output-dir DIR`). A finished run there
+holds `model.keras` (best epoch by validation accuracy), `history.csv`, `config.json`,
+`metrics.json`, `learning_curves.png` and `confusion_matrix.png`.
+
+A finished run (one with `metrics.json`) is never replaced by accident: fit into its folder
+stops with exit status 2 unless `--overwrite` is given. Every run trains in a staging
+folder beside the run folder, `DIR.partial/`, and moves into `DIR` only once all its outputs
+are written, so a crash or a bad flag leaves a finished run as it was; with `--overwrite`
+the old run stays in `DIR` until the new one is complete.
+
+The staging folder is also the resume state: `backup/` (Keras `BackupAndRestore`: weights
+and optimizer after the last finished epoch), `history.csv` and `config.json` (the settings
+and a fingerprint of the data). Run the same command again to resume a killed run from its
+last finished epoch; one killed after its last epoch only writes its outputs. Resuming with
+other settings or other data (`--data`, `--limit`, `--skip-bad-rows`) is refused. One fit
+at a time may use a run folder: a second one exits with status 2 (the lock is the file
+`.DIR.lock` beside it, released when the first ends, even by a crash).
+
+On a terminal Keras shows a progress bar within each epoch; in a log there is a line per
+epoch, plus one every `--progress-seconds` within it (steps, images/s, time left).
 """
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import shutil
 import sys
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import entry_point, int_at_least, number_in, run_command
 
 DEFAULT_ROOT = Path("saved_models")
-RESUME_IGNORED_KEYS = ("command", "data_path")
+STAGING_SUFFIX = ".partial"
+RETIRED_SUFFIX = ".replaced"
+RUN_ENTRIES = frozenset({"model.keras", "history.csv", "config.json", "metrics.json",
+                         "learning_curves.png", "confusion_matrix.png", "backup"})
+"""What fit writes into a run folder; a folder holding anything else is not replaced
+without --overwrite."""
+DATA_KEYS = ("data_fingerprint", "limit", "skip_bad_rows")
+RESUME_IGNORED_KEYS = ("command", "data_path") + DATA_KEYS
 
 
 def build_parser():
     from fer_keras.experiments import list_experiments
     from fer_keras.training import OPTIMIZERS, SCHEDULES
 
+    # The docstring's paragraphs on run folders, resuming and progress, without its usage.
+    details = __doc__[__doc__.index("The run folder"):]
     parser = argparse.ArgumentParser(
         prog="python -m fer_keras.fit", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Experiments: " + ", ".join(list_experiments()))
+        epilog=details + "\nExperiments: " + ", ".join(list_experiments()))
     parser.add_argument("experiment", help="experiment name (see below)")
     parser.add_argument("--data", help="FER2013 CSV (.csv/.csv.gz) or image folder; default "
                         "$FER2013_PATH, then data/fer2013.csv[.gz]")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--dropout-rate", type=float)
-    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--epochs", type=int_at_least(1))
+    parser.add_argument("--batch-size", type=int_at_least(1))
+    parser.add_argument("--learning-rate", type=number_in(0, low_open=True))
+    parser.add_argument("--weight-decay", type=number_in(0))
+    parser.add_argument("--dropout-rate", type=number_in(0, 1, high_open=True))
+    parser.add_argument("--label-smoothing", type=number_in(0, 1, high_open=True))
     parser.add_argument("--class-weight", choices=["none", "balanced"])
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS))
     parser.add_argument("--schedule", choices=list(SCHEDULES),
                         help="learning-rate schedule; cosine decays to zero over --epochs")
-    parser.add_argument("--warmup-epochs", type=int,
+    parser.add_argument("--warmup-epochs", type=int_at_least(0),
                         help="linear warm-up before the cosine decay")
     parser.add_argument("--hparams", help="JSON of hyperparameters (e.g. the tuner's "
                         "best_hparams.json); explicit flags win over it")
     parser.add_argument("--output-dir", help="default saved_models/EXPERIMENT")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, help="use at most N rows of each split "
-                        "(quick checks; results are not comparable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished run in the output folder (it is kept "
+                        "until the new run is complete)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--limit", type=int_at_least(1), help="use at most N rows of each "
+                        "split (quick checks; results are not comparable)")
     parser.add_argument("--skip-bad-rows", action="store_true",
                         help="drop malformed CSV rows / unreadable images (a summary is "
                         "printed) instead of stopping at the first one")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2],
                         help="Keras verbosity; default: progress bar on a terminal, one "
                         "line per epoch otherwise")
+    parser.add_argument("--progress-seconds", type=number_in(0, low_open=True), default=60.0,
+                        help="when not on a terminal, a progress line within an epoch every "
+                        "this many seconds (default 60)")
     return parser
 
 
@@ -102,6 +136,158 @@ def resolve_settings(experiment_name, overrides=None, hparams=None):
     return settings
 
 
+SETTING_RANGES = {
+    # setting: (integer?, low, high, low_open, high_open), as `cli.describe_range` reads them
+    "epochs": (True, 1, None, False, False),
+    "batch_size": (True, 1, None, False, False),
+    "warmup_epochs": (True, 0, None, False, False),
+    "learning_rate": (False, 0, None, True, False),
+    "weight_decay": (False, 0, None, False, False),
+    "label_smoothing": (False, 0, 1, False, True),
+}
+"""Allowed values of the numeric training settings, whether they come from a flag, an
+--hparams file or the experiment table. Any builder argument named `*dropout_rate` must be
+in [0, 1)."""
+
+
+def check_settings(settings, seed=0, limit=None):
+    """Raises a `ValueError` naming the first out-of-range setting and its allowed range.
+
+    Args:
+        settings: a `resolve_settings` dict.
+        seed: must be an integer >= 0 (NumPy's seeds are unsigned).
+        limit: None, or an integer >= 1.
+    """
+    from fer_keras.cli import describe_range, in_range
+
+    checks = [(key, settings.get(key), *bounds) for key, bounds in SETTING_RANGES.items()]
+    checks += [(key, value, False, 0, 1, False, True)
+               for key, value in settings["model_kwargs"].items()
+               if key.endswith("dropout_rate") and value is not None]
+    checks.append(("seed", seed, True, 0, None, False, False))
+    if limit is not None:
+        checks.append(("limit", limit, True, 1, None, False, False))
+    for key, value, integer, low, high, low_open, high_open in checks:
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if (integer and not whole) or not in_range(value, low, high, low_open, high_open):
+            kind = "an integer" if integer else "a finite number"
+            raise ValueError(
+                f"{key} (--{key.replace('_', '-')}) must be {kind} "
+                f"{describe_range(low, high, low_open, high_open)}. Received: {key}={value!r}")
+
+
+class RunFolderBusy(ValueError):
+    """Raised when another process holds the lock of a run folder."""
+
+
+def staging_folder(output_dir):
+    """Where a run into `output_dir` trains (and resumes) until it is complete."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(output_dir.name + STAGING_SUFFIX)
+
+
+@contextlib.contextmanager
+def lock_run_folder(output_dir):
+    """Holds an exclusive lock on a run folder for the life of the block.
+
+    The lock is `fcntl.flock` on `.NAME.lock` beside the folder, not inside it, since a
+    complete run replaces the folder as a whole. The kernel drops the lock when the process
+    ends, however it ends, so a killed run never leaves its folder locked; a clean exit also
+    removes the file.
+
+    Raises:
+        RunFolderBusy: if another process holds the lock.
+    """
+    import fcntl
+
+    output_dir = Path(output_dir)
+    path = output_dir.with_name(f".{output_dir.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunFolderBusy(
+                f"Another fit (process {owner}) is writing the run in {output_dir}; its lock "
+                f"is {path}. Wait for it to finish, or pass another --output-dir.") from None
+        # The previous holder may have removed the file between our open and our lock; a
+        # lock on that orphaned file would exclude nobody, so take the current one instead.
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def _prepare_run_folder(output_dir, staging, overwrite):
+    """Settles what a crash may have left and refuses to replace a finished run by accident.
+
+    Runs under the folder's lock, before anything else is read or written.
+    """
+    retired = output_dir.with_name(output_dir.name + RETIRED_SUFFIX)
+    if retired.exists():
+        if output_dir.exists():
+            # A crash after the new run moved into place: the old one is no longer needed.
+            shutil.rmtree(retired)
+        else:
+            # A crash between the two renames of a swap: the old run goes back, and the new
+            # one, still in the staging folder, only rewrites its outputs when resumed.
+            retired.rename(output_dir)
+    if (output_dir / "metrics.json").exists():
+        if not overwrite:
+            raise ValueError(
+                f"{output_dir} holds a finished run (its metrics.json). Pass another "
+                f"--output-dir to keep it, or --overwrite to replace it once the new run is "
+                f"complete (it stays as it is until then).")
+        return
+    if not output_dir.exists():
+        return
+    entries = {entry.name for entry in output_dir.iterdir()}
+    unknown = sorted(entries - RUN_ENTRIES)
+    if unknown and not overwrite:
+        raise ValueError(
+            f"{output_dir} holds files that fit did not write ({', '.join(unknown[:5])}). "
+            f"Pass another --output-dir, or --overwrite to replace the whole folder once the "
+            f"new run is complete.")
+    if not unknown and not staging.exists() \
+            and (output_dir / "backup" / "training_metadata.json").exists():
+        # Earlier versions trained inside the run folder itself; a run killed that way moves
+        # to the staging folder and resumes there like any other.
+        print(f"Moving the unfinished run in {output_dir} to {staging} to resume it there.",
+              flush=True)
+        output_dir.rename(staging)
+
+
+def _commit(staging, output_dir):
+    """Moves a complete run from its staging folder into `output_dir`.
+
+    Replacing a previous run takes two renames; `_prepare_run_folder` settles a crash
+    between them. The backup goes last, so until the run is in place it can be resumed.
+    """
+    retired = output_dir.with_name(output_dir.name + RETIRED_SUFFIX)
+    if output_dir.exists():
+        output_dir.rename(retired)
+    staging.rename(output_dir)
+    if retired.exists():
+        shutil.rmtree(retired)
+    shutil.rmtree(output_dir / "backup", ignore_errors=True)
+
+
 def _recover_torn_backup(backup):
     """Falls back to the previous backup when the last one was cut off mid-write.
 
@@ -132,41 +318,72 @@ def _recover_torn_backup(backup):
         shutil.copyfile(previous_metadata, backup / "training_metadata.json")
 
 
-def _resume_state(output_dir, config):
-    """Returns (resuming, finished_epochs, best_val_accuracy) and guards against mixing runs."""
+def _check_same_data(previous, config, folder):
+    """Refuses to resume a run on other data than it started on, naming both."""
+    # Keys a config.json from an older version lacks are not compared.
+    differs = [key for key in DATA_KEYS
+               if key in previous and previous[key] != config.get(key)]
+    if not differs:
+        return
+
+    def describe(settings):
+        return (f"{settings.get('data_path')} ({settings.get('data_fingerprint')}, limit "
+                f"{settings.get('limit')}, skip_bad_rows {settings.get('skip_bad_rows')})")
+
+    raise ValueError(
+        f"{folder} holds an unfinished run on other data ({', '.join(differs)} differ): it "
+        f"started on {describe(previous)}; this command gives {describe(config)}. Rerun with "
+        f"the original data to resume it, pass another --output-dir, or delete {folder} to "
+        f"start over.")
+
+
+def _resume_state(folder, config):
+    """Returns (resuming, finished_epochs, best_val_accuracy) and guards against mixing runs.
+
+    Args:
+        folder: the staging folder of the run.
+        config: the settings this command would write to its `config.json`.
+    """
     from fer_keras.results import read_history
 
-    backup = output_dir / "backup"
+    backup = folder / "backup"
     metadata = backup / "training_metadata.json"
     if not metadata.exists():
         return False, 0, None
-    previous_path = output_dir / "config.json"
+    previous_path = folder / "config.json"
     if previous_path.exists():
         previous = json.loads(previous_path.read_text())
+        _check_same_data(previous, config, folder)
         changed = sorted(key for key in set(previous) | set(config)
                          if key not in RESUME_IGNORED_KEYS
                          and previous.get(key) != config.get(key))
         if changed:
             raise ValueError(
-                f"{output_dir} holds an unfinished run with different settings ({', '.join(changed)}). "
+                f"{folder} holds an unfinished run with different settings ({', '.join(changed)}). "
                 f"Rerun the original command to resume it, pass another --output-dir, or delete "
-                f"{output_dir / 'backup'} to start over.")
+                f"{folder} to start over.")
     _recover_torn_backup(backup)
     finished = int(json.loads(metadata.read_text())["epoch"])
-    history_path = output_dir / "history.csv"
+    history_path = folder / "history.csv"
     history = read_history(history_path)
     if history:
-        # Drop epochs logged after the last backup (the run died between the two writes).
-        lines = history_path.read_text().splitlines()
-        history_path.write_text("\n".join(lines[:finished + 1]) + "\n")
-        history = read_history(history_path)
+        # Drop epochs logged after the last backup (the run died between the two writes);
+        # as bytes, to keep CSVLogger's line endings.
+        lines = history_path.read_bytes().splitlines(keepends=True)
+        if len(lines) > finished + 1:
+            history_path.write_bytes(b"".join(lines[:finished + 1]))
+            history = read_history(history_path)
     best = max(history.get("val_accuracy", []), default=None)
     return True, finished, best
 
 
 def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overrides=None,
-          hparams=None, verbose="auto", skip_bad_rows=False, splits=None):
+          hparams=None, verbose="auto", skip_bad_rows=False, splits=None, overwrite=False,
+          progress_seconds=60.0):
     """Trains an experiment and writes every output file. Returns the metrics dict.
+
+    The run trains in `staging_folder(output_dir)` and moves into `output_dir` once every
+    output is written; see the module docstring for resuming and the folder's lock.
 
     Args:
         experiment_name: a registered experiment.
@@ -176,10 +393,40 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
         limit: keep at most this many rows per split.
         overrides: flag values (None = keep the experiment's).
         hparams: a dict of tuned hyperparameters, applied before `overrides`.
-        verbose: Keras verbosity.
+        verbose: Keras verbosity, or "auto" (a progress bar on a terminal, else 2).
         skip_bad_rows: see `fer_keras.data.parse_csv`.
         splits: already loaded splits (used by tests and the tuner); `data` is then ignored.
+        overwrite: replace a finished run in `output_dir`, which stays as it is until the
+            new one is complete.
+        progress_seconds: at verbose 2, a progress line within an epoch this often; None
+            for none.
+
+    Raises:
+        ValueError: for out-of-range settings, a finished run in `output_dir` without
+            `overwrite`, a folder another fit holds (`RunFolderBusy`), or an unfinished
+            run with other settings or data.
     """
+    from fer_keras import data as fer_data
+
+    # Everything that can be refused is checked before a file is read or written.
+    settings = resolve_settings(experiment_name, overrides, hparams)
+    check_settings(settings, seed=seed, limit=limit)
+    output_dir = Path(output_dir or DEFAULT_ROOT / experiment_name)
+    data_path = None if splits is not None else fer_data.resolve_data_path(data)
+    staging = staging_folder(output_dir)
+    with lock_run_folder(output_dir):
+        _prepare_run_folder(output_dir, staging, overwrite)
+        metrics = _train_in(staging, output_dir, experiment_name, settings, data_path, seed,
+                            limit, verbose, skip_bad_rows, splits, progress_seconds)
+        _commit(staging, output_dir)
+    print(f"Wrote {', '.join(sorted(p.name for p in output_dir.iterdir() if p.is_file()))} "
+          f"to {output_dir}")
+    return metrics
+
+
+def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, limit,
+              verbose, skip_bad_rows, splits, progress_seconds):
+    """`train`'s work inside the staging folder, up to the last output file."""
     import keras
     import numpy as np
 
@@ -188,19 +435,20 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
     from fer_keras.models import get_model, load_model
     from fer_keras.results import (evaluate_splits, format_report, plot_confusion,
                                    plot_history, read_history, write_json)
-    from fer_keras.training import EpochTimer, StopOnNaN, class_weights, compile_model
+    from fer_keras.training import (EpochTimer, ProgressLog, StopOnNaN, class_weights,
+                                    compile_model)
 
-    settings = resolve_settings(experiment_name, overrides, hparams)
-    output_dir = Path(output_dir or DEFAULT_ROOT / experiment_name)
-    data_path = None if splits is not None else str(fer_data.resolve_data_path(data))
-    config = dict(settings, seed=seed, limit=limit, data_path=data_path,
+    fingerprint = None if data_path is None else fer_data.source_fingerprint(data_path)
+    config = dict(settings, seed=seed, limit=limit, skip_bad_rows=bool(skip_bad_rows),
+                  data_path=None if data_path is None else str(data_path),
+                  data_fingerprint=fingerprint,
                   command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
                   keras_version=keras.__version__, backend=keras.backend.backend())
     # JSON round trip, so tuples compare equal to the lists a stored config.json holds.
     config = json.loads(json.dumps(config))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resuming, finished, best_so_far = _resume_state(output_dir, config)
-    write_json(output_dir / "config.json", config)
+    resuming, finished, best_so_far = _resume_state(staging, config)
+    staging.mkdir(parents=True, exist_ok=True)
+    write_json(staging / "config.json", config)
 
     keras.utils.set_random_seed(seed)
     if splits is None:
@@ -219,10 +467,14 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
                                        augmentation=augmentation, seed=seed)
     val_data = fer_data.make_dataset(x_val, y_val, 512)
 
-    checkpoint_path = output_dir / "model.keras"
-    history_path = output_dir / "history.csv"
+    checkpoint_path = staging / "model.keras"
+    history_path = staging / "history.csv"
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     callbacks = [
         EpochTimer(len(x_train)),
+        # Before ModelCheckpoint, CSVLogger and BackupAndRestore, so a NaN epoch is stopped
+        # before any of them records it (callbacks run in list order).
         StopOnNaN(),
         keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_accuracy", mode="max",
                                         save_best_only=True,
@@ -232,33 +484,40 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
     if settings["schedule"] == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_accuracy", mode="max", factor=0.5, patience=5, min_lr=1e-6))
-    # Last, so everything else of an epoch is on disk before the epoch counts as done.
-    callbacks.append(keras.callbacks.BackupAndRestore(output_dir / "backup",
-                                                      double_checkpoint=True))
+    if verbose == 2 and progress_seconds:
+        callbacks.append(ProgressLog(len(x_train), batch_size, every_seconds=progress_seconds))
+    # Last, so everything else of an epoch is on disk before the epoch counts as done. The
+    # backup outlives training (delete_checkpoint=False): `train` removes it only once the
+    # run is complete, so a kill before then resumes without training again.
+    callbacks.append(keras.callbacks.BackupAndRestore(staging / "backup",
+                                                      double_checkpoint=True,
+                                                      delete_checkpoint=False))
     if resuming:
-        print(f"Resuming {experiment_name} from {output_dir} after epoch {finished}/{epochs}"
-              + (f" (best val_accuracy so far {best_so_far:.4f})" if best_so_far else ""),
+        print(f"Resuming {experiment_name} from {staging} after epoch {finished}/{epochs}"
+              + (f" (best val_accuracy so far {best_so_far:.4f})" if best_so_far else "")
+              + ("; training is done, writing its outputs" if finished >= epochs else ""),
               flush=True)
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
     print(f"Training {experiment_name} ({settings['model']}, {model.count_params():,} "
           f"parameters) on {len(x_train):,} images, validating on {len(x_val):,}; "
-          f"output in {output_dir}", flush=True)
+          f"training in {staging}, moved to {output_dir} when complete", flush=True)
     try:
         model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
                   verbose=verbose, shuffle=False,
                   class_weight=class_weights(y_train, settings["class_weight"]))
     except KeyboardInterrupt:
         print(f"\nInterrupted. Run the same command again to resume {experiment_name} from "
-              f"its last finished epoch.", file=sys.stderr)
+              f"its last finished epoch (saved in {staging}).", file=sys.stderr)
         raise
 
     history = read_history(history_path)
     if checkpoint_path.exists():
         # Keep the best epoch without its optimizer state: a third of the size, and all
         # that evaluation, export and prediction need (resuming uses backup/ instead).
+        # Saved beside it and renamed, so a kill mid-save leaves the checkpoint whole.
         best_model = load_model(checkpoint_path)
-        best_model.save(checkpoint_path)
+        resaved = staging / "model.tmp.keras"
+        best_model.save(resaved)
+        resaved.replace(checkpoint_path)
     else:
         best_model = model
     scored = evaluate_splits(best_model, splits)
@@ -277,16 +536,14 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
         if throughput else None,
         "splits": scored,
     }
-    write_json(output_dir / "metrics.json", metrics)
-    plot_history(history, output_dir / "learning_curves.png", title=experiment_name)
+    write_json(staging / "metrics.json", metrics)
+    plot_history(history, staging / "learning_curves.png", title=experiment_name)
     plot_confusion(scored["validation"]["confusion_matrix"],
-                   output_dir / "confusion_matrix.png",
+                   staging / "confusion_matrix.png",
                    title=f"{experiment_name}: validation split")
     for split in ("validation", "private_test"):
         if split in scored:
             print(format_report(scored[split], title=f"[{experiment_name}] {split}"))
-    print(f"Wrote {', '.join(sorted(p.name for p in output_dir.iterdir() if p.is_file()))} "
-          f"to {output_dir}")
     return metrics
 
 
@@ -314,7 +571,8 @@ def main(argv=None):
         train(args.experiment, data=args.data, output_dir=args.output_dir, seed=args.seed,
               limit=args.limit, overrides=overrides, hparams=hparams,
               verbose="auto" if args.verbose is None else args.verbose,
-              skip_bad_rows=args.skip_bad_rows)
+              skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
+              progress_seconds=args.progress_seconds)
 
     from fer_keras.training import TrainingDiverged
 

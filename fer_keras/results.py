@@ -9,10 +9,28 @@ import numpy as np
 from fer_keras.data import CLASS_NAMES, NUM_CLASSES
 
 
-def predict_probabilities(model, images, batch_size=512):
-    """Class probabilities for uint8 or float images, in batches, without augmentation."""
+PROGRESS_MIN_BATCHES = 20
+"""Predictions of at least this many batches print progress lines (to stderr)."""
+
+
+def predict_probabilities(model, images, batch_size=512, progress_seconds=60.0):
+    """Class probabilities for uint8 or float images, in batches, without augmentation.
+
+    On large inputs (`PROGRESS_MIN_BATCHES` batches or more) a line of progress goes to
+    stderr every `progress_seconds` (None: never), so scoring a big split does not look
+    like a hang, while a `--json` result on stdout stays clean.
+    """
+    import math
+    import sys
+
+    callbacks = []
+    if progress_seconds and math.ceil(len(images) / batch_size) >= PROGRESS_MIN_BATCHES:
+        from fer_keras.training import ProgressLog
+
+        callbacks.append(ProgressLog(len(images), batch_size, every_seconds=progress_seconds,
+                                     stream=sys.stderr, label="scoring"))
     return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=batch_size,
-                                    verbose=0))
+                                    verbose=0, callbacks=callbacks))
 
 
 def score(labels, probabilities):

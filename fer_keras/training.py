@@ -1,6 +1,7 @@
 """The compile step and training helpers shared by `fit` and the tuner."""
 
 import math
+import sys
 import time
 
 import keras
@@ -130,9 +131,17 @@ class TrainingDiverged(RuntimeError):
 class StopOnNaN(keras.callbacks.Callback):
     """Aborts training at the first NaN/inf loss, before any checkpoint of bad weights.
 
+    It checks the training loss after every batch, and `val_loss` / `val_accuracy` at the
+    end of each epoch. It must come before `ModelCheckpoint` and `BackupAndRestore` in the
+    callback list: they run at the same epoch end, in list order, and a NaN validation loss
+    can come with a finite accuracy (the argmax of NaN probabilities is class 0), which
+    `ModelCheckpoint` would otherwise save as the best epoch.
+
     The last finished epoch's backup is untouched, so a rerun with a smaller learning rate
     can start from scratch in a new output folder, or from the backup in the same one.
     """
+
+    ADVICE = "Lower --learning-rate (e.g. by 10x) or add --weight-decay, then rerun."
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -143,4 +152,84 @@ class StopOnNaN(keras.callbacks.Callback):
             raise TrainingDiverged(
                 f"Loss became {float(loss)} at epoch {getattr(self, '_epoch', 0) + 1}, batch "
                 f"{batch + 1}. Training stopped; no checkpoint was written from this epoch. "
-                "Lower --learning-rate (e.g. by 10x) or add --weight-decay, then rerun.")
+                + self.ADVICE)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss", "val_accuracy"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise TrainingDiverged(
+                    f"{key} became {float(value)} at epoch {epoch + 1}. Training stopped; no "
+                    f"checkpoint or backup was written from this epoch. " + self.ADVICE)
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """A line of progress within an epoch (or a long `predict`) for logs and CI.
+
+    Keras' progress bar shows steps and time left only on a terminal; redirected to a file,
+    `fit` prints one line per epoch, and a 5-minute epoch looks like a hang. This prints
+    "epoch 3/36: step 120/180 (67%), 1,234 images/s, about 0:45 left ..." every
+    `every_seconds` and/or every `every_steps` batches, whichever comes first.
+
+    Args:
+        num_images: images per epoch (or per prediction), for images/s.
+        batch_size: images per step.
+        every_seconds: seconds between lines; None for none by time.
+        every_steps: steps between lines; None for none by count.
+        stream: where to print; None means stdout (`predict` callers pass stderr, so a
+            JSON result on stdout stays clean).
+        label: the first word of a prediction's lines (e.g. "scoring").
+    """
+
+    def __init__(self, num_images, batch_size, every_seconds=60.0, every_steps=None,
+                 stream=None, label="predicting"):
+        super().__init__()
+        self.num_images = int(num_images)
+        self.batch_size = int(batch_size)
+        self.every_seconds = every_seconds
+        self.every_steps = every_steps
+        self.stream = stream
+        self.label = label
+        self._epoch = None
+
+    def _start(self):
+        self._begin = self._last = time.perf_counter()
+        self._last_step = 0
+
+    def _total_steps(self):
+        return (self.params or {}).get("steps") or math.ceil(self.num_images / self.batch_size)
+
+    def _maybe_print(self, batch, prefix, logs):
+        steps_done = batch + 1
+        now = time.perf_counter()
+        due_by_time = self.every_seconds is not None and now - self._last >= self.every_seconds
+        due_by_count = self.every_steps is not None \
+            and steps_done - self._last_step >= self.every_steps
+        total = self._total_steps()
+        if not (due_by_time or due_by_count) or steps_done >= total:
+            return
+        self._last, self._last_step = now, steps_done
+        elapsed = max(now - self._begin, 1e-9)
+        images = min(steps_done * self.batch_size, self.num_images)
+        left = int(round(elapsed / steps_done * (total - steps_done)))
+        line = (f"{prefix}: step {steps_done}/{total} ({100 * steps_done // total}%), "
+                f"{images / elapsed:,.0f} images/s, about {left // 60}:{left % 60:02d} left")
+        shown = [f"{key} {float(value):.4f}" for key, value in (logs or {}).items()
+                 if key in ("loss", "accuracy")]
+        if shown:
+            line += "; " + ", ".join(shown)
+        print(line, file=self.stream or sys.stdout, flush=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._start()
+
+    def on_train_batch_end(self, batch, logs=None):
+        epochs = (self.params or {}).get("epochs", "?")
+        self._maybe_print(batch, f"epoch {self._epoch + 1}/{epochs}", logs)
+
+    def on_predict_begin(self, logs=None):
+        self._start()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._maybe_print(batch, self.label, None)

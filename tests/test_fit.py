@@ -52,6 +52,8 @@ def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsy
                         overrides={"epochs": 2, "batch_size": 16}, verbose=0)
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert not (out / "backup").exists()
+    # The staging folder moved into place, and the lock file went with the process's lock.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "fer2013.csv", "run"]
     assert metrics["epochs_run"] == 2
     assert set(metrics["splits"]) == {"train", "validation", "public_test", "private_test"}
     stored = json.loads((out / "metrics.json").read_text())
@@ -81,16 +83,18 @@ def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsy
 def test_nan_loss_stops_with_a_clear_message(tiny_csv, tmp_path):
     from fer_keras.training import TrainingDiverged
 
+    # 1e38 is a valid learning rate (finite, positive); Adam steps of that size overflow
+    # float32 weights within a few batches, and the loss becomes NaN.
     with pytest.raises(TrainingDiverged, match="Lower --learning-rate"):
         fit.train("baseline", data=tiny_csv, output_dir=tmp_path / "nan",
-                  overrides={"epochs": 3, "batch_size": 8, "learning_rate": float("inf")}, verbose=0)
+                  overrides={"epochs": 3, "batch_size": 8, "learning_rate": 1e38}, verbose=0)
 
 
 
 def test_cli_ends_a_diverged_run_with_status_1(tiny_csv, tmp_path, capsys):
     status = fit.main(["baseline", "--data", str(tiny_csv), "--output-dir",
                        str(tmp_path / "nan"), "--epochs", "2", "--batch-size", "8",
-                       "--learning-rate", "inf", "--verbose", "0"])
+                       "--learning-rate", "1e38", "--verbose", "0"])
     assert status == 1
     assert "error:" in capsys.readouterr().err
 
@@ -115,7 +119,8 @@ def test_killed_run_resumes_from_last_finished_epoch(tiny_csv, tmp_path):
     args = ["baseline", "--data", str(tiny_csv), "--epochs", "30", "--batch-size", "8",
             "--output-dir", str(out), "--verbose", "0"]
     first = _run_fit(args, env)
-    metadata = out / "backup" / "training_metadata.json"
+    # An unfinished run lives in the staging folder beside the run folder.
+    metadata = fit.staging_folder(out) / "backup" / "training_metadata.json"
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None:
         if metadata.exists() and json.loads(metadata.read_text() or '{"epoch": 0}')["epoch"] >= 2:
