@@ -538,7 +538,8 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
 
     from fer_keras.video import IoUTracker, Progress, VideoError, sample_frames
 
-    info, tracker, records = {}, IoUTracker(), []
+    # Only the timeline needs every record of the video; without it, a count will do.
+    info, tracker, records, faces = {}, IoUTracker(), [], 0
     annotated, bar, latest, sampled_count, stem = None, None, [], 0, None
     try:
         frames = sample_frames(path, every=every, fps=fps, decode_all=names is not None,
@@ -566,7 +567,9 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
                     record["track"] = track
                 classify_into(found, model)
                 latest = [record for record, _ in found]
-                records.extend(latest)
+                faces += len(latest)
+                if names is not None:
+                    records.extend(latest)
                 yield from latest
             if annotated is not None:
                 annotated.write(frame.image, latest)
@@ -579,7 +582,7 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
             bar.close()
         if annotated is not None:
             annotated.close()
-    if bar is not None and not records:
+    if bar is not None and not faces:
         yield {"file": str(path), "faces": 0, "frames_sampled": sampled_count,
                "error": f"no face found in {sampled_count} sampled frame(s)"}
     if names is not None and records:

@@ -151,6 +151,17 @@ def test_bad_videos_get_one_error_record_and_the_rest_run(clip, classifier, tmp_
         0, 0, 10, 10, 20, 20]
 
 
+def test_a_video_without_faces_gets_one_error_record(classifier, tmp_path):
+    writer = cv2.VideoWriter(str(tmp_path / "wall.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                             FPS, (64, 48))
+    for _ in range(10):
+        writer.write(np.full((48, 64, 3), 128, np.uint8))
+    writer.release()
+    [record] = run([tmp_path / "wall.mp4"], classifier, every=3)
+    assert record["error"] == "no face found in 4 sampled frame(s)"
+    assert record["faces"] == 0 and record["frames_sampled"] == 4
+
+
 def test_photo_faces_keep_order_small_ones_are_skipped_and_drawn(classifier, tmp_path):
     portrait = cv2.imread(str(PORTRAIT))
     half = cv2.resize(portrait, (256, 300), interpolation=cv2.INTER_AREA)
