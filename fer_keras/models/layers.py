@@ -3,8 +3,9 @@
 * `LocalResponseNormalization`: AlexNet/Caffe cross-channel LRN.
 * `SpatialTransformer`: warps an image with a per-sample 2x3 affine theta using a bilinear
   sampler whose gradients reach theta (Jaderberg et al., 2015, arXiv 1506.02025).
-* `MirrorAverage`: test-time augmentation by the horizontal mirror; trains the wrapped
-  model as it is and, at inference, averages its probabilities on a face and its mirror.
+* `TestTimeAugmentation`: trains the wrapped model as it is and, at inference, averages its
+  probabilities over several views of each face (mirror, small shifts); `MirrorAverage`
+  is its two-view form (the face and its mirror).
 
 Shared helpers used by every builder (`preprocess`, `classifier_head`, `initializer`) live
 here too, so all models normalise inputs and emit probabilities the same way.
@@ -140,34 +141,100 @@ class SpatialTransformer(layers.Layer):
         return input_shape[0]
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class MirrorAverage(layers.Layer):
-    """Runs `model` on the input and on its left-right mirror and averages the outputs.
+def parse_view(view):
+    """Turns a view name into `(mirror, dx, dy)`.
 
-    Only at inference: in training (`model.fit`) it is exactly `model`, so training costs
-    nothing more, while evaluation and serving pay two forward passes. Faces are nearly
-    symmetric and the training data are flipped at random, so the mirrored view is a
-    second, nearly independent guess of the same expression.
+    Names: "identity", "mirror", "shift:DX,DY" (move the face DX pixels right and DY down,
+    zeros entering at the edges as in training's augmentation) and "mirror_shift:DX,DY".
+    """
+    name, _, offsets = str(view).partition(":")
+    if name in ("identity", "mirror") and not offsets:
+        return name == "mirror", 0, 0
+    if name in ("shift", "mirror_shift"):
+        try:
+            dx, dy = (int(value) for value in offsets.split(","))
+        except ValueError:
+            dx = dy = None
+        if dx is not None and max(abs(dx), abs(dy)) < 24:
+            return name == "mirror_shift", dx, dy
+    raise ValueError(f"Unknown test-time view {view!r}. Use 'identity', 'mirror', "
+                     f"'shift:DX,DY' or 'mirror_shift:DX,DY' with integer pixel offsets "
+                     f"below 24. Received: view={view!r}")
+
+
+VIEW_SETS = {
+    "mirror": ("identity", "mirror"),
+    "shifts": ("identity", "mirror", "shift:2,0", "shift:-2,0", "shift:0,2", "shift:0,-2"),
+    "ten": ("identity", "mirror", "shift:2,2", "shift:-2,2", "shift:2,-2", "shift:-2,-2",
+            "mirror_shift:2,2", "mirror_shift:-2,2", "mirror_shift:2,-2",
+            "mirror_shift:-2,-2"),
+}
+"""Named view lists: "ten" is a ten-crop in spirit (the face, its mirror, and both shifted
+toward the four corners), done by shifting so the network keeps its 48x48 input."""
+
+
+def resolve_views(views):
+    """Checks views: a set name ("mirror", "shifts", "ten"), a list of names, or "a|b|c"."""
+    if isinstance(views, str):
+        views = VIEW_SETS.get(views, views.split("|"))
+    views = tuple(views)
+    if not views:
+        raise ValueError("Give at least one test-time view. Received: views=()")
+    for view in views:
+        parse_view(view)
+    return views
+
+
+def apply_view(images, view):
+    """Applies one view (see `parse_view`) to a `(batch, H, W, C)` batch with `keras.ops`."""
+    mirror, dx, dy = parse_view(view)
+    if mirror:
+        images = ops.flip(images, axis=2)
+    if dx or dy:
+        height, width = images.shape[1], images.shape[2]
+        pad_x, pad_y = abs(dx), abs(dy)
+        padded = ops.pad(images, [[0, 0], [pad_y, pad_y], [pad_x, pad_x], [0, 0]])
+        top = pad_y - dy
+        left = pad_x - dx
+        images = padded[:, top:top + height, left:left + width, :]
+    return images
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TestTimeAugmentation(layers.Layer):
+    """Averages `model`'s probabilities over several views of each face, at inference only.
+
+    In training (`model.fit`) it is exactly `model`, so training costs nothing more, while
+    evaluation and serving pay one forward pass per view. Any zoo model (or any Keras model
+    from images to probabilities) can be wrapped, trained or not.
 
     Args:
         model: a Keras model from `(batch, H, W, C)` images to class probabilities.
+        views: view names or a set name (see `VIEW_SETS`, `parse_view`); "identity" alone
+            gives the plain model.
+
+    Example:
+
+    >>> wrapped = TestTimeAugmentation(model, views="shifts")
     """
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, views=("identity", "mirror"), **kwargs):
         super().__init__(**kwargs)
         self.model = model
+        self.views = resolve_views(views)
 
     def call(self, inputs, training=None):
         if training:
             return self.model(inputs, training=True)
-        mirrored = ops.flip(inputs, axis=2)
-        return 0.5 * (self.model(inputs, training=False) + self.model(mirrored, training=False))
+        outputs = [self.model(apply_view(inputs, view), training=False) for view in self.views]
+        return ops.mean(ops.stack(outputs, axis=0), axis=0)
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model)}
+        return {**super().get_config(), "views": list(self.views),
+                "model": keras.saving.serialize_keras_object(self.model)}
 
     @classmethod
     def from_config(cls, config):
@@ -176,11 +243,58 @@ class MirrorAverage(layers.Layer):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MirrorAverage(TestTimeAugmentation):
+    """`TestTimeAugmentation` with the face and its left-right mirror (2 passes per face).
+
+    Faces are nearly symmetric and the training data are flipped at random, so the mirrored
+    view is a second, nearly independent guess of the same expression. Kept as its own
+    class so models saved before the general wrapper existed still load.
+    """
+
+    def __init__(self, model, **kwargs):
+        kwargs.pop("views", None)
+        super().__init__(model, views=("identity", "mirror"), **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("views")
+        return config
+
+
+def wrap_with_views(model, views):
+    """A model that averages `model` (unwrapped first if it already averages views) over
+    `views`; `views` of ("identity",) returns the bare network."""
+    inner = unwrap_views(model)
+    views = resolve_views(views)
+    if views == ("identity",):
+        return inner
+    image = keras.Input(shape=inner.input_shape[1:], name="image")
+    wrapper = TestTimeAugmentation(inner, views=views, name="test_time_augmentation")
+    return keras.Model(image, wrapper(image), name=model.name)
+
+
+def unwrap_views(model):
+    """The network inside `model`'s `TestTimeAugmentation` layer, or `model` if none."""
+    for layer in model.layers:
+        if isinstance(layer, TestTimeAugmentation):
+            return layer.model
+    return model
+
+
+def forward_passes(model):
+    """Forward passes of the network per face at inference (1 without test-time views)."""
+    for layer in model.layers:
+        if isinstance(layer, TestTimeAugmentation):
+            return len(layer.views)
+    return 1
+
+
 def all_layers(model):
     """Every layer of `model`, descending into nested models (such as `MirrorAverage`'s)."""
     for layer in model.layers:
         yield layer
-        inner = layer.model if isinstance(layer, MirrorAverage) else layer
+        inner = layer.model if isinstance(layer, TestTimeAugmentation) else layer
         if isinstance(inner, keras.Model):
             yield from all_layers(inner)
 

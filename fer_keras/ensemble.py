@@ -1,0 +1,168 @@
+"""Average the probabilities of several committed runs in one Keras model.
+
+Usage:
+
+    python -m fer_keras.ensemble saved_models/fer_vgg_long saved_models/fer_vgg \\
+        --output saved_models/ensemble_vgg [--data PATH] [--overwrite]
+
+Each RUN is a run folder (or its `model.keras`). The ensemble is an ordinary Keras model
+(one input, the members side by side, a mean of their probabilities), so `evaluate
+--verify`, `export` and `predict` take it like any other. The output folder is a normal run
+folder: `model.keras`, `config.json` (members and the command), `metrics.json` (every
+split, the members' own scores, the forward passes per face) and `confusion_matrix.png`.
+Nothing is trained, so rerunning the command rebuilds the same model.
+
+Protocol: when every member used the study protocol, the ensemble is scored as they were
+(validation split cut from Training). When any member trained on all of Training (kaggle
+protocol), the study's validation rows are no longer unseen, so the ensemble uses the
+kaggle protocol: it is "selected" on PublicTest and PrivateTest is the clean figure.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from fer_keras.cli import entry_point, run_command
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m fer_keras.ensemble", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run folders (or model.keras files) to average; at least two")
+    parser.add_argument("--output", required=True,
+                        help="run folder to write, e.g. saved_models/ensemble_vgg")
+    parser.add_argument("--data", help="FER2013 CSV or image folder (default "
+                        "$FER2013_PATH, then data/fer2013.csv[.gz])")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished ensemble already in --output")
+    return parser
+
+
+def _member_paths(runs):
+    paths = []
+    for run in runs:
+        path = Path(run)
+        model_path = path / "model.keras" if path.is_dir() else path
+        if not model_path.exists():
+            raise ValueError(f"No model at {model_path}. Give run folders holding model.keras "
+                             f"(train one with `python -m fer_keras.fit EXPERIMENT`). "
+                             f"Received: {run}")
+        paths.append(model_path)
+    if len(paths) < 2:
+        raise ValueError(f"An ensemble needs at least two runs. Received: {list(runs)}")
+    if len(set(p.resolve() for p in paths)) != len(paths):
+        raise ValueError(f"A run is listed twice. Received: {list(runs)}")
+    return paths
+
+
+def _member_protocol(model_path):
+    config_path = model_path.with_name("config.json")
+    if config_path.exists():
+        return json.loads(config_path.read_text()).get("protocol", "study")
+    return "study"
+
+
+def build_ensemble(members, name="ensemble"):
+    """One Keras model averaging the probabilities of `members` (Keras models).
+
+    Each member is wrapped under a unique name (`member1`, ...), so two runs of the same
+    architecture sit side by side; weights are shared with the given models, not copied.
+    """
+    import keras
+
+    if len(members) < 2:
+        raise ValueError(f"An ensemble needs at least two members. Received: {len(members)}")
+    image = keras.Input(shape=members[0].input_shape[1:], name="image")
+    outputs = []
+    for index, member in enumerate(members, start=1):
+        if tuple(member.input_shape[1:]) != tuple(image.shape[1:]):
+            raise ValueError(f"Member {index} takes inputs of shape {member.input_shape}, "
+                             f"member 1 takes {members[0].input_shape}; all must match.")
+        renamed = keras.Model(member.inputs, member.outputs[0], name=f"member{index}")
+        outputs.append(renamed(image))
+    average = keras.layers.Average(name="probabilities", dtype="float32")(outputs)
+    return keras.Model(image, average, name=name)
+
+
+def make_ensemble(runs, output, data=None, overwrite=False):
+    """Builds, scores and writes an ensemble run folder; returns its metrics dict."""
+    from fer_keras.data import load_splits, resolve_data_path
+    from fer_keras.models import load_model
+    from fer_keras.models.layers import forward_passes
+    from fer_keras.results import evaluate_splits, plot_confusion, write_json
+
+    output = Path(output)
+    if (output / "metrics.json").exists() and not overwrite:
+        raise ValueError(f"{output} already holds a finished run. Pass --overwrite to replace "
+                         f"it, or choose another --output.")
+    paths = _member_paths(runs)
+    protocols = {str(path): _member_protocol(path) for path in paths}
+    protocol = "kaggle" if "kaggle" in protocols.values() else "study"
+    data_path = resolve_data_path(data)
+    members = [load_model(path) for path in paths]
+    ensemble = build_ensemble(members, name=output.name)
+    splits = load_splits(data_path, protocol=protocol)
+    scored = evaluate_splits(ensemble, splits, ["validation", "public_test", "private_test"])
+    member_scores = {}
+    for path, member in zip(paths, members):
+        member_scores[str(path.parent)] = {
+            split: result["accuracy"] for split, result in evaluate_splits(
+                member, splits, ["validation", "public_test", "private_test"]).items()}
+    metrics = {
+        "experiment": output.name,
+        "model": "ensemble",
+        "members": [str(path.parent) for path in paths],
+        "member_accuracy": member_scores,
+        "parameters": int(ensemble.count_params()),
+        "forward_passes_per_face": sum(forward_passes(member) for member in members),
+        "protocol": protocol,
+        "precision": "float32",
+        "selection_split": "public_test" if protocol == "kaggle" else "validation",
+        "train_minutes": 0.0,
+        "splits": scored,
+    }
+    config = {"experiment": output.name, "model": "ensemble",
+              "members": metrics["members"], "member_protocols": protocols,
+              "protocol": protocol, "data_path": str(data_path),
+              "command": " ".join(["python -m fer_keras.ensemble"] + sys.argv[1:])}
+    # Write everything into a staging folder and move it into place at the end, so a
+    # failure never leaves a half-written run where a finished one was.
+    staging = output.with_name(f".{output.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    ensemble.save(staging / "model.keras")
+    write_json(staging / "config.json", config)
+    write_json(staging / "metrics.json", metrics)
+    plot_confusion(scored["private_test"]["confusion_matrix"],
+                   staging / "confusion_matrix.png", title=f"{output.name}: PrivateTest")
+    if output.exists():
+        shutil.rmtree(output)
+    staging.rename(output)
+    return metrics
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+
+    def body():
+        metrics = make_ensemble(args.runs, args.output, data=args.data,
+                                overwrite=args.overwrite)
+        for member, scores in metrics["member_accuracy"].items():
+            print(f"member {member}: PublicTest {100 * scores['public_test']:.2f}, "
+                  f"PrivateTest {100 * scores['private_test']:.2f}")
+        splits = metrics["splits"]
+        print(f"ensemble of {len(metrics['members'])} ({metrics['protocol']} protocol, "
+              f"{metrics['forward_passes_per_face']} forward passes per face): PublicTest "
+              f"{100 * splits['public_test']['accuracy']:.2f}, PrivateTest "
+              f"{100 * splits['private_test']['accuracy']:.2f}; wrote {args.output}")
+
+    return run_command(body)
+
+
+if __name__ == "__main__":
+    entry_point(main)

@@ -1,0 +1,157 @@
+"""The accuracy toolkit: precision and protocol settings, test-time views and ensembles."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fer_keras import data as fer_data
+from fer_keras import ensemble, fit
+from fer_keras.experiments import get_experiment, list_experiments, STUDY_EXPERIMENTS
+from fer_keras.models import MirrorAverage, get_model, load_model
+from fer_keras.models import layers as zoo_layers
+from fer_keras.models.layers import apply_view, forward_passes, wrap_with_views
+from fer_keras.training import precision_policy
+
+IMAGES = np.random.default_rng(3).integers(0, 256, (5, 48, 48, 1)).astype("float32")
+
+
+def test_study_rows_keep_the_study_protocol_in_float32():
+    for name in STUDY_EXPERIMENTS:
+        experiment = get_experiment(name)
+        assert (experiment.protocol, experiment.precision) == ("study", "float32")
+    kaggle = [name for name in list_experiments() if get_experiment(name).protocol == "kaggle"]
+    assert kaggle and all(get_experiment(name).precision == "mixed_bfloat16" for name in kaggle)
+
+
+def test_precision_policy_is_restored_and_checked():
+    before = keras.mixed_precision.global_policy().name
+    with precision_policy("mixed_bfloat16"):
+        model = get_model("baseline")
+        assert model.get_layer("block1_conv").compute_dtype == "bfloat16"
+    assert keras.mixed_precision.global_policy().name == before
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        with precision_policy("float8"):
+            pass
+
+
+def test_kaggle_protocol_splits_on_tiny_data(tiny_csv):
+    study = fer_data.load_splits(tiny_csv)
+    kaggle = fer_data.load_splits(tiny_csv, protocol="kaggle")
+    assert len(kaggle["train"][1]) == len(study["train"][1]) + len(study["validation"][1]) == 84
+    np.testing.assert_array_equal(kaggle["validation"][0], kaggle["public_test"][0])
+    with pytest.raises(ValueError, match="Unknown protocol"):
+        fer_data.load_splits(tiny_csv, protocol="imagenet")
+
+
+def test_kaggle_protocol_split_sizes_and_no_overlap_on_real_data(real_data):
+    images, labels, usages = fer_data.load_fer2013(real_data)
+    index = fer_data.split_indices(labels, usages, protocol="kaggle")
+    sizes = {name: len(rows) for name, rows in index.items()}
+    assert sizes == {"train": 28709, "validation": 3589, "public_test": 3589,
+                     "private_test": 3589}
+    assert not set(index["train"]) & set(index["public_test"])
+    assert not set(index["train"]) & set(index["private_test"])
+    assert not set(index["public_test"]) & set(index["private_test"])
+    study = fer_data.split_indices(labels, usages, protocol="study")
+    assert (len(study["train"]), len(study["validation"])) == (22967, 5742)
+
+
+def test_bfloat16_fit_on_real_rows_reloads_and_scores(real_data, tmp_path):
+    out = tmp_path / "bf16"
+    metrics = fit.train("fer_vgg_kaggle", data=real_data, output_dir=out, limit=256,
+                        overrides={"epochs": 1, "warmup_epochs": 0}, verbose=0)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["precision"], config["protocol"]) == ("mixed_bfloat16", "kaggle")
+    assert (metrics["precision"], metrics["protocol"]) == ("mixed_bfloat16", "kaggle")
+    assert metrics["selection_split"] == "public_test"
+    # The file keeps the training policy; loading runs it in float32 unless asked not to.
+    as_trained = load_model(out / "model.keras", dtype_policy=None)
+    assert as_trained.get_layer("mirror_average").model.get_layer(
+        "stage2_conv1").compute_dtype == "bfloat16"
+    model = load_model(out / "model.keras")
+    assert model.get_layer("mirror_average").model.get_layer(
+        "stage2_conv1").compute_dtype == "float32"
+    splits = fer_data.load_splits(real_data, protocol="kaggle", limit=256)
+    x_test = splits["private_test"][0].astype("float32")
+    float32 = model.predict(x_test, verbose=0)
+    bfloat16 = as_trained.predict(x_test, verbose=0)
+    accuracy = metrics["splits"]["private_test"]["accuracy"]
+    labels = splits["private_test"][1]
+    assert abs(np.mean(float32.argmax(1) == labels) - accuracy) < 1e-9
+    # bfloat16 inference moves probabilities by rounding only.
+    assert np.abs(float32 - bfloat16).max() < 0.05
+
+
+def test_identity_view_alone_equals_the_plain_model():
+    network = get_model("fer_vgg", widths=(8, 16, 16, 32))
+    image = keras.Input((48, 48, 1))
+    wrapped = keras.Model(image, zoo_layers.TestTimeAugmentation(network, views=["identity"])(image))
+    np.testing.assert_allclose(wrapped.predict(IMAGES, verbose=0),
+                               network.predict(IMAGES, verbose=0), atol=1e-6)
+    assert wrap_with_views(wrapped, ("identity",)) is network
+
+
+def test_views_shift_and_mirror_pixels():
+    shifted = np.asarray(apply_view(IMAGES, "shift:2,-1"))
+    np.testing.assert_array_equal(shifted[:, :47, 2:], IMAGES[:, 1:, :46])
+    assert shifted[:, :, :2].max() == 0 and shifted[:, 47].max() == 0
+    mirrored = np.asarray(apply_view(IMAGES, "mirror_shift:0,1"))
+    np.testing.assert_array_equal(mirrored[:, 1:], IMAGES[:, :47, ::-1])
+    with pytest.raises(ValueError, match="Unknown test-time view"):
+        apply_view(IMAGES, "rotate:10")
+
+
+def test_view_sets_average_every_view_and_count_passes(tmp_path):
+    model = get_model("fer_vgg", widths=(8, 16, 16, 32), mirror_average=True)
+    body = model.get_layer("mirror_average").model
+    ten = wrap_with_views(model, "ten")
+    assert forward_passes(model) == 2 and forward_passes(ten) == 10
+    views = ten.get_layer("test_time_augmentation").views
+    expected = np.mean([body.predict(np.asarray(apply_view(IMAGES, view)), verbose=0)
+                        for view in views], axis=0)
+    np.testing.assert_allclose(ten.predict(IMAGES, verbose=0), expected, atol=1e-5)
+    ten.save(tmp_path / "ten.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "ten.keras").predict(IMAGES, verbose=0),
+                               expected, atol=1e-5)
+    # The mirror pair through the general wrapper is MirrorAverage.
+    np.testing.assert_allclose(wrap_with_views(model, "mirror").predict(IMAGES, verbose=0),
+                               model.predict(IMAGES, verbose=0), atol=1e-6)
+    assert isinstance(model.get_layer("mirror_average"), MirrorAverage)
+
+
+def test_ensemble_of_two_equals_the_mean_of_their_probabilities():
+    first = get_model("baseline")
+    second = get_model("fer_vgg", widths=(8, 16, 16, 32), mirror_average=True)
+    combined = ensemble.build_ensemble([first, second])
+    expected = 0.5 * (first.predict(IMAGES, verbose=0) + second.predict(IMAGES, verbose=0))
+    np.testing.assert_allclose(combined.predict(IMAGES, verbose=0), expected, atol=1e-6)
+
+
+def test_ensemble_command_writes_a_run_folder_and_refuses_to_overwrite(tiny_csv, tmp_path,
+                                                                        capsys):
+    runs = []
+    for index, name in enumerate(("baseline", "lenet5")):
+        run = tmp_path / name
+        fit.train(name, data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
+        runs.append(str(run))
+    out = tmp_path / "ensemble"
+    args = runs + ["--output", str(out), "--data", str(tiny_csv)]
+    assert ensemble.main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["members"] == runs and metrics["forward_passes_per_face"] == 2
+    model = load_model(out / "model.keras")
+    members = [load_model(f"{run}/model.keras") for run in runs]
+    x_test, y_test = fer_data.load_splits(tiny_csv)["private_test"]
+    expected = np.mean([m.predict(x_test.astype("float32"), verbose=0) for m in members], 0)
+    assert metrics["splits"]["private_test"]["accuracy"] == pytest.approx(
+        np.mean(expected.argmax(1) == y_test))
+    np.testing.assert_allclose(model.predict(x_test.astype("float32"), verbose=0), expected,
+                               atol=1e-6)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert ensemble.main(args) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert ensemble.main([runs[0], "--output", str(tmp_path / "one")]) == 2
