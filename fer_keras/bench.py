@@ -229,8 +229,43 @@ def measure_litert(savedmodel_dir, tflite_path, steps):
     return result
 
 
+def measure_training(settings, steps, seed, precision):
+    """Training images/s of one resolved experiment under a dtype policy.
+
+    Returns:
+        `(images_per_second, model)`: the median over `EPOCHS` timed epochs, and the model
+        (under `precision`), trained on random images.
+    """
+    import keras
+    import numpy as np
+
+    from fer_keras.augmentation import Augmentation
+    from fer_keras.data import IMAGE_SIZE, NUM_CLASSES, make_dataset
+    from fer_keras.models import get_model
+    from fer_keras.training import EpochTimer, class_weights, compile_model, precision_policy
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    count = steps * TRAIN_BATCH
+    images = rng.integers(0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, count)
+    with precision_policy(precision):
+        model = get_model(settings["model"], **settings["model_kwargs"])
+        compile_model(model, steps_per_epoch=steps, **settings)
+    augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None
+    dataset = make_dataset(images, labels, TRAIN_BATCH, shuffle=True, augmentation=augmentation,
+                           seed=seed)
+    weights = class_weights(labels, settings["class_weight"])
+    model.fit(dataset, epochs=1, steps_per_epoch=min(WARMUP_STEPS, steps), verbose=0,
+              shuffle=False, class_weight=weights)
+    timer = EpochTimer(count)
+    history = model.fit(dataset, epochs=EPOCHS, verbose=0, shuffle=False, callbacks=[timer],
+                        class_weight=weights)
+    return float(np.median(history.history["train_images_per_second"])), model
+
+
 def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
-                     jit_compile=False, litert=True):
+                     jit_compile=False, litert=True, precisions=None):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -244,6 +279,10 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
             `xla_latency_ms_median` and `xla_latency_ms_p90`.
         litert: also convert the SavedModel to TFLite and time it with LiteRT at batch 1
             (see `measure_litert`).
+        precisions: dtype policies to time training under, one after the other (e.g.
+            `["float32", "mixed_bfloat16"]`); default the experiment's own. The first is
+            `train_images_per_second`; all go in `train_images_per_second_by_precision`.
+            Serving is always timed in float32, as `export` writes it.
 
     Returns:
         A JSON-ready dict: experiment, model, augmentation, parameters,
@@ -251,36 +290,20 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         latency_ms_p90.
     """
     import keras
-    import numpy as np
 
-    from fer_keras.augmentation import Augmentation
-    from fer_keras.data import IMAGE_SIZE, NUM_CLASSES, make_dataset
     from fer_keras.export import write_savedmodel
     from fer_keras.fit import resolve_settings
-    from fer_keras.models import get_model
-    from fer_keras.training import EpochTimer, class_weights, compile_model
+    from fer_keras.models import with_dtype_policy
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
     settings = resolve_settings(name)
-    keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    count = steps * TRAIN_BATCH
-    images = rng.integers(0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
-    labels = rng.integers(0, NUM_CLASSES, count)
-
-    model = get_model(settings["model"], **settings["model_kwargs"])
-    compile_model(model, steps_per_epoch=steps, **settings)
-    augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None
-    dataset = make_dataset(images, labels, TRAIN_BATCH, shuffle=True, augmentation=augmentation,
-                           seed=seed)
-    weights = class_weights(labels, settings["class_weight"])
-    model.fit(dataset, epochs=1, steps_per_epoch=min(WARMUP_STEPS, steps), verbose=0,
-              shuffle=False, class_weight=weights)
-    timer = EpochTimer(count)
-    history = model.fit(dataset, epochs=EPOCHS, verbose=0, shuffle=False, callbacks=[timer],
-                        class_weight=weights)
-    train_rate = float(np.median(history.history["train_images_per_second"]))
+    precisions = list(precisions or [settings["precision"]])
+    rates = {}
+    for precision in precisions:
+        rates[precision], model = measure_training(settings, steps, seed, precision)
+    train_rate = rates[precisions[0]]
+    model = with_dtype_policy(model, "float32")
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
         write_savedmodel(model, Path(folder) / "savedmodel")
@@ -300,6 +323,8 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         "augmentation": settings["augmentation"],
         "parameters": int(model.count_params()),
         "train_images_per_second": round(train_rate, 1),
+        "train_images_per_second_by_precision": {key: round(value, 1)
+                                                 for key, value in rates.items()},
         **serving,
     }
     keras.backend.clear_session()
@@ -331,6 +356,13 @@ def table_rows(results):
     peer = any("peer_train_images_per_second" in row or "peer_error" in row
                for row in results)
     header = ["experiment", "model", "parameters", "train img/s"]
+    compared = sorted({precision for row in results
+                       for precision in row.get("train_images_per_second_by_precision", {})})
+    compared = compared if len(compared) > 1 else []
+    header += [f"train img/s, {precision}" for precision in compared]
+    speedup = {"float32", "mixed_bfloat16"} <= set(compared)
+    if speedup:
+        header.append("bfloat16 speed-up")
     if peer:
         header += ["PyTorch train img/s", "ratio"]
     header += ["inference img/s (batch 256)", "ms/image, batch 256",
@@ -346,6 +378,12 @@ def table_rows(results):
     for row in results:
         cells = [row["experiment"], row["model"], f"{row['parameters']:,}",
                  f"{row['train_images_per_second']:,.0f}"]
+        by_precision = row.get("train_images_per_second_by_precision", {})
+        cells += ["-" if precision not in by_precision else f"{by_precision[precision]:,.0f}"
+                  for precision in compared]
+        if speedup:
+            cells.append(f"{by_precision['mixed_bfloat16'] / by_precision['float32']:.2f}x"
+                         if {"float32", "mixed_bfloat16"} <= set(by_precision) else "-")
         if peer:
             rate, ratio = row.get("peer_train_images_per_second"), row.get("train_ratio_to_peer")
             cells += ["-" if rate is None else f"{rate:,.0f}",
@@ -389,6 +427,7 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
 def build_parser():
     from fer_keras.cli import int_at_least
     from fer_keras.experiments import list_experiments
+    from fer_keras.training import PRECISIONS
 
     parser = argparse.ArgumentParser(
         prog="python -m fer_keras.bench", description=__doc__.split("\n\n")[0],
@@ -402,6 +441,9 @@ def build_parser():
     parser.add_argument("--serving-onednn", choices=SERVING_ONEDNN, default="default",
                         help="oneDNN in the process that serves the SavedModel: TensorFlow's "
                         "default for this CPU (as TF Serving would run), on or off")
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS),
+                        help="time training under each of these dtype policies, side by side "
+                        "(e.g. --precision float32 mixed_bfloat16); default: the experiment's")
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure batch-1 latency of an XLA-compiled export "
                         "(python -m fer_keras.export --jit-compile)")
@@ -442,7 +484,8 @@ def main(argv=None):
             result = bench_experiment(name, steps=args.steps, seed=args.seed,
                                       serving_onednn=args.serving_onednn,
                                       jit_compile=args.jit_compile,
-                                      litert=not args.no_litert)
+                                      litert=not args.no_litert,
+                                      precisions=args.precision)
             results.append(add_peer(result, peer) if peer is not None else result)
         command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
                                                            else sys.argv[1:])])

@@ -69,7 +69,9 @@ def test_unknown_experiment_fails_before_timing(capsys):
     assert bench.main(["baseline", "no_such_experiment"]) == 2
     err = capsys.readouterr().err
     assert "Valid names" in err and "measuring" not in err
-    assert bench.main(["baseline", "--steps", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["baseline", "--steps", "0"])
+    assert exit_info.value.code == 2
     assert "--steps" in capsys.readouterr().err
 
 

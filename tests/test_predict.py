@@ -240,8 +240,10 @@ def test_cli_exit_codes(tmp_path, run_dir, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["label"] in CLASS_NAMES
     assert predict.main([str(tmp_path / "face.png"), str(tmp_path / "notes.txt"), *args]) == 1
     assert len(capsys.readouterr().out.splitlines()) == 2
-    assert predict.main([str(tmp_path / "face.png"), *args, "--batch-size", "0"]) == 2
-    assert "batch_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(tmp_path / "face.png"), *args, "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)  # No saved_models/ here, so no default model.
     assert predict.main([str(tmp_path / "face.png"), "--no-detect"]) == 2
     assert "No trained model found" in capsys.readouterr().err

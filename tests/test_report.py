@@ -38,7 +38,7 @@ def test_report_is_deterministic_and_compares_with_the_study(tmp_path):
     assert report.main(args + ["--check"]) == 0
     assert ((tmp_path / "runs" / "README.md").read_text(), readme.read_text()) == first
     table = first[0]
-    assert "| A | `baseline` | 48.31 | 96.41 | 20 | 50.00 |" in table
+    assert "| A | `baseline` | study, float32 | 48.31 | 96.41 | 20 | 50.00 |" in table
     assert "+1.69" in table  # 50.00 - 48.31
     assert "Best run: `deep_emotion`" in table
     assert "sad predicted as neutral" in table
@@ -177,3 +177,28 @@ def test_docs_pages_get_their_blocks_with_links_from_the_page(tmp_path):
     assert report.main(args) == 0
     assert "](../runs/README.md)" in page.read_text()
     assert report.main(args + ["--check"]) == 0
+
+
+def test_runs_of_different_protocols_are_ranked_on_private_test_only(tmp_path):
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    runs = tmp_path / "runs"
+    # A kaggle run with a high "validation" (that is, PublicTest, which it selected on) and
+    # a low PrivateTest must not outrank a study run with the better PrivateTest.
+    study = _fake_metrics(0.60, confusion)
+    kaggle = _fake_metrics(0.90, confusion)
+    kaggle["splits"]["private_test"] = dict(kaggle["splits"]["private_test"], accuracy=0.55)
+    kaggle["splits"]["public_test"] = kaggle["splits"]["validation"]
+    kaggle.update(protocol="kaggle", precision="mixed_bfloat16")
+    for name, metrics in (("fer_vgg_long", study), ("fer_vgg_kaggle", kaggle)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(json.dumps(metrics))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert report.main(["--root", str(runs), "--readme", str(readme)]) == 0
+    block = readme.read_text()
+    assert "Top runs by PrivateTest accuracy" in block
+    assert block.index("`fer_vgg_long`") < block.index("`fer_vgg_kaggle`")
+    row = next(line for line in block.splitlines() if "`fer_vgg_kaggle`" in line)
+    # No Val for a run that trained on the validation rows; PublicTest marked as selection.
+    assert "| kaggle, mixed_bfloat16 |  |  |  |  |" in row and "90.00 (sel.)" in row
+    assert "Best run: `fer_vgg_long`" in (runs / "README.md").read_text()
