@@ -40,9 +40,10 @@ def load_runs(root):
     from fer_keras.experiments import list_experiments
 
     runs = []
-    # Experiments in table order, then ensembles (run folders that fer_keras.ensemble wrote).
+    # Experiments in table order, then runs derived from them without training (ensembles,
+    # logit-adjusted runs).
     ensembles = sorted(path.parent.name for path in Path(root).glob("*/metrics.json")
-                       if json.loads(path.read_text()).get("model") == "ensemble")
+                       if json.loads(path.read_text()).get("model") in DERIVED)
     for name in list_experiments() + ensembles:
         metrics_path = Path(root) / name / "metrics.json"
         if not metrics_path.exists():
@@ -62,7 +63,8 @@ def _row(name, metrics, config, link_root):
     from fer_keras.experiments import get_experiment
 
     ensemble = metrics.get("model") == "ensemble"
-    study = None if ensemble else get_experiment(name).study
+    rebalanced = metrics.get("model") == "rebalanced"
+    study = None if ensemble or rebalanced else get_experiment(name).study
     splits = metrics["splits"]
     protocol = run_protocol(metrics)
     # Under the kaggle protocol the study's validation rows were trained on, so that run
@@ -70,10 +72,16 @@ def _row(name, metrics, config, link_root):
     val = splits["validation"]["accuracy"] if protocol == "study" else None
     gap = "" if study is None else f"{100 * val - study.val_accuracy:+.2f}"
     curves = "" if ensemble else f"[curves]({link_root}{name}/learning_curves.png) · "
+    if rebalanced:
+        curves = f"[tau sweep]({link_root}{name}/tau_sweep.png) · " if metrics.get("sweep") \
+            else ""
     plots = f"{curves}[confusion]({link_root}{name}/confusion_matrix.png)"
     limited = " (limit {})".format(config["limit"]) if config.get("limit") else ""
     if ensemble:
         limited += " = " + " + ".join(f"`{Path(member).name}`" for member in metrics["members"])
+    if rebalanced:
+        limited += (f" = `{Path(metrics['source']).name}` + logit adjustment "
+                    f"(tau {metrics['tau']:g})")
     public = _percent(splits.get("public_test", {}).get("accuracy"))
     selection = splits["validation"] if protocol == "study" else splits.get("public_test", {})
     return [
@@ -99,6 +107,11 @@ def _row(name, metrics, config, link_root):
 HEADER = ["row", "experiment", "protocol, precision", "study Val", "study Train",
           "study epoch", "Val", "Train", "best/run epochs", "PublicTest", "PrivateTest",
           "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
+
+
+DERIVED = ("ensemble", "rebalanced")
+"""`metrics.json` "model" values of runs built from other runs by `fer_keras.ensemble` and
+`fer_keras.rebalance`."""
 
 
 def run_protocol(metrics):
@@ -310,7 +323,8 @@ def render_results_readme(runs, benchmark=None, reference=None, formats=None):
         "selects on PublicTest (marked \"sel.\"), so such a run has no Val and only its "
         "PrivateTest compares with every other run. Selection macro-F1 is on the split "
         "that picked the epoch. Ensembles (`python -m fer_keras.ensemble`) list their "
-        "members.",
+        "members; logit-adjusted runs (`python -m fer_keras.rebalance`) name the run they "
+        "adjust, and their minutes are that run's training.",
         "",
         results_table(runs),
         "",

@@ -155,3 +155,54 @@ def test_ensemble_command_writes_a_run_folder_and_refuses_to_overwrite(tiny_csv,
     assert "already holds a finished run" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert ensemble.main([runs[0], "--output", str(tmp_path / "one")]) == 2
+
+
+def test_logit_adjustment_layer_matches_numpy_and_raises_rare_classes(tmp_path):
+    from fer_keras.models.layers import LogitAdjustment
+    from fer_keras.rebalance import adjust
+
+    prior = np.array([0.14, 0.015, 0.14, 0.25, 0.17, 0.11, 0.175])
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(7), size=6).astype("float32")
+    layer = LogitAdjustment(prior, tau=0.5)
+    adjusted = np.asarray(layer(probabilities))
+    np.testing.assert_allclose(adjusted, adjust(probabilities, prior, 0.5), atol=1e-5)
+    np.testing.assert_allclose(adjusted.sum(1), 1.0, atol=1e-5)
+    assert (adjusted[:, 1] > probabilities[:, 1]).all()  # disgust, the rarest, goes up.
+    np.testing.assert_allclose(np.asarray(LogitAdjustment(prior, tau=0.0)(probabilities)),
+                               probabilities, atol=1e-5)
+    with pytest.raises(ValueError, match="prior must be positive"):
+        LogitAdjustment([0.5, 0.0, 0.5])
+
+
+def test_choose_tau_keeps_within_the_allowed_accuracy_drop():
+    from fer_keras.rebalance import choose_tau
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 400)
+    probabilities = rng.dirichlet(np.ones(7), size=400)
+    probabilities[np.arange(400), labels] += 0.3
+    probabilities /= probabilities.sum(1, keepdims=True)
+    prior = np.bincount(labels, minlength=7) / 400
+    tau, sweep = choose_tau(labels, probabilities, prior, max_drop=0.0)
+    base = sweep[0][1]
+    chosen = next(row for row in sweep if row[0] == tau)
+    assert chosen[1] >= base - 1e-12
+    assert chosen[2] == max(row[2] for row in sweep if row[1] >= base - 1e-12)
+
+
+def test_rebalance_command_writes_a_run_folder_that_scores_as_recorded(tiny_csv, tmp_path):
+    from fer_keras import rebalance
+
+    run = tmp_path / "baseline"
+    fit.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
+    out = tmp_path / "balanced"
+    assert rebalance.main([str(run), "--output", str(out), "--data", str(tiny_csv)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "rebalanced" and 0.0 <= metrics["tau"] <= 1.0
+    assert (out / "tau_sweep.png").exists()
+    model = load_model(out / "model.keras")
+    x_test, y_test = fer_data.load_splits(tiny_csv)["private_test"]
+    predicted = model.predict(x_test.astype("float32"), verbose=0).argmax(1)
+    assert metrics["splits"]["private_test"]["accuracy"] == pytest.approx(
+        np.mean(predicted == y_test))
+    assert rebalance.main([str(run), "--output", str(out), "--data", str(tiny_csv)]) == 2

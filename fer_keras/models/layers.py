@@ -290,6 +290,42 @@ def forward_passes(model):
     return 1
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LogitAdjustment(layers.Layer):
+    """Post-hoc logit adjustment for imbalanced classes (Menon et al., "Long-tail learning
+    via logit adjustment", arXiv 2007.07314).
+
+    Takes class probabilities and returns `softmax(log p - tau * log prior)`: classes rarer
+    in training are raised in proportion to how rare they were. `tau=0` is the identity;
+    `tau=1` undoes the training prior entirely.
+
+    Args:
+        prior: training-set class frequencies (sum to 1).
+        tau: adjustment strength.
+    """
+
+    def __init__(self, prior, tau=1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        prior = np.asarray(prior, dtype="float64")
+        if prior.ndim != 1 or (prior <= 0).any():
+            raise ValueError(f"prior must be positive class frequencies. Received: "
+                             f"prior={prior.tolist()}")
+        self.prior = [float(value) for value in prior / prior.sum()]
+        self.tau = float(tau)
+
+    def call(self, probabilities):
+        shift = self.tau * np.log(np.asarray(self.prior, dtype="float32"))
+        logits = ops.log(ops.maximum(ops.cast(probabilities, "float32"), 1e-12)) - shift
+        return ops.softmax(logits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "prior": self.prior, "tau": self.tau}
+
+
 def all_layers(model):
     """Every layer of `model`, descending into nested models (such as `MirrorAverage`'s)."""
     for layer in model.layers:
