@@ -287,6 +287,89 @@ def _decode_image(path):
     return image
 
 
+def list_image_folder(root):
+    """Lists the image-folder copy of FER2013 without decoding a file.
+
+    The layout is `load_image_folder`'s. Listing is cheap (no image is opened), so a
+    folder of a million faces can be split and streamed (`ImageFiles`).
+
+    Args:
+        root: the folder holding `train/` (and `test/`).
+
+    Returns:
+        `(paths, labels, usages)`: string `(N,)` file paths, int64 `(N,)` Kaggle ids and a
+        string array of Usage values, in a stable (sorted) order.
+    """
+    root = Path(root)
+    if not (root / "train").is_dir():
+        raise DataError(f"{root} is a folder without a train/ subfolder. Expected "
+                        "train/<class>/*.png|jpg (and test/<class>/*). " + DOWNLOAD_HINT)
+    paths, labels, usages = [], [], []
+    for part in ("train", "test"):
+        part_dir = root / part
+        if not part_dir.is_dir():
+            continue
+        for class_dir in sorted(p for p in part_dir.iterdir() if p.is_dir()):
+            if class_dir.name.lower() not in CLASS_NAMES:
+                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; "
+                                f"expected one of {sorted(CLASS_NAMES)}.")
+            label = CLASS_NAMES.index(class_dir.name.lower())
+            for file in sorted(class_dir.iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                paths.append(str(file))
+                labels.append(label)
+                if part == "train":
+                    usages.append("Training")
+                elif file.name.startswith("PrivateTest"):
+                    usages.append("PrivateTest")
+                else:
+                    usages.append("PublicTest")
+    if not paths:
+        raise DataError(f"{root}: no images found under train/<class>/.")
+    return np.asarray(paths), np.asarray(labels, np.int64), np.asarray(usages)
+
+
+class ImageFiles:
+    """Image files that decode when indexed: a streamed stand-in for a uint8 image array.
+
+    `files[indices]` decodes those files (grayscale, 48x48) into a uint8
+    `(len(indices), 48, 48, 1)` array; `len(files)` is the number of files. The input
+    pipeline (`fer_keras.pipeline.ArrayBatches`) indexes one batch at a time, so only a
+    batch of faces is in memory at once.
+
+    Args:
+        paths: the file paths (e.g. from `list_image_folder`).
+        skip_bad_rows: decode an unreadable file as a black face (counted in
+            `self.unreadable`) instead of raising `DataError`.
+    """
+
+    def __init__(self, paths, skip_bad_rows=False):
+        self.paths = np.asarray(paths)
+        self.skip_bad_rows = skip_bad_rows
+        self.unreadable = 0
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, indices):
+        if isinstance(indices, slice):
+            return ImageFiles(self.paths[indices], self.skip_bad_rows)
+        batch = np.zeros((len(indices), IMAGE_SIZE, IMAGE_SIZE, 1), np.uint8)
+        for slot, path in enumerate(self.paths[np.asarray(indices)]):
+            try:
+                batch[slot, ..., 0] = _decode_image(path)
+            except DataError:
+                if not self.skip_bad_rows:
+                    raise
+                self.unreadable += 1
+        return batch
+
+    def subset(self, rows):
+        """The files at `rows` (an index array), still undecoded."""
+        return ImageFiles(self.paths[rows], self.skip_bad_rows)
+
+
 def load_image_folder(root, skip_bad_rows=False):
     """Loads the image-folder copy of FER2013.
 
@@ -301,43 +384,23 @@ def load_image_folder(root, skip_bad_rows=False):
     Returns:
         `(images, labels, usages)` as `parse_csv` returns them.
     """
-    root = Path(root)
-    if not (root / "train").is_dir():
-        raise DataError(f"{root} is a folder without a train/ subfolder. Expected "
-                        "train/<class>/*.png|jpg (and test/<class>/*). " + DOWNLOAD_HINT)
-    images, labels, usages, problems = [], [], [], []
-    for part in ("train", "test"):
-        part_dir = root / part
-        if not part_dir.is_dir():
+    paths, all_labels, all_usages = list_image_folder(root)
+    images, keep, problems = [], [], []
+    for index, file in enumerate(paths):
+        try:
+            images.append(_decode_image(file))
+        except DataError as error:
+            if not skip_bad_rows:
+                raise
+            problems.append((str(file), str(error).split(": ", 1)[1]))
             continue
-        for class_dir in sorted(p for p in part_dir.iterdir() if p.is_dir()):
-            if class_dir.name.lower() not in CLASS_NAMES:
-                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}; "
-                                f"expected one of {sorted(CLASS_NAMES)}.")
-            label = CLASS_NAMES.index(class_dir.name.lower())
-            for file in sorted(class_dir.iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    images.append(_decode_image(file))
-                except DataError as error:
-                    if not skip_bad_rows:
-                        raise
-                    problems.append((str(file), str(error).split(": ", 1)[1]))
-                    continue
-                labels.append(label)
-                if part == "train":
-                    usages.append("Training")
-                elif file.name.startswith("PrivateTest"):
-                    usages.append("PrivateTest")
-                else:
-                    usages.append("PublicTest")
+        keep.append(index)
     if problems:
         _report_skipped(root, problems)
     if not images:
-        raise DataError(f"{root}: no images found under train/<class>/.")
+        raise DataError(f"{root}: no readable images under train/<class>/.")
     stacked = np.stack(images).astype(np.uint8)[..., None]
-    return stacked, np.asarray(labels, np.int64), np.asarray(usages)
+    return stacked, all_labels[keep], all_usages[keep]
 
 
 def load_fer2013(path=None, skip_bad_rows=False, use_cache=True):
@@ -442,7 +505,8 @@ def split_indices(labels, usages, protocol="study", seed=SPLIT_SEED):
             "public_test": public_test, "private_test": private_test}
 
 
-def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, protocol="study"):
+def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, protocol="study",
+                stream=False):
     """Loads FER2013 and returns the four named splits.
 
     Args:
@@ -451,11 +515,25 @@ def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, pro
         limit: keep at most this many rows of each split (a quick run on a slice).
         seed: seed of the stratified train/validation split.
         protocol: "study" (default) or "kaggle"; see `PROTOCOLS`.
+        stream: for an image folder, list the files only: each split's `x` is then an
+            `ImageFiles` that decodes a batch at a time (see `fer_keras.pipeline`).
 
     Returns:
         dict mapping "train", "validation", "public_test", "private_test" to `(x, y)`.
     """
     check_protocol(protocol)
+    if stream:
+        path = resolve_data_path(path)
+        if not path.is_dir():
+            raise ValueError(f"--stream reads an image folder (train/<class>/*); a CSV is "
+                             f"parsed into memory anyway. Drop --stream, or pass a folder. "
+                             f"Received: data={str(path)!r}")
+        paths, labels, usages = list_image_folder(path)
+        images = ImageFiles(paths, skip_bad_rows=skip_bad_rows)
+        index = split_indices(labels, usages, protocol=protocol, seed=seed)
+        return {name: (images.subset(rows[:limit] if limit is not None else rows),
+                       labels[rows[:limit] if limit is not None else rows])
+                for name, rows in index.items()}
     images, labels, usages = load_fer2013(path, skip_bad_rows=skip_bad_rows)
     index = split_indices(labels, usages, protocol=protocol, seed=seed)
     splits = {}
@@ -466,33 +544,70 @@ def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, pro
     return splits
 
 
+PIPELINES = ("tf.data", "numpy")
+"""Input pipelines: `tf.data` (TensorFlow backend, in-memory arrays) and "numpy", the
+`keras.utils.PyDataset` of `fer_keras.pipeline` that needs no TensorFlow."""
+
+
+def default_pipeline(images=None):
+    """"tf.data" on the TensorFlow backend for in-memory arrays, else "numpy"."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and (images is None
+                                                    or isinstance(images, np.ndarray)):
+        return "tf.data"
+    return "numpy"
+
+
 def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=None, seed=None,
-                 one_hot=True, cache=True):
-    """Builds the `tf.data` pipeline used by fit, tune and bench.
+                 one_hot=True, cache=True, pipeline=None, workers=None, drop_remainder=False):
+    """Builds the input pipeline used by fit, tune and bench.
 
     Batches first and augments whole batches (one vectorised affine warp per batch), which
-    is far cheaper on CPU than a per-image map.
+    is far cheaper on CPU than a per-image map. On the TensorFlow backend this is `tf.data`;
+    on JAX and PyTorch, and for streamed `ImageFiles`, it is
+    `fer_keras.pipeline.ArrayBatches` (a `keras.utils.PyDataset`, no TensorFlow needed).
 
     Args:
-        images: uint8 `(N, 48, 48, 1)`.
+        images: uint8 `(N, 48, 48, 1)`, or `ImageFiles` to stream from disk.
         labels: int `(N,)` Kaggle ids.
         batch_size: batch size.
         shuffle: reshuffle every epoch.
         augmentation: a callable on a float32 batch (e.g. `StudyAugmentation()`), or None.
         seed: shuffle seed.
         one_hot: yield one-hot float targets (needed for label smoothing) instead of ids.
-        cache: cache the un-augmented batches in memory.
+        cache: cache the un-augmented batches in memory (`tf.data` only).
+        pipeline: "tf.data" or "numpy" (see `PIPELINES`); None picks
+            `default_pipeline(images)`.
+        workers: threads of the "numpy" pipeline; None means 1 for arrays and 4 for
+            `ImageFiles` (decoding releases the GIL).
+        drop_remainder: leave out the last, partial batch (distributed training splits
+            only full batches evenly across replicas).
 
     Returns:
-        A `tf.data.Dataset` of `(float32 images 0-255, targets)`.
+        A `tf.data.Dataset` or a `keras.utils.PyDataset` of `(float32 images 0-255,
+        targets)`.
     """
+    pipeline = pipeline or default_pipeline(images)
+    if pipeline not in PIPELINES:
+        raise ValueError(f"Unknown input pipeline. Use one of {PIPELINES}. "
+                         f"Received: pipeline={pipeline!r}")
+    if pipeline == "numpy" or not isinstance(images, np.ndarray):
+        from fer_keras.pipeline import ArrayBatches
+
+        if workers is None:
+            workers = 1 if isinstance(images, np.ndarray) else 4
+        return ArrayBatches(images, labels, batch_size, shuffle=shuffle,
+                            augmentation=augmentation, seed=seed, one_hot=one_hot,
+                            workers=workers, drop_remainder=drop_remainder)
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, num_parallel_calls=autotune)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                            num_parallel_calls=autotune)
 
     def to_float(x, y):
         y = tf.one_hot(y, NUM_CLASSES) if one_hot else y

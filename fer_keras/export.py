@@ -570,6 +570,9 @@ def main(argv=None):
 
 
 def _export_and_report(args):
+    from fer_keras.cli import require_tensorflow
+
+    require_tensorflow("python -m fer_keras.export (SavedModel and TFLite)")
     result = export(args.source, output=args.output, version=args.version,
                     tflite=not args.no_tflite, jit_compile=args.jit_compile,
                     quantize=args.quantize or (), data=args.data)

@@ -5,6 +5,7 @@ Usage:
     python -m fer_keras.fit baseline_deep_dropout [--data PATH] [--epochs N]
         [--batch-size N] [--learning-rate X] [--weight-decay X] [--dropout-rate X]
         [--hparams BEST.json] [--output-dir DIR] [--overwrite] [--seed N]
+        [--distribute mirrored|multi-worker] [--stream]
 
 The run folder is `saved_models/EXPERIMENT/` (or `--output-dir DIR`). A finished run there
 holds `model.keras` (best epoch by validation accuracy), `history.csv`, `config.json`,
@@ -23,6 +24,14 @@ last finished epoch; one killed after its last epoch only writes its outputs. Re
 other settings or other data (`--data`, `--limit`, `--skip-bad-rows`) is refused. One fit
 at a time may use a run folder: a second one exits with status 2 (the lock is the file
 `.DIR.lock` beside it, released when the first ends, even by a crash).
+
+The same command trains on any Keras backend (`KERAS_BACKEND=tensorflow|jax|torch`); on JAX
+and PyTorch the input pipeline is NumPy (`fer_keras.pipeline`), so TensorFlow need not be
+installed. `--distribute mirrored` trains on every GPU of the machine and
+`--distribute multi-worker` on several machines (`fer_keras.distribute`; `--batch-size` is
+the global batch, split across replicas; only the chief writes the run folder).
+`--stream` reads an image folder from disk a batch at a time instead of decoding it all
+first, for folders larger than memory.
 
 On a terminal Keras shows a progress bar within each epoch; in a log there is a line per
 epoch, plus one every `--progress-seconds` within it (steps, images/s, time left).
@@ -47,11 +56,14 @@ RUN_ENTRIES = frozenset({"model.keras", "history.csv", "config.json", "metrics.j
 """What fit writes into a run folder; a folder holding anything else is not replaced
 without --overwrite."""
 DATA_KEYS = ("data_fingerprint", "limit", "skip_bad_rows")
-RESUME_IGNORED_KEYS = ("command", "data_path") + DATA_KEYS
+# How a run is spread over devices and read from disk changes neither its data nor its
+# optimisation (the batch is global), so a run may resume with other devices or --stream.
+RESUME_IGNORED_KEYS = ("command", "data_path", "distribute", "replicas", "stream") + DATA_KEYS
 
 
 def build_parser():
     from fer_keras.data import PROTOCOLS
+    from fer_keras.distribute import DISTRIBUTIONS
     from fer_keras.experiments import list_experiments
     from fer_keras.training import OPTIMIZERS, PRECISIONS, SCHEDULES
 
@@ -94,6 +106,17 @@ def build_parser():
     parser.add_argument("--skip-bad-rows", action="store_true",
                         help="drop malformed CSV rows / unreadable images (a summary is "
                         "printed) instead of stopping at the first one")
+    parser.add_argument("--distribute", choices=list(DISTRIBUTIONS), default="none",
+                        help="mirrored: every GPU of this machine (tf.distribute."
+                        "MirroredStrategy, or JAX DataParallel); multi-worker: several "
+                        "machines (MultiWorkerMirroredStrategy from TF_CONFIG, or JAX "
+                        "keras.distribution.initialize); --batch-size is the global batch")
+    parser.add_argument("--cpu-devices", type=int_at_least(2),
+                        help="split the CPU into N logical devices (runs --distribute "
+                        "mirrored on a machine without GPUs, for tests)")
+    parser.add_argument("--stream", action="store_true",
+                        help="with an image folder as --data: list the files once and "
+                        "decode them a batch at a time (folders larger than memory)")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2],
                         help="Keras verbosity; default: progress bar on a terminal, one "
                         "line per epoch otherwise")
@@ -386,7 +409,7 @@ def _resume_state(folder, config):
 
 def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overrides=None,
           hparams=None, verbose="auto", skip_bad_rows=False, splits=None, overwrite=False,
-          progress_seconds=60.0):
+          progress_seconds=60.0, distribute="none", cpu_devices=None, stream=False):
     """Trains an experiment and writes every output file. Returns the metrics dict.
 
     The run trains in `staging_folder(output_dir)` and moves into `output_dir` once every
@@ -407,6 +430,11 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
             new one is complete.
         progress_seconds: at verbose 2, a progress line within an epoch this often; None
             for none.
+        distribute: "none", "mirrored" or "multi-worker" (see `fer_keras.distribute`).
+            A worker other than the chief trains in `DIR.worker-K.partial/`, removed at
+            the end, and returns None.
+        cpu_devices: split the CPU into this many logical devices first.
+        stream: decode an image folder a batch at a time (`fer_keras.data.ImageFiles`).
 
     Raises:
         ValueError: for out-of-range settings, a finished run in `output_dir` without
@@ -420,11 +448,30 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
     check_settings(settings, seed=seed, limit=limit)
     output_dir = Path(output_dir or DEFAULT_ROOT / experiment_name)
     data_path = None if splits is not None else fer_data.resolve_data_path(data)
+    if stream and data_path is not None and not data_path.is_dir():
+        raise ValueError(f"--stream reads an image folder (train/<class>/*); a CSV is parsed "
+                         f"into memory anyway. Drop --stream, or pass a folder. Received: "
+                         f"data={str(data_path)!r}")
+    from fer_keras.distribute import setup_distribution
+
+    # Before any tensor exists: multi-worker TensorFlow configures its collectives here.
+    distribution = setup_distribution(distribute, cpu_devices)
+    if not distribution.is_chief:
+        # Other workers train in step with the chief but keep only their resume state,
+        # in a folder (and lock) of their own beside the run folder.
+        worker_dir = output_dir.with_name(f"{output_dir.name}.worker-{distribution.worker}")
+        staging = staging_folder(worker_dir)
+        with lock_run_folder(worker_dir):
+            _train_in(staging, output_dir, experiment_name, settings, data_path, seed, limit,
+                      verbose, skip_bad_rows, splits, progress_seconds, distribution, stream)
+            shutil.rmtree(staging, ignore_errors=True)
+        return None
     staging = staging_folder(output_dir)
     with lock_run_folder(output_dir):
         _prepare_run_folder(output_dir, staging, overwrite)
         metrics = _train_in(staging, output_dir, experiment_name, settings, data_path, seed,
-                            limit, verbose, skip_bad_rows, splits, progress_seconds)
+                            limit, verbose, skip_bad_rows, splits, progress_seconds,
+                            distribution, stream)
         _commit(staging, output_dir)
     print(f"Wrote {', '.join(sorted(p.name for p in output_dir.iterdir() if p.is_file()))} "
           f"to {output_dir}")
@@ -432,13 +479,14 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
 
 
 def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, limit,
-              verbose, skip_bad_rows, splits, progress_seconds):
+              verbose, skip_bad_rows, splits, progress_seconds, distribution, stream):
     """`train`'s work inside the staging folder, up to the last output file."""
     import keras
     import numpy as np
 
     from fer_keras import data as fer_data
     from fer_keras.augmentation import Augmentation
+    from fer_keras.distribute import prepare_model
     from fer_keras.models import get_model, load_model, with_dtype_policy
     from fer_keras.results import (evaluate_splits, format_report, plot_confusion,
                                    plot_history, read_history, write_json)
@@ -450,7 +498,9 @@ def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, l
                   data_path=None if data_path is None else str(data_path),
                   data_fingerprint=fingerprint,
                   command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-                  keras_version=keras.__version__, backend=keras.backend.backend())
+                  keras_version=keras.__version__, backend=keras.backend.backend(),
+                  distribute=distribution.name, replicas=distribution.replicas,
+                  stream=bool(stream))
     # JSON round trip, so tuples compare equal to the lists a stored config.json holds.
     config = json.loads(json.dumps(config))
     resuming, finished, best_so_far = _resume_state(staging, config)
@@ -460,21 +510,40 @@ def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, l
     keras.utils.set_random_seed(seed)
     if splits is None:
         splits = fer_data.load_splits(data_path, skip_bad_rows=skip_bad_rows, limit=limit,
-                                      protocol=settings["protocol"])
+                                      protocol=settings["protocol"], stream=stream)
     x_train, y_train = splits["train"]
     x_val, y_val = splits["validation"]
     batch_size = int(settings["batch_size"])
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    replicas = distribution.replicas
+    if replicas > 1:
+        # Distributed, every step is a full global batch split evenly across the replicas
+        # (the last, partial batch of an epoch is left out).
+        if batch_size % replicas or len(x_train) < batch_size:
+            raise ValueError(
+                f"--distribute {distribution.name} splits each batch across {replicas} "
+                f"replicas: --batch-size must be a multiple of {replicas} and at most the "
+                f"{len(x_train)} training images. Received: batch_size={batch_size}")
+        steps_per_epoch = len(x_train) // batch_size
     epochs = int(settings["epochs"])
 
-    with precision_policy(settings["precision"]):
+    with precision_policy(settings["precision"]), distribution.scope():
         model = get_model(settings["model"], **settings["model_kwargs"])
         compile_model(model, steps_per_epoch=steps_per_epoch, **settings)
+        prepare_model(model, distribution)
     augmentation = Augmentation(settings["augmentation"], seed=None) \
         if settings["augmentation"] else None
     train_data = fer_data.make_dataset(x_train, y_train, batch_size, shuffle=True,
-                                       augmentation=augmentation, seed=seed)
-    val_data = fer_data.make_dataset(x_val, y_val, 512)
+                                       augmentation=augmentation, seed=seed,
+                                       drop_remainder=replicas > 1)
+    val_batch_size = 512
+    if distribution.even_batches:
+        # JAX splits only batches that divide evenly across the devices: epochs select on
+        # all but the last len % replicas validation images (the final scores use all).
+        val_batch_size = 512 // replicas * replicas
+        kept = len(x_val) // replicas * replicas
+        x_val, y_val = x_val[:kept], y_val[:kept]
+    val_data = fer_data.make_dataset(x_val, y_val, val_batch_size)
 
     checkpoint_path = staging / "model.keras"
     history_path = staging / "history.csv"
@@ -510,7 +579,9 @@ def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, l
     print(f"Training {experiment_name} ({settings['model']}, {model.count_params():,} "
           f"parameters, {settings['precision']}, {settings['protocol']} protocol) on "
           f"{len(x_train):,} images, selecting on {len(x_val):,} ({selection}); "
-          f"training in {staging}, moved to {output_dir} when complete", flush=True)
+          f"training in {staging}"
+          + (f", moved to {output_dir} when complete" if distribution.is_chief else "")
+          + f"; {keras.backend.backend()} backend, {distribution.describe()}", flush=True)
     try:
         model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
                   verbose=verbose, shuffle=False,
@@ -519,6 +590,9 @@ def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, l
         print(f"\nInterrupted. Run the same command again to resume {experiment_name} from "
               f"its last finished epoch (saved in {staging}).", file=sys.stderr)
         raise
+    distribution.finish()
+    if not distribution.is_chief:
+        return None
 
     history = read_history(history_path)
     if checkpoint_path.exists():
@@ -544,6 +618,9 @@ def _train_in(staging, output_dir, experiment_name, settings, data_path, seed, l
         "parameters": int(best_model.count_params()),
         "protocol": settings["protocol"],
         "precision": settings["precision"],
+        "backend": keras.backend.backend(),
+        "distribute": distribution.name,
+        "replicas": distribution.replicas,
         "selection_split": "public_test" if settings["protocol"] == "kaggle" else "validation",
         "epochs_run": len(val_history),
         "best_epoch": None if best_index is None else best_index + 1,
@@ -589,7 +666,8 @@ def main(argv=None):
               limit=args.limit, overrides=overrides, hparams=hparams,
               verbose="auto" if args.verbose is None else args.verbose,
               skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
-              progress_seconds=args.progress_seconds)
+              progress_seconds=args.progress_seconds, distribute=args.distribute,
+              cpu_devices=args.cpu_devices, stream=args.stream)
 
     from fer_keras.training import TrainingDiverged
 

@@ -42,6 +42,9 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
+        from fer_keras.cli import require_tensorflow
+
+        require_tensorflow("Running a .tflite file without ai-edge-litert")
         import tensorflow as tf
 
         return tf.lite.Interpreter, "tf.lite (fallback)"

@@ -147,6 +147,9 @@ class Classifier:
             return
         self.runtime = "tensorflow"
         if path.is_dir() and (path / "saved_model.pb").is_file():
+            from fer_keras.cli import require_tensorflow
+
+            require_tensorflow(f"Loading the SavedModel {path}")
             import tensorflow as tf
 
             from fer_keras.models import check_class_probabilities
@@ -174,6 +177,10 @@ class Classifier:
                                  f"run folder, a .keras file or an exported SavedModel folder. "
                                  f"Received: --model {path}")
             path = path / "model.keras"
+        import keras
+
+        # A .keras file runs on whichever Keras backend is active (KERAS_BACKEND).
+        self.runtime = f"keras {keras.backend.backend()}"
         self.model = load_model(path)
         self.input_shape = tuple(self.model.input_shape[1:])
         if len(self.input_shape) != 3 or self.input_shape[-1] != 1:

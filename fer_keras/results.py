@@ -29,6 +29,13 @@ def predict_probabilities(model, images, batch_size=512, progress_seconds=60.0):
 
         callbacks.append(ProgressLog(len(images), batch_size, every_seconds=progress_seconds,
                                      stream=sys.stderr, label="scoring"))
+    from fer_keras.data import ImageFiles, make_dataset
+
+    if isinstance(images, ImageFiles):
+        # A streamed split is decoded one batch at a time, as in training.
+        batches = make_dataset(images, np.zeros(len(images), np.int64), batch_size,
+                               one_hot=False)
+        return np.asarray(model.predict(batches, verbose=0, callbacks=callbacks))
     return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=batch_size,
                                     verbose=0, callbacks=callbacks))
 

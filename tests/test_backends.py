@@ -1,0 +1,237 @@
+"""Any backend, several devices, several workers (issue 11).
+
+The backend and distribution runs are subprocesses: the Keras backend is fixed when Keras
+is imported, and TensorFlow's devices and collectives when TensorFlow starts. They train
+on a small slice of the real FER2013 when it is present (written to `tmp_path`, never to
+the repository), else on random pixels.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, random_rows, write_csv
+from fer_keras import data as fer_data
+from fer_keras.augmentation import Augmentation, warp_bilinear
+from fer_keras.pipeline import ArrayBatches
+
+SUBPROCESS_TIMEOUT = 300
+LOSS_TOLERANCE = 1e-3
+"""Largest difference in an epoch's training loss between a distributed run and a
+single-device run on the same data, seed and global batch. They compute the same sums in
+another order (float32 all-reduce), so they agree to about 1e-6 here."""
+
+
+@pytest.fixture(scope="module")
+def slice_csv(tmp_path_factory):
+    """A 200-row FER2013 CSV (160 Training, 20 PublicTest, 20 PrivateTest): real rows
+    when the shared file is present, else random pixels."""
+    path = tmp_path_factory.mktemp("slice") / "slice.csv"
+    real = Path(os.environ.get("FER2013_PATH", REPO.parent / "shared/data/fer2013.csv.gz"))
+    if not real.exists():
+        rows = random_rows(160, seed=1) + random_rows(20, seed=2, usages=("PublicTest",)) \
+            + random_rows(20, seed=3, usages=("PrivateTest",))
+        return write_csv(path, rows)
+    images, labels, usages = fer_data.load_fer2013(real, use_cache=False)
+    rows = []
+    for usage, count in (("Training", 160), ("PublicTest", 20), ("PrivateTest", 20)):
+        for index in np.flatnonzero(usages == usage)[:count]:
+            rows.append((int(labels[index]), " ".join(map(str, images[index].ravel())), usage))
+    return write_csv(path, rows)
+
+
+def _run(args, env=None, cwd=None):
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args], env=full_env, cwd=cwd, text=True,
+                          capture_output=True, timeout=SUBPROCESS_TIMEOUT)
+
+
+def _losses(run_dir):
+    with open(Path(run_dir) / "history.csv", newline="") as handle:
+        return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- The NumPy input pipeline -------------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["study", "combined"])
+def test_numpy_warp_matches_tensorflows(policy):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 48, 48, 1)).astype("float32")
+    matrices = Augmentation(policy).matrices_numpy(32, 48, 48, rng)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=matrices[:, :8].astype("float32"), output_shape=[48, 48],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT").numpy()
+    np.testing.assert_allclose(warp_bilinear(images, matrices), expected, atol=1e-3)
+    assert not np.allclose(expected, images)
+
+
+def test_array_batches_reproducible_reshuffled_and_complete():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 48, 48, 1), np.uint8)
+    labels = np.arange(10) % 7
+
+    def epoch(batches):
+        return [batches[i] for i in range(len(batches))]
+
+    first = ArrayBatches(images, labels, 4, shuffle=True, seed=3,
+                         augmentation=Augmentation("combined"))
+    again = ArrayBatches(images, labels, 4, shuffle=True, seed=3,
+                         augmentation=Augmentation("combined"))
+    one, two = epoch(first), epoch(again)
+    assert len(one) == 3 and one[-1][0].shape == (2, 48, 48, 1)
+    for (x1, y1), (x2, y2) in zip(one, two):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    order = np.concatenate([np.argmax(y, axis=1) for _, y in one])
+    first.on_epoch_end()
+    reshuffled = np.concatenate([np.argmax(y, axis=1) for _, y in epoch(first)])
+    assert sorted(order) == sorted(labels) and not np.array_equal(order, reshuffled)
+    plain = ArrayBatches(images, labels, 4, drop_remainder=True)
+    assert len(plain) == 2 and list(np.argmax(plain[1][1], axis=1)) == list(labels[4:8])
+
+
+def test_make_dataset_picks_the_pipeline_by_backend_and_source(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    images = np.zeros((6, 48, 48, 1), np.uint8)
+    labels = np.arange(6) % 7
+    assert keras.backend.backend() == "tensorflow"
+    assert isinstance(fer_data.make_dataset(images, labels, 4), tf.data.Dataset)
+    numpy_batches = fer_data.make_dataset(images, labels, 4, pipeline="numpy")
+    assert isinstance(numpy_batches, ArrayBatches)
+    x, y = numpy_batches[0]
+    assert x.shape == (4, 48, 48, 1) and x.dtype == np.float32 and y.shape == (4, 7)
+    with pytest.raises(ValueError, match="pipeline"):
+        fer_data.make_dataset(images, labels, 4, pipeline="torch.utils.data")
+
+
+# --- Any backend --------------------------------------------------------------------------
+
+BACKEND_SCRIPT = """
+import sys
+from fer_keras import evaluate, export, fit, predict
+data, out, face = sys.argv[1:4]
+assert fit.main(["baseline_aug", "--data", data, "--epochs", "1", "--batch-size", "64",
+                 "--output-dir", out, "--verbose", "0"]) == 0
+assert evaluate.main([out + "/model.keras", "--data", data, "--json"]) == 0
+assert predict.main([face, "--model", out, "--no-detect"]) == 0
+print("export status", export.main([out, "--no-tflite"]))
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_fit_evaluate_predict_without_tensorflow(backend, slice_csv, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed: pip install -e '.[{backend}]'")
+    import cv2
+
+    # A `tensorflow` package that fails to import stands in for an install without it.
+    hidden = tmp_path / "no_tensorflow" / "tensorflow"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text(
+        "raise ModuleNotFoundError('tensorflow is hidden by this test', name='tensorflow')\n")
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), np.random.default_rng(0).integers(0, 256, (48, 48), np.uint8))
+    out = tmp_path / "run"
+    result = _run(["-c", BACKEND_SCRIPT, str(slice_csv), str(out), str(face)],
+                  env={"KERAS_BACKEND": backend,
+                       "PYTHONPATH": f"{hidden.parent}{os.pathsep}{REPO}",
+                       "FER_KERAS_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == backend and metrics["splits"]["validation"]["count"] == 32
+    assert json.loads((out / "config.json").read_text())["backend"] == backend
+    assert '"accuracy"' in result.stdout and '"label"' in result.stdout
+    assert f"keras {backend}" in result.stderr + result.stdout
+    assert "export status 2" in result.stdout
+    assert 'pip install -e ".[cpu]"' in result.stderr
+    assert "tensorflow imported: False" in result.stdout
+
+
+# --- Several devices, several workers -----------------------------------------------------
+
+def test_mirrored_on_two_logical_cpus_matches_one_device(slice_csv, tmp_path):
+    from fer_keras import fit
+
+    mirrored = _run(["-m", "fer_keras.fit", "baseline", "--data", str(slice_csv), "--epochs",
+                     "2", "--batch-size", "32", "--verbose", "0", "--output-dir",
+                     str(tmp_path / "mirrored"), "--distribute", "mirrored", "--cpu-devices",
+                     "2"], env={"TF_ENABLE_ONEDNN_OPTS": "0",
+                                "FER_KERAS_CACHE": str(tmp_path / "cache")})
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    fit.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
+              overrides={"epochs": 2, "batch_size": 32})
+    config = json.loads((tmp_path / "mirrored" / "config.json").read_text())
+    assert config["distribute"] == "mirrored" and config["replicas"] == 2
+    np.testing.assert_allclose(_losses(tmp_path / "mirrored"), _losses(tmp_path / "single"),
+                               atol=LOSS_TOLERANCE)
+
+
+def test_two_workers_on_loopback_train_one_model(slice_csv, tmp_path):
+    from fer_keras import fit
+
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "fer_keras.fit", "baseline", "--data", str(slice_csv),
+            "--epochs", "2", "--batch-size", "32", "--verbose", "0", "--output-dir",
+            str(out), "--distribute", "multi-worker"]
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=tf_config, FER_KERAS_CACHE=str(tmp_path / "cache"))
+        workers.append(subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE))
+    try:
+        outputs = [worker.communicate(timeout=SUBPROCESS_TIMEOUT) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    # The chief wrote the run folder; the other worker left nothing behind.
+    assert (out / "metrics.json").is_file() and (out / "model.keras").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("run")) == ["run"]
+    assert json.loads((out / "config.json").read_text())["replicas"] == 2
+    fit.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
+              overrides={"epochs": 2, "batch_size": 32})
+    np.testing.assert_allclose(_losses(out), _losses(tmp_path / "single"), atol=LOSS_TOLERANCE)
+
+
+def test_distribute_refusals(slice_csv, tmp_path, monkeypatch):
+    from fer_keras import fit
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "a",
+                  distribute="multi-worker")
+    with pytest.raises(ValueError, match="Unknown distribution"):
+        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "b", distribute="ring")
+    with pytest.raises(ValueError, match="--stream reads an image folder"):
+        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "c", stream=True)
+    # Split CPU devices break TensorFlow's oneDNN convolutions under MirroredStrategy.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    with pytest.raises(ValueError, match="TF_ENABLE_ONEDNN_OPTS=0"):
+        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "d",
+                  distribute="mirrored", cpu_devices=2)
+    assert not any(tmp_path.glob("[abcd]*"))
