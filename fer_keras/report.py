@@ -306,7 +306,54 @@ def load_formats(root):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def render_results_readme(runs, benchmark=None, reference=None, formats=None):
+PROBES_DIR = "probes"
+TTA_FILE = "tta.json"
+
+
+def load_probes(root):
+    """`[(name, metrics)]` of the short candidate runs under `ROOT/probes/`, sorted."""
+    return [(path.parent.name, json.loads(path.read_text()))
+            for path in sorted((Path(root) / PROBES_DIR).glob("*/metrics.json"))]
+
+
+def probes_table(probes):
+    """Short runs that compare candidate architectures at equal CPU minutes."""
+    lines = ["| probe | protocol, precision | epochs | CPU minutes | minutes/epoch | "
+             "selection % | PrivateTest % |", "|---|---|---|---|---|---|---|"]
+    for name, metrics in probes:
+        epochs = metrics.get("epochs_run") or 1
+        lines.append(
+            f"| `{name}` | {run_protocol(metrics)}, {metrics.get('precision', 'float32')} | "
+            f"{epochs} | {metrics.get('train_minutes', 0):.1f} | "
+            f"{metrics.get('train_minutes', 0) / epochs:.1f} | "
+            f"{_percent(metrics['splits']['validation']['accuracy'])} | "
+            f"{_percent(metrics['splits'].get('private_test', {}).get('accuracy'))} |")
+    return "\n".join(lines)
+
+
+def load_tta(root):
+    path = Path(root) / TTA_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def tta_table(tta):
+    """Accuracy per test-time view set against its forward passes per face."""
+    lines = ["| run | views | passes per face | selection % | PrivateTest % | "
+             "PrivateTest gain over one pass |", "|---|---|---|---|---|---|"]
+    for run, entry in tta.items():
+        views = entry["views"]
+        single = views.get("identity", {}).get("private_test_accuracy")
+        for view_set, result in views.items():
+            gain = "" if single is None else \
+                f"{100 * (result['private_test_accuracy'] - single):+.2f}"
+            lines.append(f"| `{run}` | {view_set} | {result['forward_passes_per_face']} | "
+                         f"{_percent(result['selection_accuracy'])} | "
+                         f"{_percent(result['private_test_accuracy'])} | {gain} |")
+    return "\n".join(lines)
+
+
+def render_results_readme(runs, benchmark=None, reference=None, formats=None, probes=None,
+                          tta=None):
     """The full text of `saved_models/README.md`."""
     parts = [
         "# Results on FER2013",
@@ -340,6 +387,16 @@ def render_results_readme(runs, benchmark=None, reference=None, formats=None):
     if best is not None:
         parts += ["## Per-class view of the best single model", "",
                   per_class_view(best[0], best[1]), ""]
+    if probes:
+        parts += ["## Candidate probes", "",
+                  f"Short runs under `{PROBES_DIR}/` that pick which architecture is trained "
+                  "long, compared at equal CPU minutes (their `config.json` has each command; "
+                  "model files are not committed).", "", probes_table(probes), ""]
+    if tta:
+        parts += ["## Test-time augmentation: accuracy against serving cost", "",
+                  f"From `{TTA_FILE}` (`python -m fer_keras.tta RUN ... --save "
+                  f"saved_models/{TTA_FILE}`): the same weights scored with each view set; "
+                  "serving pays one forward pass per view.", "", tta_table(tta), ""]
     if reference is not None:
         parts += ["## Against the `fer` package (PyPI)", "", reference_view(reference, runs),
                   ""]
@@ -419,7 +476,8 @@ def main(argv=None):
     benchmark = load_benchmark(root)
     reference = load_reference(root)
     outputs = {root / "README.md": render_results_readme(runs, benchmark, reference,
-                                                         load_formats(root))}
+                                                         load_formats(root),
+                                                         load_probes(root), load_tta(root))}
     readme = Path(args.readme)
     docs = Path(args.docs) if args.docs else readme.parent / "docs"
     comparisons = load_comparisons(args.tuning)

@@ -202,3 +202,24 @@ def test_runs_of_different_protocols_are_ranked_on_private_test_only(tmp_path):
     # No Val for a run that trained on the validation rows; PublicTest marked as selection.
     assert "| kaggle, mixed_bfloat16 |  |  |  |  |" in row and "90.00 (sel.)" in row
     assert "Best run: `fer_vgg_long`" in (runs / "README.md").read_text()
+
+
+def test_probes_and_test_time_views_get_their_own_tables(tmp_path):
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    runs = tmp_path / "runs"
+    probe = dict(_fake_metrics(0.54, confusion), protocol="kaggle", precision="mixed_bfloat16",
+                 epochs_run=3, train_minutes=15.0)
+    (runs / "probes" / "vgg_3ep").mkdir(parents=True)
+    (runs / "probes" / "vgg_3ep" / "metrics.json").write_text(json.dumps(probe))
+    views = {"identity": {"forward_passes_per_face": 1, "selection_accuracy": 0.66,
+                          "private_test_accuracy": 0.665},
+             "ten": {"forward_passes_per_face": 10, "selection_accuracy": 0.68,
+                     "private_test_accuracy": 0.6775}}
+    (runs / "tta.json").write_text(json.dumps({"fer_vgg_long": {"protocol": "study",
+                                                                "views": views}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert report.main(["--root", str(runs), "--readme", str(readme)]) == 0
+    text = (runs / "README.md").read_text()
+    assert "| `vgg_3ep` | kaggle, mixed_bfloat16 | 3 | 15.0 | 5.0 | 54.00 | 54.00 |" in text
+    assert "| `fer_vgg_long` | ten | 10 | 68.00 | 67.75 | +1.25 |" in text
