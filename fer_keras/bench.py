@@ -3,6 +3,8 @@
 Usage:
 
     python -m fer_keras.bench [EXPERIMENT ...] [--steps N] [--json]
+    python -m fer_keras.bench baseline --backend tensorflow jax torch
+    python -m fer_keras.bench baseline_aug --stream-folder /tmp/fer2013_folder [--data CSV]
 
 With no names, the 13 rows of the study's Table 1 are measured. For each experiment:
 
@@ -38,6 +40,14 @@ one run, on the same machine, minutes apart. The peer trains on pre-made tensors
 augmentation; ours goes through `fit`'s input pipeline, so a ratio is only printed for
 experiments without augmentation (the peer's names: baseline, baseline_deep_dropout,
 deep_emotion).
+
+`--backend tensorflow jax torch` measures only training images/s, of the same net on each
+Keras backend side by side, each in its own process (`fer_keras.throughput`); the
+TensorFlow backend trains on `tf.data`, JAX and PyTorch on the NumPy `PyDataset`.
+`--stream-folder DIR` compares reading an image folder into memory against streaming it
+from disk a batch at a time (`fit --stream`): input-pipeline and training images/s of the
+first experiment (DIR is first written from the `--data` CSV as PNG files if it has no
+`train/`).
 
 Export, loading and warm-up are not timed. Other processes on the machine slow every
 number; the header prints the load average so a reader can judge.
@@ -452,12 +462,49 @@ def build_parser():
     parser.add_argument("--peer", metavar="SCRIPT",
                         help="PyTorch peer script (shared/bench/torch_peer.py) run before "
                         "each experiment it knows; adds its training images/s and our ratio")
+    parser.add_argument("--backend", nargs="+", choices=["tensorflow", "jax", "torch"],
+                        help="instead of the full table: training images/s of the first "
+                        "experiment on each Keras backend, side by side (one process each)")
+    parser.add_argument("--stream-folder", metavar="DIR",
+                        help="instead of the full table: in-memory against streamed reading "
+                        "of the image folder DIR (written from --data first if it has no "
+                        "train/), pipeline and training images/s of the first experiment")
+    parser.add_argument("--data", help="FER2013 CSV to write --stream-folder DIR from "
+                        "(default $FER2013_PATH, then data/fer2013.csv[.gz])")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (environment, method, results)")
     parser.add_argument("--save", metavar="PATH",
                         help="also write that JSON object to PATH (e.g. to keep the figures "
                         "behind a README table)")
     return parser
+
+
+def _throughput(args, experiment):
+    """`--backend` and `--stream-folder`: training throughput only (`fer_keras.throughput`)."""
+    from fer_keras import throughput
+
+    if args.backend:
+        rows = throughput.compare_backends(experiment, args.backend, args.steps, args.seed)
+        report = {"experiment": experiment, "load_average": os.getloadavg(), "results": rows}
+        text = throughput.format_backends(rows)
+    else:
+        folder = Path(args.stream_folder)
+        if not (folder / "train").is_dir():
+            from fer_keras.data import resolve_data_path
+
+            source = resolve_data_path(args.data)
+            print(f"writing {source} as PNG files under {folder} ...", file=sys.stderr,
+                  flush=True)
+            throughput.write_image_folder(source, folder)
+        report = throughput.compare_pipelines(folder, experiment, train_steps=args.steps,
+                                              seed=args.seed)
+        report["load_average"] = os.getloadavg()
+        text = throughput.format_pipelines(report)
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
+    load = " ".join(f"{value:.2f}" for value in report["load_average"])
+    print(json.dumps(report, indent=2) if args.json else f"load average {load}\n{text}")
 
 
 def main(argv=None):
@@ -475,6 +522,8 @@ def main(argv=None):
         if args.steps < 1:
             raise ValueError(f"--steps must be a positive integer. Received: "
                              f"steps={args.steps}")
+        if args.backend or args.stream_folder:
+            return _throughput(args, names[0])
         env = environment()
         results = []
         for name in names:

@@ -185,6 +185,29 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(slice_csv, tmp_path):
                                atol=LOSS_TOLERANCE)
 
 
+JAX_PARALLEL_SCRIPT = """
+import sys
+from fer_keras import fit
+data, out = sys.argv[1:3]
+common = dict(data=data, verbose=0, overrides={"epochs": 2, "batch_size": 32})
+fit.train("baseline", output_dir=out + "/parallel", distribute="mirrored", cpu_devices=2,
+          **common)
+fit.train("baseline", output_dir=out + "/single", **common)
+"""
+
+
+def test_jax_data_parallel_on_two_cpu_devices_matches_one_device(slice_csv, tmp_path):
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed: pip install -e '.[jax]'")
+    result = _run(["-c", JAX_PARALLEL_SCRIPT, str(slice_csv), str(tmp_path)],
+                  env={"KERAS_BACKEND": "jax", "FER_KERAS_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "parallel" / "config.json").read_text())
+    assert config["backend"] == "jax" and config["replicas"] == 2
+    np.testing.assert_allclose(_losses(tmp_path / "parallel"), _losses(tmp_path / "single"),
+                               atol=LOSS_TOLERANCE)
+
+
 def test_two_workers_on_loopback_train_one_model(slice_csv, tmp_path):
     from fer_keras import fit
 
