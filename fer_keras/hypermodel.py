@@ -237,13 +237,15 @@ class FERHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         from fer_keras.fit import resolve_settings
         from fer_keras.models import get_model
-        from fer_keras.training import compile_model
+        from fer_keras.training import compile_model, precision_policy
 
         settings = resolve_settings(self.experiment.name, hparams=self.sample(hp))
-        model = get_model(settings["model"], **settings["model_kwargs"])
         # The schedule spans the search's longest training, not the experiment's epochs.
         settings["epochs"] = self.epochs
-        return compile_model(model, steps_per_epoch=self.steps_per_epoch, **settings)
+        # Trials train under the experiment's dtype policy, as its fit does.
+        with precision_policy(settings["precision"]):
+            model = get_model(settings["model"], **settings["model_kwargs"])
+            return compile_model(model, steps_per_epoch=self.steps_per_epoch, **settings)
 
     def fit(self, hp, model, x, y=None, validation_data=None, callbacks=None, **kwargs):
         """Trains a built model as `fit` does and returns its `History`.

@@ -241,10 +241,14 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
 
     steps = 1
     if role != "chief":
-        if splits is None:
-            splits = fer_data.load_splits(fer_data.resolve_data_path(data),
-                                          skip_bad_rows=skip_bad_rows, limit=limit)
         from fer_keras.fit import resolve_settings
+
+        if splits is None:
+            # Trials select on the experiment's own selection split (PublicTest under the
+            # kaggle protocol), as its fit does.
+            splits = fer_data.load_splits(fer_data.resolve_data_path(data),
+                                          skip_bad_rows=skip_bad_rows, limit=limit,
+                                          protocol=resolve_settings(job.experiment)["protocol"])
 
         batch_size = int(resolve_settings(job.experiment)["batch_size"])
         steps = steps_per_epoch(len(splits["train"][1]), batch_size)
