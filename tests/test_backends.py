@@ -258,3 +258,45 @@ def test_distribute_refusals(slice_csv, tmp_path, monkeypatch):
         fit.train("baseline", data=slice_csv, output_dir=tmp_path / "d",
                   distribute="mirrored", cpu_devices=2)
     assert not any(tmp_path.glob("[abcd]*"))
+
+
+# --- Streaming an image folder ------------------------------------------------------------
+
+@pytest.fixture
+def face_folder(tmp_path):
+    """An image folder in the Kaggle layout: 5 random faces per class in train/, 2 in test/."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "faces"
+    for name in fer_data.CLASS_NAMES:
+        for part, files in (("train", [f"Training_{index}" for index in range(5)]),
+                            ("test", ["PublicTest_0", "PrivateTest_0"])):
+            (root / part / name).mkdir(parents=True)
+            for stem in files:
+                cv2.imwrite(str(root / part / name / f"{stem}.png"),
+                            rng.integers(0, 256, (48, 48), np.uint8))
+    return root
+
+
+def test_streamed_splits_decode_to_the_in_memory_ones(face_folder):
+    loaded = fer_data.load_splits(face_folder)
+    streamed = fer_data.load_splits(face_folder, stream=True)
+    for name, (images, labels) in loaded.items():
+        files, streamed_labels = streamed[name]
+        assert isinstance(files, fer_data.ImageFiles) and len(files) == len(images)
+        np.testing.assert_array_equal(streamed_labels, labels)
+        np.testing.assert_array_equal(files[np.arange(len(files))], images)
+    batches = fer_data.make_dataset(*streamed["train"], batch_size=8)
+    assert isinstance(batches, ArrayBatches) and batches[0][0].shape == (8, 48, 48, 1)
+
+
+def test_fit_streams_an_image_folder(face_folder, tmp_path):
+    from fer_keras import fit
+
+    metrics = fit.train("baseline_aug", data=face_folder, output_dir=tmp_path / "run",
+                        verbose=0, stream=True, overrides={"epochs": 1, "batch_size": 8})
+    assert metrics["splits"]["validation"]["count"] == 7
+    assert metrics["splits"]["private_test"]["count"] == 7
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["stream"] is True and config["data_fingerprint"].startswith("files-sha256:")
