@@ -579,8 +579,8 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
         cache: cache the un-augmented batches in memory (`tf.data` only).
         pipeline: "tf.data" or "numpy" (see `PIPELINES`); None picks
             `default_pipeline(images)`.
-        workers: threads of the "numpy" pipeline; None means 1 for arrays and 4 for
-            `ImageFiles` (decoding releases the GIL).
+        workers: threads of the "numpy" pipeline; None means 1 for arrays (2 with
+            augmentation) and 4 for `ImageFiles` (decoding releases the GIL).
         drop_remainder: leave out the last, partial batch (distributed training splits
             only full batches evenly across replicas).
 
@@ -596,7 +596,9 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
         from fer_keras.pipeline import ArrayBatches
 
         if workers is None:
-            workers = 1 if isinstance(images, np.ndarray) else 4
+            # A second thread keeps the NumPy warp off the training step's critical path;
+            # decoding files needs more.
+            workers = 4 if not isinstance(images, np.ndarray) else 2 if augmentation else 1
         return ArrayBatches(images, labels, batch_size, shuffle=shuffle,
                             augmentation=augmentation, seed=seed, one_hot=one_hot,
                             workers=workers, drop_remainder=drop_remainder)
