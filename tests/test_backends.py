@@ -172,13 +172,13 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(slice_csv, tmp_path):
     from fer_keras import fit
 
     mirrored = _run(["-m", "fer_keras.fit", "baseline", "--data", str(slice_csv), "--epochs",
-                     "2", "--batch-size", "32", "--verbose", "0", "--output-dir",
+                     "1", "--batch-size", "32", "--verbose", "0", "--output-dir",
                      str(tmp_path / "mirrored"), "--distribute", "mirrored", "--cpu-devices",
                      "2"], env={"TF_ENABLE_ONEDNN_OPTS": "0",
                                 "FER_KERAS_CACHE": str(tmp_path / "cache")})
     assert mirrored.returncode == 0, mirrored.stderr[-3000:]
     fit.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
-              overrides={"epochs": 2, "batch_size": 32})
+              overrides={"epochs": 1, "batch_size": 32})
     config = json.loads((tmp_path / "mirrored" / "config.json").read_text())
     assert config["distribute"] == "mirrored" and config["replicas"] == 2
     np.testing.assert_allclose(_losses(tmp_path / "mirrored"), _losses(tmp_path / "single"),
@@ -189,7 +189,7 @@ JAX_PARALLEL_SCRIPT = """
 import sys
 from fer_keras import fit
 data, out = sys.argv[1:3]
-common = dict(data=data, verbose=0, overrides={"epochs": 2, "batch_size": 32})
+common = dict(data=data, verbose=0, overrides={"epochs": 1, "batch_size": 32})
 fit.train("baseline", output_dir=out + "/parallel", distribute="mirrored", cpu_devices=2,
           **common)
 fit.train("baseline", output_dir=out + "/single", **common)
@@ -300,3 +300,37 @@ def test_fit_streams_an_image_folder(face_folder, tmp_path):
     assert metrics["splits"]["private_test"]["count"] == 7
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["stream"] is True and config["data_fingerprint"].startswith("files-sha256:")
+
+
+# --- bench --backend and --stream-folder --------------------------------------------------
+
+def test_bench_backend_rows_and_missing_backends(monkeypatch):
+    from fer_keras import throughput
+
+    row = throughput.measure_backend("baseline", steps=1)
+    assert row["backend"] == "tensorflow" and row["pipeline"] == "tf.data"
+    assert row["train_images_per_second"] > 0 and "tensorflow" in row["versions"]
+    monkeypatch.setattr(throughput.importlib.util, "find_spec", lambda name: None)
+    rows = throughput.compare_backends("baseline", ["jax", "torch"], steps=1)
+    assert [r["backend"] for r in rows] == ["jax", "torch"]
+    assert all("not installed" in r["error"] for r in rows)
+    table = throughput.format_backends([row] + rows)
+    assert "tf.data" in table and "pip install -e '.[torch]'" in table
+    with pytest.raises(ValueError, match="Unknown backend"):
+        throughput.compare_backends("baseline", ["mxnet"])
+
+
+def test_bench_stream_folder_writes_and_compares_both_paths(tiny_csv, tmp_path):
+    from fer_keras import throughput
+
+    folder = tmp_path / "folder"
+    assert throughput.write_image_folder(tiny_csv, folder) == 140
+    images, labels, usages = fer_data.load_image_folder(folder)
+    assert images.shape == (140, 48, 48, 1) and (usages == "PrivateTest").sum() == 28
+    result = throughput.compare_pipelines(folder, "baseline_aug", batches=2, train_steps=1,
+                                          batch_size=8)
+    assert result["images"] == 140
+    for path in ("in_memory", "streamed"):
+        assert result[path]["pipeline_images_per_second"] > 0
+        assert result[path]["train_images_per_second"] > 0
+    assert "streamed" in throughput.format_pipelines(result)
