@@ -6,12 +6,11 @@
   batch across them. TensorFlow: `tf.distribute.MirroredStrategy` over the GPUs (or the
   logical CPU devices when there is no GPU); JAX: `keras.distribution.DataParallel` over
   `keras.distribution.list_devices()`.
-* "multi-worker": the same across machines. TensorFlow:
+* "multi-worker": the same across machines, on TensorFlow:
   `tf.distribute.MultiWorkerMirroredStrategy`, configured from the `TF_CONFIG` environment
-  variable each worker is started with; JAX: `keras.distribution.initialize()` (from the
-  `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
-  `KERAS_DISTRIBUTION_PROCESS_ID` variables) then `DataParallel` over every process's
-  devices.
+  variable each worker is started with. (On JAX it is refused: Keras' multi-process
+  `DataParallel` expects each process to feed only its shard of the batch, which the
+  NumPy pipeline does not do yet.)
 
 `--batch-size` is the global batch: each of N replicas computes 1/N of it and the gradients
 are summed, so one step is the same optimisation on one device or on eight, and the
@@ -20,8 +19,8 @@ user's back: who raises the global batch to fill more devices should raise
 `--learning-rate` in proportion (the linear scaling rule of Goyal et al., 2017, "Accurate,
 Large Minibatch SGD") and add `--warmup-epochs`.
 
-Only the chief (TensorFlow's "chief" task, or worker 0 when there is none; JAX process 0)
-writes the run folder. Every other worker trains in its own folder beside it,
+Only the chief (TensorFlow's "chief" task, or worker 0 when there is none) writes the run
+folder. Every other worker trains in its own folder beside it,
 `DIR.worker-K.partial/`, which holds its `BackupAndRestore` state (so a restarted cluster
 resumes every worker from the same epoch) and is removed once training ends.
 
@@ -39,8 +38,6 @@ import json
 import os
 
 DISTRIBUTIONS = ("none", "mirrored", "multi-worker")
-JAX_CLUSTER_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                   "KERAS_DISTRIBUTION_PROCESS_ID")
 
 
 @dataclasses.dataclass
@@ -245,15 +242,12 @@ def _jax_distribution(name):
     import keras
 
     if name == "multi-worker":
-        missing = [key for key in JAX_CLUSTER_ENV if not os.environ.get(key)]
-        if missing:
-            raise ValueError(f"--distribute multi-worker on JAX reads the cluster from "
-                             f"{', '.join(JAX_CLUSTER_ENV)}; set on every process (see "
-                             f"docs/training.md). Received: {', '.join(missing)} unset")
-        keras.distribution.initialize()
+        raise ValueError("--distribute multi-worker runs on TensorFlow "
+                         "(MultiWorkerMirroredStrategy); on JAX, use --distribute mirrored "
+                         "on one machine, or KERAS_BACKEND=tensorflow for a cluster. "
+                         "Received: KERAS_BACKEND=jax")
     devices = keras.distribution.list_devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    process = jax.process_index()
-    return Distribution(name, len(devices), process == 0, process,
+    return Distribution(name, len(devices), True, 0,
                         tuple(str(device) for device in jax.local_devices()),
                         even_batches=True)

@@ -109,8 +109,8 @@ def build_parser():
     parser.add_argument("--distribute", choices=list(DISTRIBUTIONS), default="none",
                         help="mirrored: every GPU of this machine (tf.distribute."
                         "MirroredStrategy, or JAX DataParallel); multi-worker: several "
-                        "machines (MultiWorkerMirroredStrategy from TF_CONFIG, or JAX "
-                        "keras.distribution.initialize); --batch-size is the global batch")
+                        "machines (TensorFlow's MultiWorkerMirroredStrategy from TF_CONFIG); "
+                        "--batch-size is the global batch")
     parser.add_argument("--cpu-devices", type=int_at_least(2),
                         help="split the CPU into N logical devices (runs --distribute "
                         "mirrored on a machine without GPUs, for tests)")

@@ -199,6 +199,10 @@ fit.train("baseline", output_dir=out + "/single", **common)
 def test_jax_data_parallel_on_two_cpu_devices_matches_one_device(slice_csv, tmp_path):
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed: pip install -e '.[jax]'")
+    refused = _run(["-m", "fer_keras.fit", "baseline", "--data", str(slice_csv),
+                    "--output-dir", str(tmp_path / "refused"), "--distribute", "multi-worker"],
+                   env={"KERAS_BACKEND": "jax"})
+    assert refused.returncode == 2 and "multi-worker runs on TensorFlow" in refused.stderr
     result = _run(["-c", JAX_PARALLEL_SCRIPT, str(slice_csv), str(tmp_path)],
                   env={"KERAS_BACKEND": "jax", "FER_KERAS_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr[-3000:]
