@@ -63,6 +63,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from fer_keras.cli import entry_point, run_command
@@ -475,18 +476,32 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
     partial = serving_dir / f".partial-{version}-{os.getpid()}"
     if partial.exists():
         shutil.rmtree(partial)
+    steps = 2 + bool(tflite) + len(quantize)
+    started = time.perf_counter()
+    done = [0]
+
+    def stage(text):
+        # Each stage of an export can take from seconds (SavedModel) to a minute (int8
+        # calibration), so say which one is running, on stderr beside the results.
+        done[0] += 1
+        print(f"export: step {done[0]}/{steps}, {text} "
+              f"({time.perf_counter() - started:.0f} s so far)", file=sys.stderr, flush=True)
+
     try:
+        stage("writing the SavedModel")
         write_savedmodel(model, partial, jit_compile)
         extra = partial / "assets.extra"
         extra.mkdir()
         shutil.copyfile(keras_path, extra / KERAS_FILE)
         tflite_path, message = None, "skipped (--no-tflite)"
         if tflite:
+            stage("converting to TFLite")
             written, message = convert_tflite(partial, extra / TFLITE_FILE)
             tflite_path = target / "assets.extra" / TFLITE_FILE if written else None
         quantized = {}
         for kind in quantize:
             name = quantized_tflite_name(kind)
+            stage(f"converting to {kind} TFLite")
             written, kind_message = convert_tflite(partial, extra / name, kind,
                                                    representative)
             quantized[kind] = {"path": str(target / "assets.extra" / name) if written
@@ -515,6 +530,7 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
         }
+        stage("writing export.json")
         (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True)
                                            + "\n")
         partial.rename(target)

@@ -223,8 +223,10 @@ def test_cli_writes_tf_serving_layout_and_next_versions(tmp_path, capsys):
     assert export.main([str(run), "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err and export.next_version(
         run / "serving") == 3
-    assert export.main([str(run), "--version", "0"]) == 2
-    assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([str(run), "--version", "0"])
+    assert exit_info.value.code == 2
+    assert "--version: must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_cli_output_and_version_flags_and_bad_sources(tmp_path, capsys):
