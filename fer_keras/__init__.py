@@ -16,6 +16,10 @@ The package holds a model zoo (`fer_keras.models`), the FER2013 data pipeline
 * `python -m fer_keras.report` regenerates the results tables from the run folders.
 
 Installed, each is also `fer-keras COMMAND` (e.g. `fer-keras fit EXPERIMENT`).
+
+fit, evaluate, predict and tune run on any Keras backend (`KERAS_BACKEND=tensorflow|jax|
+torch`) and need TensorFlow only on its own backend; export needs TensorFlow. Nothing here
+imports TensorFlow when the package is imported.
 """
 
 import os

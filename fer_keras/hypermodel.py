@@ -251,8 +251,9 @@ class FERHyperModel(keras_tuner.HyperModel):
         """Trains a built model as `fit` does and returns its `History`.
 
         Raw arrays (`x` uint8 images, `y` label ids, `validation_data=(images, labels)`)
-        go through the experiment's `tf.data` pipeline (batch size, augmentation, class
-        weights); datasets are used as given. `callbacks` (the tuner's own, which report
+        go through the experiment's input pipeline (batch size, augmentation, class
+        weights; `tf.data` on TensorFlow, the NumPy `PyDataset` on JAX and PyTorch);
+        datasets are used as given. `callbacks` (the tuner's own, which report
         each epoch to the oracle) and the other keyword arguments (`epochs`,
         `initial_epoch`, `verbose`) are forwarded to `model.fit`.
 
