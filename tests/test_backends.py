@@ -133,6 +133,13 @@ assert fit.main(["baseline_aug", "--data", data, "--epochs", "1", "--batch-size"
 assert evaluate.main([out + "/model.keras", "--data", data, "--json"]) == 0
 assert predict.main([face, "--model", out, "--no-detect"]) == 0
 print("export status", export.main([out, "--no-tflite"]))
+"""
+
+IMPORT_SCRIPT = """
+import sys
+from fer_keras import augmentation, distribute, evaluate, fit, pipeline, predict, tune
+for command in (evaluate, fit, predict, tune):
+    command.build_parser()
 print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
@@ -163,6 +170,15 @@ def test_fit_evaluate_predict_without_tensorflow(backend, slice_csv, tmp_path):
     assert f"keras {backend}" in result.stderr + result.stdout
     assert "export status 2" in result.stdout
     assert 'pip install -e ".[cpu]"' in result.stderr
+
+
+def test_no_module_imports_tensorflow_on_other_backends():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed: pip install -e '.[jax]'")
+    # With TensorFlow installed, importing the commands and building their parsers on
+    # JAX must not load it (a .[jax] install has none).
+    result = _run(["-c", IMPORT_SCRIPT], env={"KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "tensorflow imported: False" in result.stdout
 
 
