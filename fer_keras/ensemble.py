@@ -20,7 +20,6 @@ kaggle protocol: it is "selected" on PublicTest and PrivateTest is the clean fig
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -91,14 +90,13 @@ def build_ensemble(members, name="ensemble"):
 def make_ensemble(runs, output, data=None, overwrite=False):
     """Builds, scores and writes an ensemble run folder; returns its metrics dict."""
     from fer_keras.data import load_splits, resolve_data_path
+    from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes
     from fer_keras.results import evaluate_splits, plot_confusion, write_json
 
     output = Path(output)
-    if (output / "metrics.json").exists() and not overwrite:
-        raise ValueError(f"{output} already holds a finished run. Pass --overwrite to replace "
-                         f"it, or choose another --output.")
+    refuse_finished_run(output, overwrite)
     paths = _member_paths(runs)
     protocols = {str(path): _member_protocol(path) for path in paths}
     protocol = "kaggle" if "kaggle" in protocols.values() else "study"
@@ -129,20 +127,14 @@ def make_ensemble(runs, output, data=None, overwrite=False):
               "members": metrics["members"], "member_protocols": protocols,
               "protocol": protocol, "data_path": str(data_path),
               "command": " ".join(["python -m fer_keras.ensemble"] + sys.argv[1:])}
-    # Write everything into a staging folder and move it into place at the end, so a
-    # failure never leaves a half-written run where a finished one was.
-    staging = output.with_name(f".{output.name}.staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    ensemble.save(staging / "model.keras")
-    write_json(staging / "config.json", config)
-    write_json(staging / "metrics.json", metrics)
-    plot_confusion(scored["private_test"]["confusion_matrix"],
-                   staging / "confusion_matrix.png", title=f"{output.name}: PrivateTest")
-    if output.exists():
-        shutil.rmtree(output)
-    staging.rename(output)
+    def write(folder):
+        ensemble.save(folder / "model.keras")
+        write_json(folder / "config.json", config)
+        write_json(folder / "metrics.json", metrics)
+        plot_confusion(scored["private_test"]["confusion_matrix"],
+                       folder / "confusion_matrix.png", title=f"{output.name}: PrivateTest")
+
+    write_run_folder(output, write, overwrite)
     return metrics
 
 

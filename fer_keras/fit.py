@@ -264,11 +264,8 @@ def lock_run_folder(output_dir):
         handle.close()
 
 
-def _prepare_run_folder(output_dir, staging, overwrite):
-    """Settles what a crash may have left and refuses to replace a finished run by accident.
-
-    Runs under the folder's lock, before anything else is read or written.
-    """
+def _settle_swap(output_dir):
+    """Finishes or undoes a replacement of `output_dir` that a crash interrupted."""
     retired = output_dir.with_name(output_dir.name + RETIRED_SUFFIX)
     if retired.exists():
         if output_dir.exists():
@@ -278,6 +275,54 @@ def _prepare_run_folder(output_dir, staging, overwrite):
             # A crash between the two renames of a swap: the old run goes back, and the new
             # one, still in the staging folder, only rewrites its outputs when resumed.
             retired.rename(output_dir)
+
+
+def refuse_finished_run(output_dir, overwrite=False, flag="--output"):
+    """Raises a `ValueError` when `output_dir` holds a finished run and `overwrite` is off.
+
+    Commands that spend minutes before writing call it first too, to fail before that work.
+    """
+    if (Path(output_dir) / "metrics.json").exists() and not overwrite:
+        raise ValueError(f"{output_dir} already holds a finished run. Pass --overwrite to "
+                         f"replace it, or choose another {flag}.")
+
+
+def write_run_folder(output_dir, write, overwrite=False, flag="--output"):
+    """Publishes a run folder that needs no training the way `fit` publishes its own.
+
+    Used by `fer_keras.ensemble` and `fer_keras.rebalance`: under the folder's lock, a
+    finished run is refused unless `overwrite`; `write(folder)` fills the staging folder,
+    which replaces `output_dir` only once it returned, so a failure never leaves a
+    half-written run where a finished one was.
+
+    Args:
+        output_dir: the run folder.
+        write: a function of the staging folder that writes every output into it.
+        overwrite: replace a finished run.
+        flag: the command's output flag, named in the refusal.
+    """
+    output_dir = Path(output_dir)
+    with lock_run_folder(output_dir):
+        _settle_swap(output_dir)
+        refuse_finished_run(output_dir, overwrite, flag)
+        staging = staging_folder(output_dir)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        try:
+            write(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _commit(staging, output_dir)
+
+
+def _prepare_run_folder(output_dir, staging, overwrite):
+    """Settles what a crash may have left and refuses to replace a finished run by accident.
+
+    Runs under the folder's lock, before anything else is read or written.
+    """
+    _settle_swap(output_dir)
     if (output_dir / "metrics.json").exists():
         if not overwrite:
             raise ValueError(

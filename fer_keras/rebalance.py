@@ -21,7 +21,6 @@ that `evaluate --verify`, `export`, `predict` and `report` take. Nothing is retr
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -103,15 +102,14 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False):
     import numpy as np
 
     from fer_keras.data import NUM_CLASSES, load_splits, resolve_data_path
+    from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import LogitAdjustment
     from fer_keras.results import (evaluate_splits, plot_confusion, predict_probabilities,
                                    write_json)
 
     run, output = Path(run), Path(output)
-    if (output / "metrics.json").exists() and not overwrite:
-        raise ValueError(f"{output} already holds a finished run. Pass --overwrite to replace "
-                         f"it, or choose another --output.")
+    refuse_finished_run(output, overwrite)
     if not (run / "model.keras").exists():
         raise ValueError(f"{run} holds no model.keras; give a run folder written by "
                          "`python -m fer_keras.fit`.")
@@ -158,20 +156,17 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False):
               "max_drop_points": max_drop, "protocol": protocol,
               "data_path": str(data_path),
               "command": " ".join(["python -m fer_keras.rebalance"] + sys.argv[1:])}
-    staging = output.with_name(f".{output.name}.staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    model.save(staging / "model.keras")
-    write_json(staging / "config.json", config)
-    write_json(staging / "metrics.json", metrics)
-    plot_confusion(scored["validation"]["confusion_matrix"], staging / "confusion_matrix.png",
-                   title=f"{output.name}: selection split")
-    if sweep is not None:
-        plot_sweep(sweep, tau, staging / "tau_sweep.png", title=f"{run.name}: logit adjustment")
-    if output.exists():
-        shutil.rmtree(output)
-    staging.rename(output)
+    def write(folder):
+        model.save(folder / "model.keras")
+        write_json(folder / "config.json", config)
+        write_json(folder / "metrics.json", metrics)
+        plot_confusion(scored["validation"]["confusion_matrix"], folder / "confusion_matrix.png",
+                       title=f"{output.name}: selection split")
+        if sweep is not None:
+            plot_sweep(sweep, tau, folder / "tau_sweep.png",
+                       title=f"{run.name}: logit adjustment")
+
+    write_run_folder(output, write, overwrite)
     return metrics
 
 

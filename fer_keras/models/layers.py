@@ -262,6 +262,16 @@ class MirrorAverage(TestTimeAugmentation):
         return config
 
 
+def mirror_averaged(inputs, outputs, name, mirror_average=True):
+    """The builders' last step: `keras.Model(inputs, outputs, name=name)`, wrapped in a
+    `MirrorAverage` layer when `mirror_average` (the bare network is then `NAME_body`)."""
+    if not mirror_average:
+        return keras.Model(inputs, outputs, name=name)
+    body = keras.Model(inputs, outputs, name=f"{name}_body")
+    image = keras.Input(shape=inputs.shape[1:], name="image")
+    return keras.Model(image, MirrorAverage(body, name="mirror_average")(image), name=name)
+
+
 def wrap_with_views(model, views):
     """A model that averages `model` (unwrapped first if it already averages views) over
     `views`; `views` of ("identity",) returns the bare network."""

@@ -16,7 +16,7 @@ Example:
 import keras
 from keras import layers
 
-from fer_keras.models.layers import MirrorAverage, classifier_head, initializer, preprocess
+from fer_keras.models.layers import classifier_head, initializer, mirror_averaged, preprocess
 from fer_keras.models.registry import register_model
 
 
@@ -91,10 +91,5 @@ def fer_resnet(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256)
     x = layers.ReLU(name="head_relu")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout_rate, name="head_dropout")(x)
-    outputs = classifier_head(x, num_classes)
-    if not mirror_average:
-        return keras.Model(inputs, outputs, name="fer_resnet")
-    body = keras.Model(inputs, outputs, name="fer_resnet_body")
-    image = keras.Input(shape=input_shape, name="image")
-    return keras.Model(image, MirrorAverage(body, name="mirror_average")(image),
-                       name="fer_resnet")
+    return mirror_averaged(inputs, classifier_head(x, num_classes), "fer_resnet",
+                           mirror_average)

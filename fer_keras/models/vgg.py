@@ -16,7 +16,7 @@ Example:
 import keras
 from keras import layers
 
-from fer_keras.models.layers import MirrorAverage, classifier_head, initializer, preprocess
+from fer_keras.models.layers import classifier_head, initializer, mirror_averaged, preprocess
 from fer_keras.models.registry import register_model
 
 
@@ -70,9 +70,4 @@ def fer_vgg(input_shape=(48, 48, 1), num_classes=7, widths=(32, 64, 128, 256),
     x = layers.BatchNormalization(name="fc1_bn")(x)
     x = layers.ReLU(name="fc1_relu")(x)
     x = layers.Dropout(dropout_rate, name="head_dropout")(x)
-    outputs = classifier_head(x, num_classes)
-    if not mirror_average:
-        return keras.Model(inputs, outputs, name="fer_vgg")
-    body = keras.Model(inputs, outputs, name="fer_vgg_body")
-    image = keras.Input(shape=input_shape, name="image")
-    return keras.Model(image, MirrorAverage(body, name="mirror_average")(image), name="fer_vgg")
+    return mirror_averaged(inputs, classifier_head(x, num_classes), "fer_vgg", mirror_average)
