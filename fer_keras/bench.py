@@ -3,10 +3,12 @@
 Usage:
 
     python -m fer_keras.bench [EXPERIMENT ...] [--steps N] [--json]
+    python -m fer_keras.bench --all --serving-only --save saved_models/serving_benchmark.json
     python -m fer_keras.bench baseline --backend tensorflow jax torch
     python -m fer_keras.bench baseline_aug --stream-folder /tmp/fer2013_folder [--data CSV]
 
-With no names, the 13 rows of the study's Table 1 are measured. For each experiment:
+With no names, the 13 rows of the study's Table 1 are measured (`--all`: every registered
+experiment). For each experiment (`--serving-only` skips the training figures):
 
 * parameters: `count_params()` of the experiment's model.
 * training images/s: `model.fit` on the pipeline `fit` builds (`fer_keras.data.make_dataset`
@@ -85,7 +87,7 @@ def environment():
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 
-def method(steps, serving_onednn="default", litert=True):
+def method(steps, serving_onednn="default", litert=True, serving_only=False):
     """What is timed, in words, for the report."""
     onednn = {"default": "TensorFlow's default oneDNN setting for this CPU",
               "on": "TF_ENABLE_ONEDNN_OPTS=1", "off": "TF_ENABLE_ONEDNN_OPTS=0"}[serving_onednn]
@@ -101,6 +103,9 @@ def method(steps, serving_onednn="default", litert=True):
         "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
                    f"individually timed calls after {WARMUP_CALLS} warm-up calls",
     }
+    if serving_only:
+        described["training"] = ("not timed (--serving-only): each experiment's network is "
+                                 "built with fresh weights in float32 and exported as is")
     if litert:
         described["litert"] = (
             f"the SavedModel's serving_default converted to TFLite (as "
@@ -275,7 +280,7 @@ def measure_training(settings, steps, seed, precision):
 
 
 def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
-                     jit_compile=False, litert=True, precisions=None):
+                     jit_compile=False, litert=True, precisions=None, serving_only=False):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -293,27 +298,35 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
             `["float32", "mixed_bfloat16"]`); default the experiment's own. The first is
             `train_images_per_second`; all go in `train_images_per_second_by_precision`.
             Serving is always timed in float32, as `export` writes it.
+        serving_only: skip training; serve the experiment's freshly built float32 model
+            (weights do not change a float model's speed). The result then has no
+            training figures.
 
     Returns:
-        A JSON-ready dict: experiment, model, augmentation, parameters,
-        train_images_per_second, inference_images_per_second, latency_ms_median,
-        latency_ms_p90.
+        A JSON-ready dict: experiment, model, augmentation, parameters, forward_passes
+        (per face at inference: 2 for a mirror-averaged net), train_images_per_second
+        (not with `serving_only`), inference_images_per_second, latency_ms_median,
+        latency_ms_p90 and the LiteRT and XLA figures asked for.
     """
     import keras
 
     from fer_keras.export import write_savedmodel
     from fer_keras.fit import resolve_settings
-    from fer_keras.models import with_dtype_policy
+    from fer_keras.models import get_model, with_dtype_policy
+    from fer_keras.models.layers import forward_passes
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
     settings = resolve_settings(name)
     precisions = list(precisions or [settings["precision"]])
     rates = {}
-    for precision in precisions:
-        rates[precision], model = measure_training(settings, steps, seed, precision)
-    train_rate = rates[precisions[0]]
-    model = with_dtype_policy(model, "float32")
+    if serving_only:
+        keras.utils.set_random_seed(seed)
+        model = get_model(settings["model"], **settings["model_kwargs"])
+    else:
+        for precision in precisions:
+            rates[precision], model = measure_training(settings, steps, seed, precision)
+        model = with_dtype_policy(model, "float32")
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
         write_savedmodel(model, Path(folder) / "savedmodel")
@@ -332,11 +345,13 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         "model": settings["model"],
         "augmentation": settings["augmentation"],
         "parameters": int(model.count_params()),
-        "train_images_per_second": round(train_rate, 1),
-        "train_images_per_second_by_precision": {key: round(value, 1)
-                                                 for key, value in rates.items()},
+        "forward_passes": forward_passes(model),
         **serving,
     }
+    if rates:
+        result["train_images_per_second"] = round(rates[precisions[0]], 1)
+        result["train_images_per_second_by_precision"] = {key: round(value, 1)
+                                                          for key, value in rates.items()}
     keras.backend.clear_session()
     return result
 
@@ -365,7 +380,10 @@ def table_rows(results):
     """
     peer = any("peer_train_images_per_second" in row or "peer_error" in row
                for row in results)
-    header = ["experiment", "model", "parameters", "train img/s"]
+    training = any("train_images_per_second" in row for row in results)
+    passes = any("forward_passes" in row for row in results)
+    header = ["experiment", "model", "parameters"] + (["passes/face"] if passes else []) \
+        + (["train img/s"] if training else [])
     compared = sorted({precision for row in results
                        for precision in row.get("train_images_per_second_by_precision", {})})
     compared = compared if len(compared) > 1 else []
@@ -386,8 +404,12 @@ def table_rows(results):
                    for threads in LATENCY_THREADS]
     rows = []
     for row in results:
-        cells = [row["experiment"], row["model"], f"{row['parameters']:,}",
-                 f"{row['train_images_per_second']:,.0f}"]
+        cells = [row["experiment"], row["model"], f"{row['parameters']:,}"]
+        if passes:
+            cells.append(str(row.get("forward_passes", "-")))
+        if training:
+            rate = row.get("train_images_per_second")
+            cells.append("-" if rate is None else f"{rate:,.0f}")
         by_precision = row.get("train_images_per_second_by_precision", {})
         cells += ["-" if precision not in by_precision else f"{by_precision[precision]:,.0f}"
                   for precision in compared]
@@ -423,7 +445,8 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
                      f"{env['cpu_count']} CPU(s), devices {', '.join(env['devices'])}, "
                      f"load average {load_text}")
     for key, text in method(steps, serving_onednn, litert=any(
-            "litert_runtime" in row for row in results)).items():
+            "litert_runtime" in row for row in results), serving_only=not any(
+            "train_images_per_second" in row for row in results)).items():
         lines.append(f"{key}: {text}")
     header, rows = table_rows(results)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
@@ -457,6 +480,12 @@ def build_parser():
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure batch-1 latency of an XLA-compiled export "
                         "(python -m fer_keras.export --jit-compile)")
+    parser.add_argument("--all", action="store_true",
+                        help="every registered experiment (the study's rows and ours)")
+    parser.add_argument("--serving-only", action="store_true",
+                        help="skip training; time only the exported model (SavedModel and "
+                        "LiteRT), built with fresh weights: a float model's speed does not "
+                        "depend on its weights")
     parser.add_argument("--no-litert", action="store_true",
                         help="skip the LiteRT (TFLite) batch-1 latency columns")
     parser.add_argument("--peer", metavar="SCRIPT",
@@ -510,8 +539,13 @@ def _throughput(args, experiment):
 def main(argv=None):
     from fer_keras.experiments import STUDY_EXPERIMENTS, get_experiment
 
+    from fer_keras.experiments import list_experiments
+
     args = build_parser().parse_args(argv)
-    names = args.experiments or list(STUDY_EXPERIMENTS)
+    if args.all and args.experiments:
+        build_parser().error("give experiment names or --all, not both")
+    names = list(list_experiments()) if args.all else (args.experiments
+                                                       or list(STUDY_EXPERIMENTS))
 
     def body():
         for name in names:
@@ -534,12 +568,14 @@ def main(argv=None):
                                       serving_onednn=args.serving_onednn,
                                       jit_compile=args.jit_compile,
                                       litert=not args.no_litert,
-                                      precisions=args.precision)
+                                      precisions=args.precision,
+                                      serving_only=args.serving_only)
             results.append(add_peer(result, peer) if peer is not None else result)
         command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
                                                            else sys.argv[1:])])
         report = {"command": command, "environment": env,
-                  "method": method(args.steps, args.serving_onednn, not args.no_litert),
+                  "method": method(args.steps, args.serving_onednn, not args.no_litert,
+                                   args.serving_only),
                   "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,29 @@ def test_serving_process_gets_tensorflows_default_unless_asked(monkeypatch):
     assert bench.serving_environment("default")["TF_ENABLE_ONEDNN_OPTS"] == "1"
     with pytest.raises(ValueError, match="default, on, off"):
         bench.serving_environment("fast")
+
+
+def test_serving_only_times_the_export_without_training(monkeypatch, capsys):
+    import fer_keras.data
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--serving-only must not build a training pipeline")
+
+    monkeypatch.setattr(fer_keras.data, "make_dataset", no_training)
+    assert bench.main(["fer_vgg", "--serving-only", "--steps", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [row] = report["results"]
+    assert "train_images_per_second" not in row
+    assert row["forward_passes"] == 2  # fer_vgg averages each face with its mirror.
+    for key in ("inference_images_per_second", "latency_ms_median",
+                "litert_threads_1_latency_ms_median", "litert_threads_2_latency_ms_median"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert "not timed" in report["method"]["training"]
+    header, [cells] = bench.table_rows(report["results"])
+    assert "train img/s" not in header and cells[header.index("passes/face")] == "2"
+
+
+def test_all_and_names_do_not_mix(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["baseline", "--all"])
+    assert exit_info.value.code == 2 and "--all" in capsys.readouterr().err

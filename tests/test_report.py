@@ -223,3 +223,46 @@ def test_probes_and_test_time_views_get_their_own_tables(tmp_path):
     text = (runs / "README.md").read_text()
     assert "| `vgg_3ep` | kaggle, mixed_bfloat16 | 3 | 15.0 | 5.0 | 54.00 | 54.00 |" in text
     assert "| `fer_vgg_long` | ten | 10 | 68.00 | 67.75 | +1.25 |" in text
+
+
+def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
+    from fer_keras import bench
+
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    (runs / "baseline").mkdir(parents=True)
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    (runs / "baseline" / "metrics.json").write_text(json.dumps(_fake_metrics(0.5, confusion)))
+    docs.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    page = docs / "benchmark.md"
+    page.write_text("# Speed\n\n<!-- serving:start -->\nold\n<!-- serving:end -->\n")
+    args = ["--root", str(runs), "--readme", str(readme)]
+    assert report.main(args) == 0
+    assert "No serving benchmark saved yet" in page.read_text()
+
+    def row(name, passes, ms):
+        return {"experiment": name, "model": name, "augmentation": None, "parameters": 1000,
+                "forward_passes": passes, "inference_images_per_second": 500.0,
+                "latency_ms_median": 3.0, "latency_ms_p90": 4.0,
+                "litert_runtime": "ai-edge-litert",
+                "litert_threads_1_latency_ms_median": 2 * ms,
+                "litert_threads_1_latency_ms_p90": 2 * ms + 1,
+                "litert_threads_2_latency_ms_median": ms,
+                "litert_threads_2_latency_ms_p90": ms + 1}
+
+    saved = {"command": "python -m fer_keras.bench --all --serving-only",
+             "environment": {"tensorflow": "2.21.0", "keras": "3.15.1", "cpu_count": 2,
+                             "load_average": [0.1, 0.2, 0.3]},
+             "method": bench.method(20, serving_only=True),
+             "results": [row("baseline", 1, 0.4), row("fer_vgg", 2, 2.3)]}
+    (runs / report.SERVING_FILE).write_text(json.dumps(saved))
+    assert report.main(args + ["--check"]) == 1
+    assert report.main(args) == 0
+    summary = "1 of 2 experiments' nets under 2 ms; over it: `fer_vgg` 2.30 ms."
+    for text in (page.read_text(), readme.read_text(), (runs / "README.md").read_text()):
+        assert summary in text
+    assert "old" not in page.read_text()
+    assert "| `fer_vgg` | fer_vgg | 1,000 | 2 |" in page.read_text()
+    assert "train img/s" not in page.read_text()
+    assert report.main(args + ["--check"]) == 0
