@@ -69,7 +69,8 @@ def _row(name, metrics, config, link_root):
 
     ensemble = metrics.get("model") == "ensemble"
     rebalanced = metrics.get("model") == "rebalanced"
-    study = None if ensemble or rebalanced else get_experiment(name).study
+    viewed = metrics.get("model") == "tta"
+    study = None if ensemble or rebalanced or viewed else get_experiment(name).study
     splits = metrics["splits"]
     protocol = run_protocol(metrics)
     # Under the kaggle protocol the study's validation rows were trained on, so that run
@@ -77,6 +78,8 @@ def _row(name, metrics, config, link_root):
     val = splits["validation"]["accuracy"] if protocol == "study" else None
     gap = "" if study is None else f"{100 * val - study.val_accuracy:+.2f}"
     curves = "" if ensemble else f"[curves]({link_root}{name}/learning_curves.png) · "
+    if viewed:
+        curves = ""
     if rebalanced:
         curves = f"[tau sweep]({link_root}{name}/tau_sweep.png) · " if metrics.get("sweep") \
             else ""
@@ -87,6 +90,9 @@ def _row(name, metrics, config, link_root):
     if rebalanced:
         limited += (f" = `{Path(metrics['source']).name}` + logit adjustment "
                     f"(tau {metrics['tau']:g})")
+    if viewed:
+        limited += (f" = `{Path(metrics['source']).name}` + test-time views "
+                    f"{metrics['view_set']} ({metrics['forward_passes_per_face']} passes/face)")
     public = _percent(splits.get("public_test", {}).get("accuracy"))
     selection = splits["validation"] if protocol == "study" else splits.get("public_test", {})
     return [
@@ -114,7 +120,7 @@ HEADER = ["row", "experiment", "protocol, precision", "study Val", "study Train"
           "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
 
 
-DERIVED = ("ensemble", "rebalanced")
+DERIVED = ("ensemble", "rebalanced", "tta")
 """`metrics.json` "model" values of runs built from other runs by `fer_keras.ensemble` and
 `fer_keras.rebalance`."""
 

@@ -12,6 +12,15 @@ PublicTest under the kaggle protocol) and on PrivateTest, and prints the forward
 face beside each. Nothing is retrained. `--save` writes the table as JSON, which
 `python -m fer_keras.report` shows; an existing file is merged run by run, so measuring a
 new run keeps the others.
+
+With `--output DIR` (one run, one view set) the wrapped model is also written as a run
+folder of its own, like `ensemble` and `rebalance` write theirs: `model.keras` (the same
+weights inside a `TestTimeAugmentation` layer, so `evaluate --verify`, `export` and
+`predict` serve it with its views), `metrics.json` (every split, the forward passes per
+face), `config.json` (the source run and the command) and `confusion_matrix.png`:
+
+    python -m fer_keras.tta saved_models/fer_vgg_kaggle --views ten \\
+        --output saved_models/fer_vgg_kaggle_ten
 """
 
 import argparse
@@ -34,7 +43,70 @@ def build_parser():
                         "views such as 'identity|shift:2,0'")
     parser.add_argument("--data", help="FER2013 CSV or image folder")
     parser.add_argument("--save", help="write/merge the results into this JSON file")
+    parser.add_argument("--output", help="with one RUN and one view set: write the wrapped "
+                        "model as a run folder here (e.g. saved_models/RUN_ten)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished run folder already in --output")
     return parser
+
+
+def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
+    """Writes `run`'s network wrapped with `view_set` as the run folder `output`.
+
+    Returns:
+        The new run's metrics dict (model "tta", its `source`, `views`, the source's
+        protocol, precision, epochs and minutes, and every split scored with the views).
+    """
+    from fer_keras.data import load_splits
+    from fer_keras.fit import refuse_finished_run, write_run_folder
+    from fer_keras.models import load_model
+    from fer_keras.models.layers import forward_passes, resolve_views, wrap_with_views
+    from fer_keras.results import evaluate_splits, plot_confusion, write_json
+
+    run, output = Path(run), Path(output)
+    refuse_finished_run(output, overwrite)
+    views = resolve_views(view_set)
+    source_config = json.loads((run / "config.json").read_text()) \
+        if (run / "config.json").exists() else {}
+    source_metrics = json.loads((run / "metrics.json").read_text()) \
+        if (run / "metrics.json").exists() else {}
+    protocol = source_config.get("protocol", "study")
+    splits = load_splits(data, protocol=protocol)
+    wrapped = wrap_with_views(load_model(run / "model.keras"), views)
+    # Not the training split: ten passes over 28,709 faces cost minutes and say nothing
+    # the source run's own Train column does not.
+    scored = evaluate_splits(wrapped, splits, ["validation", "public_test", "private_test"])
+    metrics = {
+        "experiment": output.name,
+        "model": "tta",
+        "source": str(run),
+        "view_set": view_set,
+        "views": list(views),
+        "forward_passes_per_face": forward_passes(wrapped),
+        "parameters": int(wrapped.count_params()),
+        "protocol": protocol,
+        "precision": source_config.get("precision", "float32"),
+        "selection_split": "public_test" if protocol == "kaggle" else "validation",
+        "best_epoch": source_metrics.get("best_epoch"),
+        "epochs_run": source_metrics.get("epochs_run"),
+        "train_minutes": source_metrics.get("train_minutes", 0.0),
+        "train_images_per_second": source_metrics.get("train_images_per_second"),
+        "splits": scored,
+    }
+    config = {"experiment": output.name, "model": "tta", "source": str(run),
+              "source_experiment": source_config.get("experiment"), "view_set": view_set,
+              "views": list(views), "protocol": protocol, "data_path": str(data),
+              "command": " ".join(["python -m fer_keras.tta"] + sys.argv[1:])}
+
+    def write(folder):
+        wrapped.save(folder / "model.keras")
+        write_json(folder / "config.json", config)
+        write_json(folder / "metrics.json", metrics)
+        plot_confusion(scored["private_test"]["confusion_matrix"],
+                       folder / "confusion_matrix.png", title=f"{output.name}: PrivateTest")
+
+    write_run_folder(output, write, overwrite)
+    return metrics
 
 
 def measure(run, view_sets, splits_by_protocol, data=None):
@@ -76,6 +148,10 @@ def main(argv=None):
         from fer_keras.data import resolve_data_path
         from fer_keras.models.layers import resolve_views
 
+        if args.output and (len(args.runs) != 1 or len(args.views) != 1):
+            raise ValueError(f"--output writes one run folder: give one RUN and one view set "
+                             f"(e.g. --views ten). Received: {len(args.runs)} run(s), views "
+                             f"{args.views}")
         for view_set in args.views:
             resolve_views(view_set)
         for run in args.runs:
@@ -83,6 +159,15 @@ def main(argv=None):
                 raise ValueError(f"{run} holds no model.keras; give run folders written by "
                                  "`python -m fer_keras.fit`.")
         data = resolve_data_path(args.data)
+        if args.output:
+            metrics = write_wrapped_run(args.runs[0], args.views[0], args.output, data,
+                                        args.overwrite)
+            splits = metrics["splits"]
+            print(f"{Path(args.runs[0]).name} with views {args.views[0]} "
+                  f"({metrics['forward_passes_per_face']} passes per face): selection "
+                  f"{100 * splits['validation']['accuracy']:.2f}, PrivateTest "
+                  f"{100 * splits['private_test']['accuracy']:.2f}; wrote {args.output}")
+            return
         splits_by_protocol = {}
         table = {Path(run).name: measure(run, args.views, splits_by_protocol, data)
                  for run in args.runs}

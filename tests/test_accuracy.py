@@ -206,3 +206,36 @@ def test_rebalance_command_writes_a_run_folder_that_scores_as_recorded(tiny_csv,
     assert metrics["splits"]["private_test"]["accuracy"] == pytest.approx(
         np.mean(predicted == y_test))
     assert rebalance.main([str(run), "--output", str(out), "--data", str(tiny_csv)]) == 2
+
+
+def test_tta_output_writes_a_run_folder_with_its_views(tiny_csv, tmp_path, capsys):
+    from fer_keras import report, tta
+
+    run = tmp_path / "baseline"
+    fit.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
+    out = tmp_path / "baseline_shifts"
+    args = [str(run), "--views", "shifts", "--output", str(out), "--data", str(tiny_csv)]
+    assert tta.main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "tta" and metrics["forward_passes_per_face"] == 6
+    assert metrics["source"] == str(run) and "train" not in metrics["splits"]
+    model = load_model(out / "model.keras")
+    assert forward_passes(model) == 6
+    bare = load_model(run / "model.keras")
+    x_test, y_test = fer_data.load_splits(tiny_csv)["private_test"]
+    x_test = x_test.astype("float32")
+    expected = wrap_with_views(bare, "shifts").predict(x_test, verbose=0)
+    np.testing.assert_allclose(model.predict(x_test, verbose=0), expected, atol=1e-5)
+    assert metrics["splits"]["private_test"]["accuracy"] == pytest.approx(
+        np.mean(expected.argmax(1) == y_test))
+    # The report lists it as a run derived from its source.
+    [row] = [cells for name, metrics, config in report.load_runs(tmp_path)
+             for cells in [report._row(name, metrics, config, "")] if name == out.name]
+    assert "= `baseline` + test-time views shifts (6 passes/face)" in row[1]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert tta.main(args) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert tta.main([str(run), "--views", "mirror", "ten", "--output",
+                     str(tmp_path / "two")]) == 2
+    assert "one view set" in capsys.readouterr().err
