@@ -366,9 +366,10 @@ SAMPLER_FLOAT_OPS = ("MUL", "ADD", "SUB", "FLOOR", "CAST", "MAXIMUM", "MINIMUM",
 
 The sampler turns predicted coordinates into pixel indices and bilinear weights (`FLOOR`,
 `CAST`, `GATHER` and elementwise arithmetic). In int8 those coordinates are off by whole
-pixels, and `deep_emotion`'s fully quantized file fell from 52.49% to 21.15% PrivateTest.
-Keeping these ops in float leaves the convolutions and dense layers, nearly all the
-compute, in int8 (52.13%, measured with `python -m fer_keras.formats`)."""
+pixels, and a fully quantized `deep_emotion` falls to near chance. Keeping these ops in
+float leaves the convolutions and dense layers, nearly all the compute, in int8; the
+`deep_emotion` rows of `saved_models/formats.json` (`python -m fer_keras.formats`) give
+the accuracy of each file."""
 
 
 def float_ops_for(model):
