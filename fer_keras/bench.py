@@ -87,7 +87,7 @@ def environment():
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 
-def method(steps, serving_onednn="default", litert=True, serving_only=False):
+def method(steps, serving_onednn="default", litert=True, serving_only=False, int8=False):
     """What is timed, in words, for the report."""
     onednn = {"default": "TensorFlow's default oneDNN setting for this CPU",
               "on": "TF_ENABLE_ONEDNN_OPTS=1", "off": "TF_ENABLE_ONEDNN_OPTS=0"}[serving_onednn]
@@ -103,6 +103,11 @@ def method(steps, serving_onednn="default", litert=True, serving_only=False):
         "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
                    f"individually timed calls after {WARMUP_CALLS} warm-up calls",
     }
+    if int8:
+        described["int8"] = ("the same SavedModel converted to int8 TFLite as export "
+                             "--quantize int8 does (nets with a spatial transformer keep "
+                             "their sampler in float), calibrated on 32 random images: its "
+                             "speed, not its accuracy; timed like the float file")
     if serving_only:
         described["training"] = ("not timed (--serving-only): each experiment's network is "
                                  "built with fresh weights in float32 and exported as is")
@@ -222,25 +227,35 @@ def measure_serving(folder, shape, steps, onednn="default", timeout=900):
     return json.loads(lines[-1])
 
 
-def measure_litert(savedmodel_dir, tflite_path, steps):
+def measure_litert(savedmodel_dir, tflite_path, steps, quantize=None, float_ops=None):
     """LiteRT batch-1 latency of a SavedModel's TFLite conversion, per thread count.
 
     Returns:
         `{"litert_runtime", "litert_threads_T_latency_ms_median",
         "litert_threads_T_latency_ms_p90" for T in LATENCY_THREADS}`, or
-        `{"litert_error": reason}` when the model does not convert.
+        `{"litert_error": reason}` when the model does not convert. With `quantize="int8"`
+        the keys start with `litert_int8_` instead: the file is calibrated on random pixels,
+        which sets its speed (int8 kernels do not depend on the values) but not its accuracy
+        (`python -m fer_keras.formats` scores trained runs' int8 files).
     """
+    import numpy as np
+
     from fer_keras.export import convert_tflite
 
-    written, message = convert_tflite(savedmodel_dir, tflite_path)
+    prefix = "litert_int8" if quantize == "int8" else "litert"
+    representative = None
+    if quantize == "int8":
+        representative = np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1), np.uint8)
+    written, message = convert_tflite(savedmodel_dir, tflite_path, quantize, representative,
+                                      float_ops)
     if not written:
-        return {"litert_error": message}
+        return {f"{prefix}_error": message}
     result = {}
     for threads in LATENCY_THREADS:
         timed = measure_latency(tflite_path, threads, calls=10 * steps, warmup=WARMUP_CALLS)
-        result["litert_runtime"] = timed["runtime"]
+        result[f"{prefix}_runtime"] = timed["runtime"]
         for key in ("latency_ms_median", "latency_ms_p90"):
-            result[f"litert_threads_{threads}_{key}"] = timed[key]
+            result[f"{prefix}_threads_{threads}_{key}"] = timed[key]
     return result
 
 
@@ -280,7 +295,8 @@ def measure_training(settings, steps, seed, precision):
 
 
 def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
-                     jit_compile=False, litert=True, precisions=None, serving_only=False):
+                     jit_compile=False, litert=True, precisions=None, serving_only=False,
+                     int8=False):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -294,6 +310,9 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
             `xla_latency_ms_median` and `xla_latency_ms_p90`.
         litert: also convert the SavedModel to TFLite and time it with LiteRT at batch 1
             (see `measure_litert`).
+        int8: also time an int8 TFLite file (post-training quantization as `export
+            --quantize int8` does it, calibrated on random pixels: its speed, not its
+            accuracy).
         precisions: dtype policies to time training under, one after the other (e.g.
             `["float32", "mixed_bfloat16"]`); default the experiment's own. The first is
             `train_images_per_second`; all go in `train_images_per_second_by_precision`.
@@ -335,6 +354,12 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         if litert:
             serving.update(measure_litert(Path(folder) / "savedmodel",
                                           Path(folder) / "model.tflite", steps))
+        if int8:
+            from fer_keras.export import float_ops_for
+
+            serving.update(measure_litert(Path(folder) / "savedmodel",
+                                          Path(folder) / "model_int8.tflite", steps, "int8",
+                                          float_ops_for(model)))
         if jit_compile:
             write_savedmodel(model, Path(folder) / "xla", jit_compile=True)
             compiled = measure_serving(Path(folder) / "xla", model.input_shape[1:], steps,
@@ -402,6 +427,9 @@ def table_rows(results):
     if litert:
         header += [f"LiteRT batch-1 ms, {threads} thread{'s' if threads > 1 else ''}"
                    for threads in LATENCY_THREADS]
+    int8 = any("litert_int8_runtime" in row or "litert_int8_error" in row for row in results)
+    if int8:
+        header += [f"LiteRT int8 batch-1 ms, {LATENCY_THREADS[-1]} threads"]
     rows = []
     for row in results:
         cells = [row["experiment"], row["model"], f"{row['parameters']:,}"]
@@ -431,6 +459,10 @@ def table_rows(results):
                 key = f"litert_threads_{threads}_latency_ms"
                 cells.append("-" if f"{key}_median" not in row else
                              f"{row[f'{key}_median']:.2f} ({row[f'{key}_p90']:.2f})")
+        if int8:
+            key = f"litert_int8_threads_{LATENCY_THREADS[-1]}_latency_ms"
+            cells.append("-" if f"{key}_median" not in row else
+                         f"{row[f'{key}_median']:.2f} ({row[f'{key}_p90']:.2f})")
         rows.append(cells)
     return header, rows
 
@@ -446,7 +478,8 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
                      f"load average {load_text}")
     for key, text in method(steps, serving_onednn, litert=any(
             "litert_runtime" in row for row in results), serving_only=not any(
-            "train_images_per_second" in row for row in results)).items():
+            "train_images_per_second" in row for row in results), int8=any(
+            "litert_int8_runtime" in row for row in results)).items():
         lines.append(f"{key}: {text}")
     header, rows = table_rows(results)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
@@ -486,6 +519,9 @@ def build_parser():
                         help="skip training; time only the exported model (SavedModel and "
                         "LiteRT), built with fresh weights: a float model's speed does not "
                         "depend on its weights")
+    parser.add_argument("--int8", action="store_true",
+                        help="also time an int8 TFLite file with LiteRT (quantized as export "
+                        "--quantize int8 does, calibrated on random pixels: speed only)")
     parser.add_argument("--no-litert", action="store_true",
                         help="skip the LiteRT (TFLite) batch-1 latency columns")
     parser.add_argument("--peer", metavar="SCRIPT",
@@ -569,13 +605,14 @@ def main(argv=None):
                                       jit_compile=args.jit_compile,
                                       litert=not args.no_litert,
                                       precisions=args.precision,
-                                      serving_only=args.serving_only)
+                                      serving_only=args.serving_only,
+                                      int8=args.int8)
             results.append(add_peer(result, peer) if peer is not None else result)
         command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
                                                            else sys.argv[1:])])
         report = {"command": command, "environment": env,
                   "method": method(args.steps, args.serving_onednn, not args.no_litert,
-                                   args.serving_only),
+                                   args.serving_only, args.int8),
                   "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)

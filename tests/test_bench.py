@@ -140,17 +140,19 @@ def test_serving_only_times_the_export_without_training(monkeypatch, capsys):
         raise AssertionError("--serving-only must not build a training pipeline")
 
     monkeypatch.setattr(fer_keras.data, "make_dataset", no_training)
-    assert bench.main(["fer_vgg", "--serving-only", "--steps", "1", "--json"]) == 0
+    assert bench.main(["fer_vgg", "--serving-only", "--int8", "--steps", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     [row] = report["results"]
     assert "train_images_per_second" not in row
     assert row["forward_passes"] == 2  # fer_vgg averages each face with its mirror.
     for key in ("inference_images_per_second", "latency_ms_median",
-                "litert_threads_1_latency_ms_median", "litert_threads_2_latency_ms_median"):
+                "litert_threads_1_latency_ms_median", "litert_threads_2_latency_ms_median",
+                "litert_int8_threads_2_latency_ms_median"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert "not timed" in report["method"]["training"]
     header, [cells] = bench.table_rows(report["results"])
     assert "train img/s" not in header and cells[header.index("passes/face")] == "2"
+    assert "LiteRT int8 batch-1 ms, 2 threads" in header and "int8" in report["method"]
 
 
 def test_all_and_names_do_not_mix(capsys):

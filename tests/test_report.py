@@ -255,11 +255,15 @@ def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
              "environment": {"tensorflow": "2.21.0", "keras": "3.15.1", "cpu_count": 2,
                              "load_average": [0.1, 0.2, 0.3]},
              "method": bench.method(20, serving_only=True),
-             "results": [row("baseline", 1, 0.4), row("fer_vgg", 2, 2.3)]}
+             "results": [row("baseline", 1, 0.4), row("fer_vgg", 2, 2.3),
+                         row("fer_resnet", 1, 4.1)]}
+    saved["results"][1]["litert_int8_threads_2_latency_ms_median"] = 0.8
+    saved["results"][2]["litert_int8_threads_2_latency_ms_median"] = 2.5
     (runs / report.SERVING_FILE).write_text(json.dumps(saved))
     assert report.main(args + ["--check"]) == 1
     assert report.main(args) == 0
-    summary = "1 of 2 experiments' nets under 2 ms; over it: `fer_vgg` 2.30 ms."
+    summary = ("1 of 3 experiments' nets under 2 ms; over it: `fer_resnet` 4.10 ms, `fer_vgg` "
+               "2.30 ms. As int8 files, 1 of those 2 are under it (slowest 0.80 ms).")
     for text in (page.read_text(), readme.read_text(), (runs / "README.md").read_text()):
         assert summary in text
     assert "old" not in page.read_text()
