@@ -151,6 +151,24 @@ def test_latency_is_measured_in_a_fresh_process(exported):
         litert.measure_latency(path, 0)
 
 
+def test_latency_falls_back_to_builtin_kernels_when_xnnpack_fails(exported, monkeypatch):
+    import subprocess
+
+    real_run = subprocess.run
+
+    def xnnpack_refuses(command, **kwargs):
+        # As LiteRT does on some int8 files: "failed to create XNNPACK runtime", exit 1.
+        if command[-1] == "xnnpack":
+            return subprocess.CompletedProcess(command, 1, "", "RuntimeError: failed to "
+                                               "create XNNPACK runtime")
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(litert.subprocess, "run", xnnpack_refuses)
+    path = exported["savedmodel"] / "assets.extra" / "model.tflite"
+    timed = litert.measure_latency(path, 1, calls=5, warmup=1)
+    assert timed["xnnpack"] is False and timed["latency_ms_median"] > 0
+
+
 def test_bad_tflite_paths_and_quantize_values(tmp_path):
     with pytest.raises(ValueError, match="Expected a .tflite file"):
         litert.TFLiteClassifier(tmp_path / "model.keras")
