@@ -93,7 +93,7 @@ def make_ensemble(runs, output, data=None, overwrite=False):
     from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes
-    from fer_keras.results import evaluate_splits, plot_confusion, write_json
+    from fer_keras.results import evaluate_splits, save_derived_run
 
     output = Path(output)
     refuse_finished_run(output, overwrite)
@@ -127,14 +127,9 @@ def make_ensemble(runs, output, data=None, overwrite=False):
               "members": metrics["members"], "member_protocols": protocols,
               "protocol": protocol, "data_path": str(data_path),
               "command": " ".join(["python -m fer_keras.ensemble"] + sys.argv[1:])}
-    def write(folder):
-        ensemble.save(folder / "model.keras")
-        write_json(folder / "config.json", config)
-        write_json(folder / "metrics.json", metrics)
-        plot_confusion(scored["private_test"]["confusion_matrix"],
-                       folder / "confusion_matrix.png", title=f"{output.name}: PrivateTest")
-
-    write_run_folder(output, write, overwrite)
+    write_run_folder(output, lambda folder: save_derived_run(
+        folder, ensemble, config, metrics, "private_test", f"{output.name}: PrivateTest"),
+        overwrite)
     return metrics
 
 

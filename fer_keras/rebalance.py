@@ -20,7 +20,6 @@ that `evaluate --verify`, `export`, `predict` and `report` take. Nothing is retr
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -105,19 +104,16 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False):
     from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import LogitAdjustment
-    from fer_keras.results import (evaluate_splits, plot_confusion, predict_probabilities,
-                                   write_json)
+    from fer_keras.results import (evaluate_splits, predict_probabilities, save_derived_run,
+                                   source_run)
 
     run, output = Path(run), Path(output)
     refuse_finished_run(output, overwrite)
     if not (run / "model.keras").exists():
         raise ValueError(f"{run} holds no model.keras; give a run folder written by "
                          "`python -m fer_keras.fit`.")
-    source_config = json.loads((run / "config.json").read_text()) \
-        if (run / "config.json").exists() else {}
-    source_metrics = json.loads((run / "metrics.json").read_text()) \
-        if (run / "metrics.json").exists() else {}
-    protocol = source_config.get("protocol", "study")
+    source_config, inherited = source_run(run)
+    protocol = inherited["protocol"]
     data_path = resolve_data_path(data)
     splits = load_splits(data_path, protocol=protocol)
     counts = np.bincount(splits["train"][1], minlength=NUM_CLASSES).astype("float64")
@@ -142,13 +138,7 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False):
         "sweep": None if sweep is None else [
             {"tau": t, "accuracy": a, "macro_f1": f} for t, a, f in sweep],
         "parameters": int(model.count_params()),
-        "protocol": protocol,
-        "precision": source_config.get("precision", "float32"),
-        "selection_split": "public_test" if protocol == "kaggle" else "validation",
-        "best_epoch": source_metrics.get("best_epoch"),
-        "epochs_run": source_metrics.get("epochs_run"),
-        "train_minutes": source_metrics.get("train_minutes", 0.0),
-        "train_images_per_second": source_metrics.get("train_images_per_second"),
+        **inherited,
         "splits": scored,
     }
     config = {"experiment": output.name, "model": "rebalanced", "source": str(run),
@@ -157,11 +147,8 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False):
               "data_path": str(data_path),
               "command": " ".join(["python -m fer_keras.rebalance"] + sys.argv[1:])}
     def write(folder):
-        model.save(folder / "model.keras")
-        write_json(folder / "config.json", config)
-        write_json(folder / "metrics.json", metrics)
-        plot_confusion(scored["validation"]["confusion_matrix"], folder / "confusion_matrix.png",
-                       title=f"{output.name}: selection split")
+        save_derived_run(folder, model, config, metrics, "validation",
+                         f"{output.name}: selection split")
         if sweep is not None:
             plot_sweep(sweep, tau, folder / "tau_sweep.png",
                        title=f"{run.name}: logit adjustment")

@@ -170,3 +170,40 @@ def plot_confusion(matrix, path, title=""):
 def write_json(path, payload):
     """Writes sorted, indented JSON with a trailing newline (stable diffs)."""
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def source_run(run):
+    """What a run derived without training (`rebalance`, `tta --output`) takes from its
+    source run folder.
+
+    Returns:
+        `(config, inherited)`: the source's `config.json` (empty if missing), and the
+        fields a derived run's `metrics.json` copies: protocol, precision, selection split,
+        epochs and training minutes and speed.
+    """
+    run = Path(run)
+    config = json.loads((run / "config.json").read_text()) \
+        if (run / "config.json").exists() else {}
+    metrics = json.loads((run / "metrics.json").read_text()) \
+        if (run / "metrics.json").exists() else {}
+    protocol = config.get("protocol", "study")
+    return config, {
+        "protocol": protocol,
+        "precision": config.get("precision", "float32"),
+        "selection_split": "public_test" if protocol == "kaggle" else "validation",
+        "best_epoch": metrics.get("best_epoch"),
+        "epochs_run": metrics.get("epochs_run"),
+        "train_minutes": metrics.get("train_minutes", 0.0),
+        "train_images_per_second": metrics.get("train_images_per_second"),
+    }
+
+
+def save_derived_run(folder, model, config, metrics, split, title):
+    """Writes a derived run's `model.keras`, `config.json`, `metrics.json` and the
+    confusion matrix of `split` into `folder` (the staging folder of `write_run_folder`)."""
+    folder = Path(folder)
+    model.save(folder / "model.keras")
+    write_json(folder / "config.json", config)
+    write_json(folder / "metrics.json", metrics)
+    plot_confusion(metrics["splits"][split]["confusion_matrix"],
+                   folder / "confusion_matrix.png", title=title)

@@ -61,16 +61,13 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
     from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes, resolve_views, wrap_with_views
-    from fer_keras.results import evaluate_splits, plot_confusion, write_json
+    from fer_keras.results import evaluate_splits, save_derived_run, source_run
 
     run, output = Path(run), Path(output)
     refuse_finished_run(output, overwrite)
     views = resolve_views(view_set)
-    source_config = json.loads((run / "config.json").read_text()) \
-        if (run / "config.json").exists() else {}
-    source_metrics = json.loads((run / "metrics.json").read_text()) \
-        if (run / "metrics.json").exists() else {}
-    protocol = source_config.get("protocol", "study")
+    source_config, inherited = source_run(run)
+    protocol = inherited["protocol"]
     splits = load_splits(data, protocol=protocol)
     wrapped = wrap_with_views(load_model(run / "model.keras"), views)
     # Not the training split: ten passes over 28,709 faces cost minutes and say nothing
@@ -84,13 +81,7 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
         "views": list(views),
         "forward_passes_per_face": forward_passes(wrapped),
         "parameters": int(wrapped.count_params()),
-        "protocol": protocol,
-        "precision": source_config.get("precision", "float32"),
-        "selection_split": "public_test" if protocol == "kaggle" else "validation",
-        "best_epoch": source_metrics.get("best_epoch"),
-        "epochs_run": source_metrics.get("epochs_run"),
-        "train_minutes": source_metrics.get("train_minutes", 0.0),
-        "train_images_per_second": source_metrics.get("train_images_per_second"),
+        **inherited,
         "splits": scored,
     }
     config = {"experiment": output.name, "model": "tta", "source": str(run),
@@ -98,14 +89,9 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
               "views": list(views), "protocol": protocol, "data_path": str(data),
               "command": " ".join(["python -m fer_keras.tta"] + sys.argv[1:])}
 
-    def write(folder):
-        wrapped.save(folder / "model.keras")
-        write_json(folder / "config.json", config)
-        write_json(folder / "metrics.json", metrics)
-        plot_confusion(scored["private_test"]["confusion_matrix"],
-                       folder / "confusion_matrix.png", title=f"{output.name}: PrivateTest")
-
-    write_run_folder(output, write, overwrite)
+    write_run_folder(output, lambda folder: save_derived_run(
+        folder, wrapped, config, metrics, "private_test", f"{output.name}: PrivateTest"),
+        overwrite)
     return metrics
 
 
