@@ -87,7 +87,8 @@ def environment():
             "devices": [device.name for device in tf.config.list_logical_devices()]}
 
 
-def method(steps, serving_onednn="default", litert=True, serving_only=False, int8=False):
+def method(steps, serving_onednn="default", litert=True, serving_only=False, int8=False,
+           model_only=False):
     """What is timed, in words, for the report."""
     onednn = {"default": "TensorFlow's default oneDNN setting for this CPU",
               "on": "TF_ENABLE_ONEDNN_OPTS=1", "off": "TF_ENABLE_ONEDNN_OPTS=0"}[serving_onednn]
@@ -103,6 +104,11 @@ def method(steps, serving_onednn="default", litert=True, serving_only=False, int
         "latency": f"the same signature on 1 image, median and p90 of {10 * steps} "
                    f"individually timed calls after {WARMUP_CALLS} warm-up calls",
     }
+    if model_only:
+        described["network alone"] = (
+            f"model.fit of the same network and optimizer on the same random images as "
+            f"cached batches of {TRAIN_BATCH} in a fixed order, without augmentation or "
+            f"shuffling; warm-up and timing as for training")
     if int8:
         described["int8"] = ("the same SavedModel converted to int8 TFLite as export "
                              "--quantize int8 does (nets with a spatial transformer keep "
@@ -259,8 +265,14 @@ def measure_litert(savedmodel_dir, tflite_path, steps, quantize=None, float_ops=
     return result
 
 
-def measure_training(settings, steps, seed, precision):
+def measure_training(settings, steps, seed, precision, model_only=False):
     """Training images/s of one resolved experiment under a dtype policy.
+
+    Args:
+        model_only: time the network alone: the same random images as cached batches in
+            a fixed order, without the experiment's augmentation (which runs on the CPU
+            too, in float32, whatever the policy), so the figure is the network's own
+            forward and backward pass.
 
     Returns:
         `(images_per_second, model)`: the median over `EPOCHS` timed epochs, and the model
@@ -282,9 +294,10 @@ def measure_training(settings, steps, seed, precision):
     with precision_policy(precision):
         model = get_model(settings["model"], **settings["model_kwargs"])
         compile_model(model, steps_per_epoch=steps, **settings)
-    augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None
-    dataset = make_dataset(images, labels, TRAIN_BATCH, shuffle=True, augmentation=augmentation,
-                           seed=seed)
+    augmentation = (Augmentation(settings["augmentation"])
+                    if settings["augmentation"] and not model_only else None)
+    dataset = make_dataset(images, labels, TRAIN_BATCH, shuffle=not model_only,
+                           augmentation=augmentation, seed=seed)
     weights = class_weights(labels, settings["class_weight"])
     model.fit(dataset, epochs=1, steps_per_epoch=min(WARMUP_STEPS, steps), verbose=0,
               shuffle=False, class_weight=weights)
@@ -296,7 +309,7 @@ def measure_training(settings, steps, seed, precision):
 
 def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
                      jit_compile=False, litert=True, precisions=None, serving_only=False,
-                     int8=False):
+                     int8=False, model_only=False):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -317,6 +330,10 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
             `["float32", "mixed_bfloat16"]`); default the experiment's own. The first is
             `train_images_per_second`; all go in `train_images_per_second_by_precision`.
             Serving is always timed in float32, as `export` writes it.
+        model_only: also time training of the network alone under each precision
+            (cached batches, no augmentation or shuffling), as
+            `model_train_images_per_second_by_precision`: it separates the network's
+            bfloat16 speed-up from that of the whole `fit` pipeline.
         serving_only: skip training; serve the experiment's freshly built float32 model
             (weights do not change a float model's speed). The result then has no
             training figures.
@@ -338,13 +355,16 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
     settings = resolve_settings(name)
     precisions = list(precisions or [settings["precision"]])
-    rates = {}
+    rates, model_rates = {}, {}
     if serving_only:
         keras.utils.set_random_seed(seed)
         model = get_model(settings["model"], **settings["model_kwargs"])
     else:
         for precision in precisions:
             rates[precision], model = measure_training(settings, steps, seed, precision)
+            if model_only:
+                model_rates[precision], _ = measure_training(settings, steps, seed, precision,
+                                                             model_only=True)
         model = with_dtype_policy(model, "float32")
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
@@ -377,6 +397,9 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         result["train_images_per_second"] = round(rates[precisions[0]], 1)
         result["train_images_per_second_by_precision"] = {key: round(value, 1)
                                                           for key, value in rates.items()}
+    if model_rates:
+        result["model_train_images_per_second_by_precision"] = {
+            key: round(value, 1) for key, value in model_rates.items()}
     keras.backend.clear_session()
     return result
 
@@ -416,6 +439,13 @@ def table_rows(results):
     speedup = {"float32", "mixed_bfloat16"} <= set(compared)
     if speedup:
         header.append("bfloat16 speed-up")
+    alone = sorted({precision for row in results
+                    for precision in row.get("model_train_images_per_second_by_precision", {})})
+    alone = alone if len(alone) > 1 else []
+    header += [f"network alone img/s, {precision}" for precision in alone]
+    alone_speedup = {"float32", "mixed_bfloat16"} <= set(alone)
+    if alone_speedup:
+        header.append("bfloat16 speed-up, network alone")
     if peer:
         header += ["PyTorch train img/s", "ratio"]
     header += ["inference img/s (batch 256)", "ms/image, batch 256",
@@ -442,6 +472,12 @@ def table_rows(results):
         cells += ["-" if precision not in by_precision else f"{by_precision[precision]:,.0f}"
                   for precision in compared]
         if speedup:
+            cells.append(f"{by_precision['mixed_bfloat16'] / by_precision['float32']:.2f}x"
+                         if {"float32", "mixed_bfloat16"} <= set(by_precision) else "-")
+        by_precision = row.get("model_train_images_per_second_by_precision", {})
+        cells += ["-" if precision not in by_precision else f"{by_precision[precision]:,.0f}"
+                  for precision in alone]
+        if alone_speedup:
             cells.append(f"{by_precision['mixed_bfloat16'] / by_precision['float32']:.2f}x"
                          if {"float32", "mixed_bfloat16"} <= set(by_precision) else "-")
         if peer:
@@ -479,7 +515,8 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
     for key, text in method(steps, serving_onednn, litert=any(
             "litert_runtime" in row for row in results), serving_only=not any(
             "train_images_per_second" in row for row in results), int8=any(
-            "litert_int8_runtime" in row for row in results)).items():
+            "litert_int8_runtime" in row for row in results), model_only=any(
+            "model_train_images_per_second_by_precision" in row for row in results)).items():
         lines.append(f"{key}: {text}")
     header, rows = table_rows(results)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
@@ -510,6 +547,10 @@ def build_parser():
     parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS),
                         help="time training under each of these dtype policies, side by side "
                         "(e.g. --precision float32 mixed_bfloat16); default: the experiment's")
+    parser.add_argument("--model-only", action="store_true",
+                        help="also time training of the network alone under each --precision "
+                        "(cached batches, no augmentation): the network's own speed-up, "
+                        "apart from the input pipeline's")
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure batch-1 latency of an XLA-compiled export "
                         "(python -m fer_keras.export --jit-compile)")
@@ -592,6 +633,8 @@ def main(argv=None):
         if args.steps < 1:
             raise ValueError(f"--steps must be a positive integer. Received: "
                              f"steps={args.steps}")
+        if args.model_only and args.serving_only:
+            raise ValueError("--model-only times training; it cannot go with --serving-only.")
         if args.backend or args.stream_folder:
             return _throughput(args, names[0])
         env = environment()
@@ -606,13 +649,13 @@ def main(argv=None):
                                       litert=not args.no_litert,
                                       precisions=args.precision,
                                       serving_only=args.serving_only,
-                                      int8=args.int8)
+                                      int8=args.int8, model_only=args.model_only)
             results.append(add_peer(result, peer) if peer is not None else result)
         command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
                                                            else sys.argv[1:])])
         report = {"command": command, "environment": env,
                   "method": method(args.steps, args.serving_onednn, not args.no_litert,
-                                   args.serving_only, args.int8),
+                                   args.serving_only, args.int8, args.model_only),
                   "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fer_keras.cli import entry_point, run_command
 
 
@@ -93,7 +95,7 @@ def make_ensemble(runs, output, data=None, overwrite=False):
     from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes
-    from fer_keras.results import evaluate_splits, save_derived_run
+    from fer_keras.results import save_derived_run, score, split_probabilities
 
     output = Path(output)
     refuse_finished_run(output, overwrite)
@@ -104,12 +106,18 @@ def make_ensemble(runs, output, data=None, overwrite=False):
     members = [load_model(path) for path in paths]
     ensemble = build_ensemble(members, name=output.name)
     splits = load_splits(data_path, protocol=protocol)
-    scored = evaluate_splits(ensemble, splits, ["validation", "public_test", "private_test"])
-    member_scores = {}
-    for path, member in zip(paths, members):
-        member_scores[str(path.parent)] = {
-            split: result["accuracy"] for split, result in evaluate_splits(
-                member, splits, ["validation", "public_test", "private_test"]).items()}
+    # Each member predicts each split once; the ensemble's scores come from the mean of
+    # those probabilities, which is what its Average layer computes (`evaluate --verify`
+    # scores the written model itself).
+    names = ["validation", "public_test", "private_test"]
+    member_probabilities = [split_probabilities(member, splits, names) for member in members]
+    member_scores = {
+        str(path.parent): {split: score(splits[split][1], probabilities)["accuracy"]
+                           for split, probabilities in by_split.items()}
+        for path, by_split in zip(paths, member_probabilities)}
+    scored = {split: score(splits[split][1], np.mean(
+                  [by_split[split] for by_split in member_probabilities], axis=0))
+              for split in member_probabilities[0]}
     metrics = {
         "experiment": output.name,
         "model": "ensemble",

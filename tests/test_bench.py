@@ -159,3 +159,35 @@ def test_all_and_names_do_not_mix(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["baseline", "--all"])
     assert exit_info.value.code == 2 and "--all" in capsys.readouterr().err
+
+
+def test_model_only_times_the_network_without_augmentation(monkeypatch, capsys):
+    import fer_keras.data
+
+    pipelines = []
+    real_make_dataset = fer_keras.data.make_dataset
+
+    def spy_make_dataset(*args, **kwargs):
+        pipelines.append(kwargs)
+        return real_make_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(fer_keras.data, "make_dataset", spy_make_dataset)
+    assert bench.main(["baseline_aug", "--model-only", "--precision", "float32",
+                       "mixed_bfloat16", "--no-litert", "--steps", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Per precision: fit's pipeline (shuffled, augmented), then the network alone.
+    assert [(kwargs["shuffle"], kwargs["augmentation"] is None) for kwargs in pipelines] \
+        == [(True, False), (False, True)] * 2
+    [row] = report["results"]
+    alone = row["model_train_images_per_second_by_precision"]
+    assert set(alone) == {"float32", "mixed_bfloat16"}
+    assert all(math.isfinite(value) and value > 0 for value in alone.values())
+    assert "without augmentation" in report["method"]["network alone"]
+    header, [cells] = bench.table_rows(report["results"])
+    ratio = cells[header.index("bfloat16 speed-up, network alone")]
+    assert ratio == f"{alone['mixed_bfloat16'] / alone['float32']:.2f}x"
+
+
+def test_model_only_needs_training(capsys):
+    assert bench.main(["baseline", "--model-only", "--serving-only"]) == 2
+    assert "--serving-only" in capsys.readouterr().err

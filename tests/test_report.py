@@ -270,3 +270,41 @@ def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
     assert "| `fer_vgg` | fer_vgg | 1,000 | 2 |" in page.read_text()
     assert "train img/s" not in page.read_text()
     assert report.main(args + ["--check"]) == 0
+
+
+def test_precision_benchmark_gives_both_speed_ups(tmp_path):
+    from fer_keras import bench
+
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    runs.mkdir()
+    docs.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    page = docs / "training.md"
+    page.write_text("# Training\n\n<!-- precision:start -->\nold\n<!-- precision:end -->\n")
+    args = ["--root", str(runs), "--readme", str(readme)]
+    assert report.main(args) == 0
+    assert "No precision benchmark saved yet" in page.read_text()
+
+    saved = {"command": "python -m fer_keras.bench fer_vgg --precision float32 mixed_bfloat16",
+             "environment": {"tensorflow": "2.21.0", "keras": "3.15.1", "cpu_count": 2,
+                             "load_average": [0.1, 0.2, 0.3]},
+             "method": bench.method(20, litert=False, model_only=True),
+             "results": [{"experiment": "fer_vgg", "model": "fer_vgg", "augmentation": None,
+                          "parameters": 1000, "inference_images_per_second": 500.0,
+                          "latency_ms_median": 3.0, "latency_ms_p90": 4.0,
+                          "train_images_per_second": 200.0,
+                          "train_images_per_second_by_precision": {
+                              "float32": 200.0, "mixed_bfloat16": 300.0},
+                          "model_train_images_per_second_by_precision": {
+                              "float32": 250.0, "mixed_bfloat16": 400.0}}]}
+    (runs / report.PRECISION_FILE).write_text(json.dumps(saved))
+    assert report.main(args + ["--check"]) == 1
+    assert report.main(args) == 0
+    text = page.read_text()
+    assert ("`fer_vgg`, through fit's pipeline: 200 img/s in float32, 300 in mixed_bfloat16 "
+            "(1.50x).") in text
+    assert "`fer_vgg`, network alone: 250 img/s in float32, 400 in mixed_bfloat16 (1.60x)." \
+        in text
+    assert "| bfloat16 speed-up | network alone img/s, float32 |" in text
+    assert "old" not in text and report.main(args + ["--check"]) == 0
