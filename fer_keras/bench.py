@@ -432,20 +432,13 @@ def table_rows(results):
     passes = any("forward_passes" in row for row in results)
     header = ["experiment", "model", "parameters"] + (["passes/face"] if passes else []) \
         + (["train img/s"] if training else [])
-    compared = sorted({precision for row in results
-                       for precision in row.get("train_images_per_second_by_precision", {})})
-    compared = compared if len(compared) > 1 else []
-    header += [f"train img/s, {precision}" for precision in compared]
-    speedup = {"float32", "mixed_bfloat16"} <= set(compared)
-    if speedup:
-        header.append("bfloat16 speed-up")
-    alone = sorted({precision for row in results
-                    for precision in row.get("model_train_images_per_second_by_precision", {})})
-    alone = alone if len(alone) > 1 else []
-    header += [f"network alone img/s, {precision}" for precision in alone]
-    alone_speedup = {"float32", "mixed_bfloat16"} <= set(alone)
-    if alone_speedup:
-        header.append("bfloat16 speed-up, network alone")
+    # Training images/s per dtype policy: through fit's pipeline, then of the network alone.
+    by_precision = [_precision_columns(results, key, label) for key, label in (
+        ("train_images_per_second_by_precision", ("train img/s", "bfloat16 speed-up")),
+        ("model_train_images_per_second_by_precision",
+         ("network alone img/s", "bfloat16 speed-up, network alone")))]
+    for columns, _ in by_precision:
+        header += columns
     if peer:
         header += ["PyTorch train img/s", "ratio"]
     header += ["inference img/s (batch 256)", "ms/image, batch 256",
@@ -468,18 +461,8 @@ def table_rows(results):
         if training:
             rate = row.get("train_images_per_second")
             cells.append("-" if rate is None else f"{rate:,.0f}")
-        by_precision = row.get("train_images_per_second_by_precision", {})
-        cells += ["-" if precision not in by_precision else f"{by_precision[precision]:,.0f}"
-                  for precision in compared]
-        if speedup:
-            cells.append(f"{by_precision['mixed_bfloat16'] / by_precision['float32']:.2f}x"
-                         if {"float32", "mixed_bfloat16"} <= set(by_precision) else "-")
-        by_precision = row.get("model_train_images_per_second_by_precision", {})
-        cells += ["-" if precision not in by_precision else f"{by_precision[precision]:,.0f}"
-                  for precision in alone]
-        if alone_speedup:
-            cells.append(f"{by_precision['mixed_bfloat16'] / by_precision['float32']:.2f}x"
-                         if {"float32", "mixed_bfloat16"} <= set(by_precision) else "-")
+        for _, cells_of in by_precision:
+            cells += cells_of(row)
         if peer:
             rate, ratio = row.get("peer_train_images_per_second"), row.get("train_ratio_to_peer")
             cells += ["-" if rate is None else f"{rate:,.0f}",
@@ -501,6 +484,30 @@ def table_rows(results):
                          f"{row[f'{key}_median']:.2f} ({row[f'{key}_p90']:.2f})")
         rows.append(cells)
     return header, rows
+
+
+def _precision_columns(results, key, labels):
+    """Columns for the `{precision: images/s}` dicts under `key`, where any row times more
+    than one policy: one per policy, then the bfloat16/float32 ratio when both are there.
+
+    Returns `(header, cells)`: the column names and a function giving one row's cells.
+    """
+    name, ratio_name = labels
+    compared = sorted({precision for row in results for precision in row.get(key, {})})
+    compared = compared if len(compared) > 1 else []
+    speedup = {"float32", "mixed_bfloat16"} <= set(compared)
+    header = [f"{name}, {precision}" for precision in compared] + ([ratio_name] if speedup else [])
+
+    def cells(row):
+        rates = row.get(key, {})
+        values = ["-" if precision not in rates else f"{rates[precision]:,.0f}"
+                  for precision in compared]
+        if speedup:
+            values.append(f"{rates['mixed_bfloat16'] / rates['float32']:.2f}x"
+                          if {"float32", "mixed_bfloat16"} <= set(rates) else "-")
+        return values
+
+    return header, cells
 
 
 def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default"):
