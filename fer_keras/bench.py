@@ -88,7 +88,7 @@ def environment():
 
 
 def method(steps, serving_onednn="default", litert=True, serving_only=False, int8=False,
-           model_only=False):
+           model_only=False, rounds=1):
     """What is timed, in words, for the report."""
     onednn = {"default": "TensorFlow's default oneDNN setting for this CPU",
               "on": "TF_ENABLE_ONEDNN_OPTS=1", "off": "TF_ENABLE_ONEDNN_OPTS=0"}[serving_onednn]
@@ -109,6 +109,11 @@ def method(steps, serving_onednn="default", litert=True, serving_only=False, int
             f"model.fit of the same network and optimizer on the same random images as "
             f"cached batches of {TRAIN_BATCH} in a fixed order, without augmentation or "
             f"shuffling; warm-up and timing as for training")
+    if rounds > 1:
+        described["rounds"] = (
+            f"training timed {rounds} times under each precision, the precisions taking "
+            f"turns; each figure is the median of its {rounds} rounds (every round is in "
+            f"train_images_per_second_rounds)")
     if int8:
         described["int8"] = ("the same SavedModel converted to int8 TFLite as export "
                              "--quantize int8 does (nets with a spatial transformer keep "
@@ -309,7 +314,7 @@ def measure_training(settings, steps, seed, precision, model_only=False):
 
 def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default",
                      jit_compile=False, litert=True, precisions=None, serving_only=False,
-                     int8=False, model_only=False):
+                     int8=False, model_only=False, rounds=1):
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
@@ -334,6 +339,10 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
             (cached batches, no augmentation or shuffling), as
             `model_train_images_per_second_by_precision`: it separates the network's
             bfloat16 speed-up from that of the whole `fit` pipeline.
+        rounds: time training this many times under each precision, the precisions taking
+            turns (float32, bfloat16, float32, ...), and keep each one's median: slow drift
+            of the machine then falls on every precision alike. The single figures go in
+            `train_images_per_second_rounds` (and `model_train_..._rounds`).
         serving_only: skip training; serve the experiment's freshly built float32 model
             (weights do not change a float model's speed). The result then has no
             training figures.
@@ -355,17 +364,26 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
     settings = resolve_settings(name)
     precisions = list(precisions or [settings["precision"]])
-    rates, model_rates = {}, {}
+    import numpy as np
+
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer. Received: rounds={rounds!r}")
+    by_round, model_by_round = {}, {}
     if serving_only:
         keras.utils.set_random_seed(seed)
         model = get_model(settings["model"], **settings["model_kwargs"])
     else:
-        for precision in precisions:
-            rates[precision], model = measure_training(settings, steps, seed, precision)
-            if model_only:
-                model_rates[precision], _ = measure_training(settings, steps, seed, precision,
-                                                             model_only=True)
+        for _ in range(rounds):
+            for precision in precisions:
+                rate, model = measure_training(settings, steps, seed, precision)
+                by_round.setdefault(precision, []).append(rate)
+                if model_only:
+                    rate, _ = measure_training(settings, steps, seed, precision,
+                                               model_only=True)
+                    model_by_round.setdefault(precision, []).append(rate)
         model = with_dtype_policy(model, "float32")
+    rates = {key: float(np.median(values)) for key, values in by_round.items()}
+    model_rates = {key: float(np.median(values)) for key, values in model_by_round.items()}
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
         write_savedmodel(model, Path(folder) / "savedmodel")
@@ -400,6 +418,14 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
     if model_rates:
         result["model_train_images_per_second_by_precision"] = {
             key: round(value, 1) for key, value in model_rates.items()}
+    if rounds > 1:
+        result["rounds"] = rounds
+        result["train_images_per_second_rounds"] = {
+            key: [round(value, 1) for value in values] for key, values in by_round.items()}
+        if model_by_round:
+            result["model_train_images_per_second_rounds"] = {
+                key: [round(value, 1) for value in values]
+                for key, values in model_by_round.items()}
     keras.backend.clear_session()
     return result
 
@@ -523,7 +549,8 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
             "litert_runtime" in row for row in results), serving_only=not any(
             "train_images_per_second" in row for row in results), int8=any(
             "litert_int8_runtime" in row for row in results), model_only=any(
-            "model_train_images_per_second_by_precision" in row for row in results)).items():
+            "model_train_images_per_second_by_precision" in row for row in results),
+            rounds=max((row.get("rounds", 1) for row in results), default=1)).items():
         lines.append(f"{key}: {text}")
     header, rows = table_rows(results)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
@@ -558,6 +585,9 @@ def build_parser():
                         help="also time training of the network alone under each --precision "
                         "(cached batches, no augmentation): the network's own speed-up, "
                         "apart from the input pipeline's")
+    parser.add_argument("--rounds", type=int_at_least(1), default=1,
+                        help="time training this many times under each --precision, taking "
+                        "turns, and report each one's median (default 1)")
     parser.add_argument("--jit-compile", action="store_true",
                         help="also measure batch-1 latency of an XLA-compiled export "
                         "(python -m fer_keras.export --jit-compile)")
@@ -656,13 +686,15 @@ def main(argv=None):
                                       litert=not args.no_litert,
                                       precisions=args.precision,
                                       serving_only=args.serving_only,
-                                      int8=args.int8, model_only=args.model_only)
+                                      int8=args.int8, model_only=args.model_only,
+                                      rounds=args.rounds)
             results.append(add_peer(result, peer) if peer is not None else result)
         command = " ".join(["python -m fer_keras.bench", *(argv if argv is not None
                                                            else sys.argv[1:])])
         report = {"command": command, "environment": env,
                   "method": method(args.steps, args.serving_onednn, not args.no_litert,
-                                   args.serving_only, args.int8, args.model_only),
+                                   args.serving_only, args.int8, args.model_only,
+                                   args.rounds),
                   "results": results}
         if args.save:
             Path(args.save).parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ Usage:
 
     python -m fer_keras.ensemble saved_models/fer_vgg_long saved_models/fer_vgg \\
         --output saved_models/ensemble_vgg [--data PATH] [--overwrite]
+    python -m fer_keras.ensemble RUN RUN RUN ... --select --output saved_models/NAME
 
 Each RUN is a run folder (or its `model.keras`). The ensemble is an ordinary Keras model
 (one input, the members side by side, a mean of their probabilities), so `evaluate
@@ -11,6 +12,11 @@ Each RUN is a run folder (or its `model.keras`). The ensemble is an ordinary Ker
 folder: `model.keras`, `config.json` (members and the command), `metrics.json` (every
 split, the members' own scores, the forward passes per face) and `confusion_matrix.png`.
 Nothing is trained, so rerunning the command rebuilds the same model.
+
+With `--select`, the RUNs are candidates: each is predicted once on the selection split,
+every subset of two or more is scored there from the mean of its members' probabilities, and
+the most accurate subset (the smallest on a tie) becomes the ensemble. The test split plays
+no part in the choice; `metrics.json` records the candidates and the best subsets.
 
 Protocol: when every member used the study protocol, the ensemble is scored as they were
 (validation split cut from Training). When any member trained on all of Training (kaggle
@@ -27,6 +33,9 @@ import numpy as np
 
 from fer_keras.cli import entry_point, run_command
 
+MAX_CANDIDATES = 12
+"""`--select` scores every subset of the candidates: 4,083 of them for 12."""
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -38,6 +47,10 @@ def build_parser():
                         help="run folder to write, e.g. saved_models/ensemble_vgg")
     parser.add_argument("--data", help="FER2013 CSV or image folder (default "
                         "$FER2013_PATH, then data/fer2013.csv[.gz])")
+    parser.add_argument("--select", action="store_true",
+                        help="treat the RUNs as candidates and keep the subset (two or more) "
+                             "most accurate on the selection split (PublicTest under the "
+                             "kaggle protocol); at most %d candidates" % MAX_CANDIDATES)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished ensemble already in --output")
     return parser
@@ -89,8 +102,42 @@ def build_ensemble(members, name="ensemble"):
     return keras.Model(image, average, name=name)
 
 
-def make_ensemble(runs, output, data=None, overwrite=False):
-    """Builds, scores and writes an ensemble run folder; returns its metrics dict."""
+def rank_subsets(labels, probabilities, min_members=2):
+    """Every subset of candidates, best first, by accuracy of their mean probabilities.
+
+    Args:
+        labels: the selection split's labels, shape `(n,)`.
+        probabilities: one `(n, classes)` array per candidate.
+        min_members: the smallest subset considered.
+
+    Returns:
+        A list of `(indices, accuracy)`, indices a sorted tuple into `probabilities`,
+        ordered by accuracy (highest first), then size (smallest first), then indices.
+    """
+    from itertools import combinations
+
+    count = len(probabilities)
+    if count < min_members:
+        raise ValueError(f"Selection needs at least {min_members} candidates. "
+                         f"Received: {count}")
+    labels = np.asarray(labels)
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    ranked = []
+    for size in range(min_members, count + 1):
+        for indices in combinations(range(count), size):
+            # The mean and the sum have the same argmax; summing is cheaper.
+            predicted = stacked[list(indices)].sum(axis=0).argmax(axis=1)
+            ranked.append((indices, float(np.mean(predicted == labels))))
+    ranked.sort(key=lambda item: (-item[1], len(item[0]), item[0]))
+    return ranked
+
+
+def make_ensemble(runs, output, data=None, overwrite=False, select=False):
+    """Builds, scores and writes an ensemble run folder; returns its metrics dict.
+
+    With `select`, `runs` are candidates and the subset most accurate on the selection
+    split becomes the ensemble (see `rank_subsets`).
+    """
     from fer_keras.data import load_splits, resolve_data_path
     from fer_keras.fit import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
@@ -100,17 +147,40 @@ def make_ensemble(runs, output, data=None, overwrite=False):
     output = Path(output)
     refuse_finished_run(output, overwrite)
     paths = _member_paths(runs)
+    if select and len(paths) > MAX_CANDIDATES:
+        raise ValueError(f"--select takes at most {MAX_CANDIDATES} candidates (it scores "
+                         f"every subset). Received: {len(paths)}")
     protocols = {str(path): _member_protocol(path) for path in paths}
     protocol = "kaggle" if "kaggle" in protocols.values() else "study"
+    selection_split = "public_test" if protocol == "kaggle" else "validation"
     data_path = resolve_data_path(data)
     members = [load_model(path) for path in paths]
-    ensemble = build_ensemble(members, name=output.name)
     splits = load_splits(data_path, protocol=protocol)
+    selection = None
+    if select:
+        candidates = [split_probabilities(member, splits, [selection_split])[selection_split]
+                      for member in members]
+        ranked = rank_subsets(splits[selection_split][1], candidates)
+        chosen = list(ranked[0][0])
+        selection = {
+            "split": selection_split,
+            "candidates": {str(path.parent): score(splits[selection_split][1], p)["accuracy"]
+                           for path, p in zip(paths, candidates)},
+            "subsets_scored": len(ranked),
+            "best": [{"members": [str(paths[i].parent) for i in indices],
+                      "accuracy": accuracy} for indices, accuracy in ranked[:10]]}
+        known = [{selection_split: candidates[i]} for i in chosen]
+        paths = [paths[i] for i in chosen]
+        members = [members[i] for i in chosen]
+        protocols = {str(path): protocols[str(path)] for path in paths}
+    ensemble = build_ensemble(members, name=output.name)
     # Each member predicts each split once; the ensemble's scores come from the mean of
     # those probabilities, which is what its Average layer computes (`evaluate --verify`
     # scores the written model itself).
     names = ["validation", "public_test", "private_test"]
-    member_probabilities = [split_probabilities(member, splits, names) for member in members]
+    known = known if selection else [None] * len(members)
+    member_probabilities = [split_probabilities(member, splits, names, known=already)
+                            for member, already in zip(members, known)]
     member_scores = {
         str(path.parent): {split: score(splits[split][1], probabilities)["accuracy"]
                            for split, probabilities in by_split.items()}
@@ -127,10 +197,12 @@ def make_ensemble(runs, output, data=None, overwrite=False):
         "forward_passes_per_face": sum(forward_passes(member) for member in members),
         "protocol": protocol,
         "precision": "float32",
-        "selection_split": "public_test" if protocol == "kaggle" else "validation",
+        "selection_split": selection_split,
         "train_minutes": 0.0,
         "splits": scored,
     }
+    if selection:
+        metrics["member_selection"] = selection
     config = {"experiment": output.name, "model": "ensemble",
               "members": metrics["members"], "member_protocols": protocols,
               "protocol": protocol, "data_path": str(data_path),
@@ -146,7 +218,12 @@ def main(argv=None):
 
     def body():
         metrics = make_ensemble(args.runs, args.output, data=args.data,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, select=args.select)
+        selection = metrics.get("member_selection")
+        if selection:
+            print(f"selected {len(metrics['members'])} of {len(selection['candidates'])} "
+                  f"candidates on {selection['split']} ({selection['subsets_scored']} subsets "
+                  f"scored)")
         for member, scores in metrics["member_accuracy"].items():
             print(f"member {member}: PublicTest {100 * scores['public_test']:.2f}, "
                   f"PrivateTest {100 * scores['private_test']:.2f}")

@@ -212,6 +212,13 @@ register_experiment(Experiment(
           "third kaggle member for ensembles."))
 
 register_experiment(Experiment(
+    "fer_vgg_kaggle_tuned_long", "fer_vgg", {**_FER_VGG, "dropout_rate": 0.4}, epochs=60,
+    **{**_FER_VGG_TRAINING, "learning_rate": 4.54129e-3, "weight_decay": 0.1}, **_KAGGLE_BF16,
+    notes="fer_vgg_kaggle_tuned at fer_vgg_kaggle_long's length (60 epochs): the tuned "
+          "values at the schedule that gave the best single run. Trained with --seed 3 as "
+          "a fourth kaggle member for ensembles."))
+
+register_experiment(Experiment(
     "fer_resnet_kaggle", "fer_resnet", {"mirror_average": True}, epochs=40,
     **_FER_VGG_TRAINING, **_KAGGLE_BF16,
     notes="Candidate to fer_vgg_kaggle at the same model-file budget: a pre-activation "

@@ -90,6 +90,11 @@ def _row(name, metrics, config, link_root):
     limited = " (limit {})".format(config["limit"]) if config.get("limit") else ""
     if ensemble:
         limited += " = " + " + ".join(f"`{Path(member).name}`" for member in metrics["members"])
+        chosen = metrics.get("member_selection")
+        if chosen:
+            where = "PublicTest" if chosen["split"] == "public_test" else "validation"
+            limited += (f" (best of {chosen['subsets_scored']} subsets of "
+                        f"{len(chosen['candidates'])} candidates on {where})")
     if rebalanced:
         limited += (f" = `{Path(metrics['source']).name}` + logit adjustment "
                     f"(tau {metrics['tau']:g})")

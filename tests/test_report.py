@@ -308,3 +308,22 @@ def test_precision_benchmark_gives_both_speed_ups(tmp_path):
         in text
     assert "| bfloat16 speed-up | network alone img/s, float32 |" in text
     assert "old" not in text and report.main(args + ["--check"]) == 0
+
+
+def test_selected_ensemble_row_names_its_members_and_the_selection(tmp_path):
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    runs = tmp_path / "runs"
+    metrics = _fake_metrics(0.70, confusion)
+    metrics["splits"]["public_test"] = metrics["splits"]["validation"]
+    metrics.update(model="ensemble", protocol="kaggle", members=["runs/a", "runs/c"],
+                   member_selection={"split": "public_test", "subsets_scored": 4,
+                                     "candidates": {"runs/a": 0.6, "runs/b": 0.6,
+                                                    "runs/c": 0.6}})
+    (runs / "ensemble_picked").mkdir(parents=True)
+    (runs / "ensemble_picked" / "metrics.json").write_text(json.dumps(metrics))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert report.main(["--root", str(runs), "--readme", str(readme)]) == 0
+    row = next(line for line in readme.read_text().splitlines()
+               if "`ensemble_picked`" in line and "`a`" in line)
+    assert "= `a` + `c` (best of 4 subsets of 3 candidates on PublicTest)" in row
