@@ -242,6 +242,8 @@ def benchmark_table(report):
                 else "")
              + (f" Network alone: {report['method']['network alone']}."
                 if "network alone" in report["method"] else "")
+             + (f" Rounds: {report['method']['rounds']}." if "rounds" in report["method"]
+                else "")
              + (" PyTorch: `torch_peer.py` run just before each experiment it knows, on "
                 "pre-made tensors without augmentation; ratio = ours / PyTorch's, shown "
                 "for experiments without augmentation." if peer else ""),

@@ -289,7 +289,7 @@ def test_precision_benchmark_gives_both_speed_ups(tmp_path):
     saved = {"command": "python -m fer_keras.bench fer_vgg --precision float32 mixed_bfloat16",
              "environment": {"tensorflow": "2.21.0", "keras": "3.15.1", "cpu_count": 2,
                              "load_average": [0.1, 0.2, 0.3]},
-             "method": bench.method(20, litert=False, model_only=True),
+             "method": bench.method(20, litert=False, model_only=True, rounds=3),
              "results": [{"experiment": "fer_vgg", "model": "fer_vgg", "augmentation": None,
                           "parameters": 1000, "inference_images_per_second": 500.0,
                           "latency_ms_median": 3.0, "latency_ms_p90": 4.0,
@@ -304,6 +304,7 @@ def test_precision_benchmark_gives_both_speed_ups(tmp_path):
     text = page.read_text()
     assert ("`fer_vgg`, through fit's pipeline: 200 img/s in float32, 300 in mixed_bfloat16 "
             "(1.50x).") in text
+    assert "Rounds: training timed 3 times under each precision" in text
     assert "`fer_vgg`, network alone: 250 img/s in float32, 400 in mixed_bfloat16 (1.60x)." \
         in text
     assert "| bfloat16 speed-up | network alone img/s, float32 |" in text
