@@ -354,6 +354,7 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         latency_ms_p90 and the LiteRT and XLA figures asked for.
     """
     import keras
+    import numpy as np
 
     from fer_keras.export import write_savedmodel
     from fer_keras.fit import resolve_settings
@@ -364,8 +365,6 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
     settings = resolve_settings(name)
     precisions = list(precisions or [settings["precision"]])
-    import numpy as np
-
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer. Received: rounds={rounds!r}")
     by_round, model_by_round = {}, {}
@@ -382,8 +381,6 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
                                                model_only=True)
                     model_by_round.setdefault(precision, []).append(rate)
         model = with_dtype_policy(model, "float32")
-    rates = {key: float(np.median(values)) for key, values in by_round.items()}
-    model_rates = {key: float(np.median(values)) for key, values in model_by_round.items()}
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as folder:
         write_savedmodel(model, Path(folder) / "savedmodel")
@@ -411,21 +408,21 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
         "forward_passes": forward_passes(model),
         **serving,
     }
-    if rates:
-        result["train_images_per_second"] = round(rates[precisions[0]], 1)
-        result["train_images_per_second_by_precision"] = {key: round(value, 1)
-                                                          for key, value in rates.items()}
-    if model_rates:
-        result["model_train_images_per_second_by_precision"] = {
-            key: round(value, 1) for key, value in model_rates.items()}
+    # Through fit's pipeline, then of the network alone: each precision's median over the
+    # rounds, and every round where there were several.
+    for prefix, timed in (("", by_round), ("model_", model_by_round)):
+        if not timed:
+            continue
+        result[f"{prefix}train_images_per_second_by_precision"] = {
+            key: round(float(np.median(values)), 1) for key, values in timed.items()}
+        if rounds > 1:
+            result[f"{prefix}train_images_per_second_rounds"] = {
+                key: [round(value, 1) for value in values] for key, values in timed.items()}
+    if by_round:
+        result["train_images_per_second"] = \
+            result["train_images_per_second_by_precision"][precisions[0]]
     if rounds > 1:
         result["rounds"] = rounds
-        result["train_images_per_second_rounds"] = {
-            key: [round(value, 1) for value in values] for key, values in by_round.items()}
-        if model_by_round:
-            result["model_train_images_per_second_rounds"] = {
-                key: [round(value, 1) for value in values]
-                for key, values in model_by_round.items()}
     keras.backend.clear_session()
     return result
 

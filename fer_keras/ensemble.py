@@ -156,6 +156,9 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False):
     data_path = resolve_data_path(data)
     members = [load_model(path) for path in paths]
     splits = load_splits(data_path, protocol=protocol)
+    # Probabilities already computed for each member, by split (the selection split's, after
+    # --select), so they are not predicted again.
+    known = [None] * len(members)
     selection = None
     if select:
         candidates = [split_probabilities(member, splits, [selection_split])[selection_split]
@@ -178,7 +181,6 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False):
     # those probabilities, which is what its Average layer computes (`evaluate --verify`
     # scores the written model itself).
     names = ["validation", "public_test", "private_test"]
-    known = known if selection else [None] * len(members)
     member_probabilities = [split_probabilities(member, splits, names, known=already)
                             for member, already in zip(members, known)]
     member_scores = {

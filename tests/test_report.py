@@ -225,19 +225,26 @@ def test_probes_and_test_time_views_get_their_own_tables(tmp_path):
     assert "| `fer_vgg_long` | ten | 10 | 68.00 | 67.75 | +1.25 |" in text
 
 
-def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
-    from fer_keras import bench
-
+def _page_with_block(tmp_path, page_name, block):
+    """An empty runs folder, a README and docs/PAGE holding a stale `block` for `report` to
+    fill; returns `(runs, readme, page, report arguments)`."""
     runs, docs = tmp_path / "runs", tmp_path / "docs"
-    (runs / "baseline").mkdir(parents=True)
-    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
-    (runs / "baseline" / "metrics.json").write_text(json.dumps(_fake_metrics(0.5, confusion)))
+    runs.mkdir()
     docs.mkdir()
     readme = tmp_path / "README.md"
     readme.write_text("# x\n")
-    page = docs / "benchmark.md"
-    page.write_text("# Speed\n\n<!-- serving:start -->\nold\n<!-- serving:end -->\n")
-    args = ["--root", str(runs), "--readme", str(readme)]
+    page = docs / page_name
+    page.write_text(f"# Page\n\n<!-- {block}:start -->\nold\n<!-- {block}:end -->\n")
+    return runs, readme, page, ["--root", str(runs), "--readme", str(readme)]
+
+
+def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
+    from fer_keras import bench
+
+    runs, readme, page, args = _page_with_block(tmp_path, "benchmark.md", "serving")
+    (runs / "baseline").mkdir()
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    (runs / "baseline" / "metrics.json").write_text(json.dumps(_fake_metrics(0.5, confusion)))
     assert report.main(args) == 0
     assert "No serving benchmark saved yet" in page.read_text()
 
@@ -275,14 +282,7 @@ def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
 def test_precision_benchmark_gives_both_speed_ups(tmp_path):
     from fer_keras import bench
 
-    runs, docs = tmp_path / "runs", tmp_path / "docs"
-    runs.mkdir()
-    docs.mkdir()
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n")
-    page = docs / "training.md"
-    page.write_text("# Training\n\n<!-- precision:start -->\nold\n<!-- precision:end -->\n")
-    args = ["--root", str(runs), "--readme", str(readme)]
+    runs, _, page, args = _page_with_block(tmp_path, "training.md", "precision")
     assert report.main(args) == 0
     assert "No precision benchmark saved yet" in page.read_text()
 
