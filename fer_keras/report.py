@@ -48,11 +48,18 @@ def load_runs(root):
     from fer_keras.experiments import list_experiments
 
     runs = []
-    # Experiments in table order, then runs derived from them without training (ensembles,
-    # logit-adjusted runs).
-    ensembles = sorted(path.parent.name for path in Path(root).glob("*/metrics.json")
-                       if json.loads(path.read_text()).get("model") in DERIVED)
-    for name in list_experiments() + ensembles:
+    # Experiments in table order; then runs of an experiment trained into a folder of
+    # another name (`fit --output-dir`, e.g. a second seed); then runs derived from others
+    # without training (ensembles, logit-adjusted runs, test-time views).
+    experiments = list_experiments()
+    replicas, derived = [], []
+    for path in sorted(Path(root).glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        if metrics.get("model") in DERIVED:
+            derived.append(path.parent.name)
+        elif path.parent.name not in experiments and metrics.get("experiment") in experiments:
+            replicas.append(path.parent.name)
+    for name in experiments + replicas + derived:
         metrics_path = Path(root) / name / "metrics.json"
         if not metrics_path.exists():
             continue
@@ -73,7 +80,8 @@ def _row(name, metrics, config, link_root):
     ensemble = metrics.get("model") == "ensemble"
     rebalanced = metrics.get("model") == "rebalanced"
     viewed = metrics.get("model") == "tta"
-    study = None if ensemble or rebalanced or viewed else get_experiment(name).study
+    study = (None if ensemble or rebalanced or viewed
+             else get_experiment(metrics.get("experiment", name)).study)
     splits = metrics["splits"]
     protocol = run_protocol(metrics)
     # Under the kaggle protocol the study's validation rows were trained on, so that run

@@ -328,3 +328,23 @@ def test_selected_ensemble_row_names_its_members_and_the_selection(tmp_path):
     row = next(line for line in readme.read_text().splitlines()
                if "`ensemble_picked`" in line and "`a`" in line)
     assert "= `a` + `c` (best of 4 subsets of 3 candidates on PublicTest)" in row
+
+
+def test_runs_trained_into_another_folder_are_listed_with_their_experiment(tmp_path):
+    # `fit baseline --seed 2 --output-dir runs/baseline_seed2` (a second seed) is a run of
+    # the study's row A under another folder name; a folder of no known experiment is not.
+    confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
+    runs = tmp_path / "runs"
+    for name, experiment, accuracy in (("baseline", "baseline", 0.5),
+                                       ("baseline_seed2", "baseline", 0.52),
+                                       ("scratch", "no_such_experiment", 0.9)):
+        (runs / name).mkdir(parents=True)
+        metrics = dict(_fake_metrics(accuracy, confusion), experiment=experiment)
+        (runs / name / "metrics.json").write_text(json.dumps(metrics))
+    assert [name for name, _, _ in report.load_runs(runs)] == ["baseline", "baseline_seed2"]
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert report.main(["--root", str(runs), "--readme", str(readme)]) == 0
+    table = (runs / "README.md").read_text()
+    assert "| A | `baseline_seed2` | study, float32 | 48.31 | 96.41 | 20 | 52.00 |" in table
+    assert "`scratch`" not in table

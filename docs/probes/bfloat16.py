@@ -8,9 +8,21 @@ about 1.5x from mixed_bfloat16 and not the 1.8x the issue asks for. Each prints 
     python docs/probes/bfloat16.py bn       # batch norm kept in bfloat16 inside
     python docs/probes/bfloat16.py xla      # training compiled with jit_compile=True
     python docs/probes/bfloat16.py batch    # batch 256 instead of 128
+    python docs/probes/bfloat16.py onednn [--save FILE.json]
+                                            # oneDNN's own time per convolution and pass
+
+`onednn` trains the network alone in a child process per policy with `ONEDNN_VERBOSE=
+profile_exec`, oneDNN's per-primitive timer, and adds up the timed steps' primitive times by
+layer and by pass (forward, gradient of the input, gradient of the weights). It separates
+what the convolution kernels gain from what the rest of the step costs.
 """
 
 import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
 import time
 
 import keras
@@ -110,9 +122,117 @@ def probe_stages():
               f"({milliseconds[0] / milliseconds[1]:.2f}x)", flush=True)
 
 
-PROBES = {"stages": probe_stages, "bn": probe_bn, "xla": probe_xla, "batch": probe_batch}
+ONEDNN_STEPS = 20
+TIMED_MARK = "== timed steps =="
+PASSES = {"forward_training": "forward", "backward_data": "input gradient",
+          "backward_weights": "weight gradient"}
+
+
+def onednn_child(policy):
+    """Trains fer_vgg_kaggle's network on one random batch; the parent reads oneDNN's log."""
+    from fer_keras.fit import resolve_settings
+    from fer_keras.models import get_model
+    from fer_keras.training import compile_model, precision_policy
+
+    settings = resolve_settings("fer_vgg_kaggle")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (128, 48, 48, 1)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 7, 128), 7)  # label smoothing: one-hot
+    with precision_policy(policy):
+        model = get_model(settings["model"], **settings["model_kwargs"])
+        compile_model(model, steps_per_epoch=100, **settings)
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    print(TIMED_MARK, flush=True)
+    times = []
+    for _ in range(ONEDNN_STEPS):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    print(f"step_ms {1000 * float(np.median(times)):.2f}", flush=True)
+
+
+def onednn_times(log):
+    """ms per step by (layer, pass) for convolutions and by primitive kind for the rest,
+    the median step time, and the oneDNN implementation that ran each (layer, pass)."""
+    times = collections.defaultdict(float)
+    kernels = {}
+    step_ms = None
+    for line in log.split(TIMED_MARK, 1)[1].splitlines():
+        if line.startswith("step_ms "):
+            step_ms = float(line.split()[1])
+        if not line.startswith("onednn_verbose,v1,primitive,exec,"):
+            continue
+        fields = line.split(",")
+        kind, propagation, problem, ms = fields[5], fields[7], fields[-2], float(fields[-1])
+        if kind == "convolution":
+            # e.g. mb128_ic64oc64_ih24oh24...: channels in and out, input height
+            channels = problem.split("_")[1]
+            size = problem.split("_ih")[1].split("oh")[0]
+            key = (f"conv {channels.replace('ic', '').replace('oc', ' -> ')} at {size}x{size}",
+                   PASSES.get(propagation, propagation))
+        else:
+            key = ("other oneDNN", kind)
+        times[key] += ms / ONEDNN_STEPS
+        kernels[key] = fields[6]
+    return step_ms, times, kernels
+
+
+def probe_onednn(save=None):
+    results = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        env = dict(os.environ, ONEDNN_VERBOSE="profile_exec", TF_CPP_MIN_LOG_LEVEL="2")
+        child = subprocess.run([sys.executable, __file__, "_onednn_child", policy], env=env,
+                               capture_output=True, text=True, check=True)
+        results[policy] = onednn_times(child.stdout)
+    (f32_step, f32, f32_kernels), (bf16_step, bf16, bf16_kernels) = (
+        results["float32"], results["mixed_bfloat16"])
+
+    def ratio(keys):
+        return sum(f32[key] for key in keys) / sum(bf16[key] for key in keys)
+
+    rows = []
+    print(f"{'layer':26s} {'pass':16s} {'float32 ms':>10s} {'bfloat16 ms':>11s} {'speed-up':>8s}")
+    for key in sorted(f32, key=lambda key: -f32[key]):
+        print(f"{key[0]:26s} {key[1]:16s} {f32[key]:10.2f} {bf16.get(key, 0):11.2f} "
+              f"{f32[key] / bf16[key] if bf16.get(key) else float('nan'):8.2f}x")
+        rows.append({"layer": key[0], "pass": key[1], "float32_ms": round(f32[key], 3),
+                     "bfloat16_ms": round(bf16.get(key, 0), 3),
+                     "float32_kernel": f32_kernels[key], "bfloat16_kernel": bf16_kernels.get(key)})
+    convs = [key for key in f32 if key[0].startswith("conv")]
+    summary = {
+        "step_ms": {"float32": f32_step, "mixed_bfloat16": bf16_step},
+        "step_speedup": round(f32_step / bf16_step, 3),
+        "convolutions_speedup": round(ratio(convs), 3),
+        "convolution_ms": {"float32": round(sum(f32[key] for key in convs), 2),
+                           "mixed_bfloat16": round(sum(bf16[key] for key in convs), 2)},
+        "speedup_by_pass": {name: round(ratio([key for key in convs if key[1] == name]), 3)
+                            for name in PASSES.values()},
+        "speedup_by_layer": {layer: round(ratio([key for key in convs if key[0] == layer]), 3)
+                             for layer in sorted({key[0] for key in convs})},
+    }
+    print(f"training step (median of {ONEDNN_STEPS}, oneDNN's timer on): float32 "
+          f"{f32_step:.1f} ms, bfloat16 {bf16_step:.1f} ms ({summary['step_speedup']:.2f}x)")
+    print(f"all convolutions, oneDNN's time: {summary['convolution_ms']['float32']:.1f} -> "
+          f"{summary['convolution_ms']['mixed_bfloat16']:.1f} ms "
+          f"({summary['convolutions_speedup']:.2f}x)")
+    for name, value in summary["speedup_by_pass"].items():
+        print(f"  {name}: {value:.2f}x")
+    if save:
+        with open(save, "w") as file:
+            json.dump({**summary, "rows": rows, "command": "python " + " ".join(sys.argv)}, file, indent=1)
+        print(f"saved {save}")
+
+
+PROBES = {"stages": probe_stages, "bn": probe_bn, "xla": probe_xla, "batch": probe_batch,
+          "onednn": probe_onednn}
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["_onednn_child"]:
+        onednn_child(sys.argv[2])
+        sys.exit()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("probe", choices=sorted(PROBES))
-    PROBES[parser.parse_args().probe]()
+    parser.add_argument("--save", help="onednn: also write the figures to this JSON file")
+    args = parser.parse_args()
+    PROBES[args.probe](**({"save": args.save} if args.probe == "onednn" else {}))
