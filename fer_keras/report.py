@@ -47,26 +47,21 @@ def load_runs(root):
     """Returns `[(experiment, metrics, config)]` for runs under `root`, in table order."""
     from fer_keras.experiments import list_experiments
 
-    runs = []
     # Experiments in table order; then runs of an experiment trained into a folder of
     # another name (`fit --output-dir`, e.g. a second seed); then runs derived from others
     # without training (ensembles, logit-adjusted runs, test-time views).
     experiments = list_experiments()
-    replicas, derived = [], []
-    for path in sorted(Path(root).glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        if metrics.get("model") in DERIVED:
-            derived.append(path.parent.name)
-        elif path.parent.name not in experiments and metrics.get("experiment") in experiments:
-            replicas.append(path.parent.name)
-    for name in experiments + replicas + derived:
-        metrics_path = Path(root) / name / "metrics.json"
-        if not metrics_path.exists():
-            continue
-        metrics = json.loads(metrics_path.read_text())
-        config_path = metrics_path.with_name("config.json")
+    found = {path.parent.name: json.loads(path.read_text())
+             for path in sorted(Path(root).glob("*/metrics.json"))}
+    derived = [name for name, metrics in found.items() if metrics.get("model") in DERIVED]
+    replicas = [name for name, metrics in found.items()
+                if name not in experiments and name not in derived
+                and metrics.get("experiment") in experiments]
+    runs = []
+    for name in [name for name in experiments if name in found] + replicas + derived:
+        config_path = Path(root) / name / "config.json"
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        runs.append((name, metrics, config))
+        runs.append((name, found[name], config))
     return runs
 
 

@@ -88,6 +88,21 @@ def probe_batch():
     pipeline_rates("batch 256", steps=20)
 
 
+def median_step_ms(model, x, y, steps, before_timing=None):
+    """Median ms of `steps` training steps on one batch, after 5 untimed warm-up steps;
+    `before_timing` is called between the two."""
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    if before_timing:
+        before_timing()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
 def probe_stages():
     from fer_keras.models.vgg import vgg_stage
 
@@ -107,14 +122,7 @@ def probe_stages():
             outputs = keras.layers.Dense(7, activation="softmax", dtype="float32")(h)
             model = keras.Model(inputs, outputs)
             model.compile("adamw", "sparse_categorical_crossentropy")
-            for _ in range(5):
-                model.train_on_batch(x, y)
-            times = []
-            for _ in range(25):
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                times.append(time.perf_counter() - start)
-            milliseconds.append(1000 * float(np.median(times)))
+            milliseconds.append(median_step_ms(model, x, y, steps=25))
             keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("float32")
         print(f"stage {shape} -> {filters} x{convs}: float32 {milliseconds[0]:.1f} ms, "
@@ -141,15 +149,9 @@ def onednn_child(policy):
     with precision_policy(policy):
         model = get_model(settings["model"], **settings["model_kwargs"])
         compile_model(model, steps_per_epoch=100, **settings)
-    for _ in range(5):
-        model.train_on_batch(x, y)
-    print(TIMED_MARK, flush=True)
-    times = []
-    for _ in range(ONEDNN_STEPS):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    print(f"step_ms {1000 * float(np.median(times)):.2f}", flush=True)
+    step_ms = median_step_ms(model, x, y, ONEDNN_STEPS,
+                             before_timing=lambda: print(TIMED_MARK, flush=True))
+    print(f"step_ms {step_ms:.2f}", flush=True)
 
 
 def onednn_times(log):
@@ -204,8 +206,8 @@ def probe_onednn(save=None):
         "step_ms": {"float32": f32_step, "mixed_bfloat16": bf16_step},
         "step_speedup": round(f32_step / bf16_step, 3),
         "convolutions_speedup": round(ratio(convs), 3),
-        "convolution_ms": {"float32": round(sum(f32[key] for key in convs), 2),
-                           "mixed_bfloat16": round(sum(bf16[key] for key in convs), 2)},
+        "convolution_ms": {policy: round(sum(times[key] for key in convs), 2)
+                           for policy, times in (("float32", f32), ("mixed_bfloat16", bf16))},
         "speedup_by_pass": {name: round(ratio([key for key in convs if key[1] == name]), 3)
                             for name in PASSES.values()},
         "speedup_by_layer": {layer: round(ratio([key for key in convs if key[0] == layer]), 3)
@@ -220,7 +222,8 @@ def probe_onednn(save=None):
         print(f"  {name}: {value:.2f}x")
     if save:
         with open(save, "w") as file:
-            json.dump({**summary, "rows": rows, "command": "python " + " ".join(sys.argv)}, file, indent=1)
+            json.dump({**summary, "rows": rows, "command": "python " + " ".join(sys.argv)},
+                      file, indent=1)
         print(f"saved {save}")
 
 
