@@ -17,6 +17,8 @@ from fer_keras.data import CLASS_NAMES
 
 ANNOTATED_SUFFIX = ".annotated"
 TIMELINE_SUFFIX = ".timeline.png"
+OUTPUT_ENDINGS = (f"{ANNOTATED_SUFFIX}.png", f"{ANNOTATED_SUFFIX}.mp4", TIMELINE_SUFFIX)
+"""How the name of every file written into the --annotate folder ends."""
 VIDEO_FOURCC = "mp4v"
 """MPEG-4 Part 2: every OpenCV build can write it without extra codecs."""
 
@@ -28,12 +30,26 @@ MAX_TIMELINE_TRACKS = 6
 """The timeline shows the tracks with the most sampled frames, at most this many panels."""
 
 
+def is_output_name(path):
+    """Whether `path`'s name is one that `--annotate` writes (see `OUTPUT_ENDINGS`)."""
+    return Path(path).name.lower().endswith(OUTPUT_ENDINGS)
+
+
 class OutputNames:
-    """Unique output paths in one folder, so two inputs named alike do not overwrite."""
+    """Unique output paths in one folder, so two inputs named alike do not overwrite.
+
+    Raises:
+        ValueError: if the folder cannot be made (a file is in the way, no permission).
+    """
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot make the --annotate folder {self.folder}: "
+                             f"{error.strerror or error}. Pass a writable folder. "
+                             f"Received: --annotate {self.folder}") from None
         self.used = set()
 
     def stem_for(self, source):
@@ -113,7 +129,10 @@ def annotate_photo(path, records, names):
 
     image = draw_faces(load_colour(path), records)
     output = Path(str(names.stem_for(path)) + ANNOTATED_SUFFIX + ".png")
-    cv2.imwrite(str(output), image)
+    # imwrite reports a failed write (disk full, folder gone) by returning False only.
+    if not cv2.imwrite(str(output), image):
+        raise ValueError(f"OpenCV could not write {output}; pass another --annotate folder. "
+                         f"Received: --annotate {names.folder}")
     return output
 
 

@@ -64,7 +64,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 from fer_keras.litert import LATENCY_THREADS, measure_latency, runtime_name
 
 TRAIN_BATCH = 128
@@ -561,10 +561,10 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
 def build_parser():
     from fer_keras.cli import int_at_least
     from fer_keras.experiments import list_experiments
-    from fer_keras.training import PRECISIONS
+    from fer_keras.experiments import PRECISIONS
 
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.bench", description=__doc__.split("\n\n")[0],
+        prog=command_prog("bench"), description=__doc__.split("\n\n")[0],
         epilog="Experiments: " + ", ".join(list_experiments()))
     parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                         help="experiment names; default the study's 13 rows")

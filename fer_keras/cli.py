@@ -1,5 +1,5 @@
-"""What every `python -m fer_keras.COMMAND` shares: quiet TensorFlow start-up and one way
-to report bad input.
+"""What every `python -m fer_keras.COMMAND` shares: quiet TensorFlow start-up, the name a
+command goes by, and one way to report bad input.
 
 Each command's `main(argv)` parses its flags and hands the work to `run_command`, so bad
 input of any kind (a name, a path, a CSV row) ends in a single `error: ...` line and exit
@@ -8,9 +8,12 @@ status 2, and Ctrl-C in exit status 130 with a hint on how to continue.
 
 import argparse
 import difflib
+import importlib.abc
+import importlib.util
 import math
 import os
 import sys
+import tempfile
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -144,7 +147,86 @@ def run_command(body, interrupted=None, failures=()):
     return 0 if status is None else status
 
 
-def entry_point(main):
-    """`if __name__ == "__main__": entry_point(main)`: quiet TF logs, exit with main's status."""
+TF_LOGS_SWITCH = "FER_KERAS_TF_LOGS"
+"""Set this environment variable (to anything but "" or "0") to see TensorFlow's start-up
+logs, which commands hide by default."""
+
+INVOKED_AS_SWITCH = "FER_KERAS_INVOKED_AS"
+"""Set by the `fer-keras` console script, so each command's usage line names it that way."""
+
+
+def command_prog(command):
+    """The name a command's `--help` shows: `fer-keras fit` when run through the console
+    script, `python -m fer_keras.fit` otherwise."""
+    prefix = os.environ.get(INVOKED_AS_SWITCH)
+    return f"{prefix} {command}" if prefix else f"python -m fer_keras.{command}"
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs another loader with the process's stderr (file descriptor 2) sent to a
+    temporary file, replayed only if the import fails."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        sys.stderr.flush()
+        with tempfile.TemporaryFile() as captured:
+            saved = os.dup(2)
+            os.dup2(captured.fileno(), 2)
+            failed = True
+            try:
+                self.loader.exec_module(module)
+                failed = False
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                if failed:
+                    captured.seek(0)
+                    sys.stderr.write(captured.read().decode(errors="replace"))
+        module.__loader__ = self.loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` once, handing its loader to `_QuietLoader`, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_start():
+    """Hides what TensorFlow prints while it is imported, unless `FER_KERAS_TF_LOGS` is set.
+
+    `TF_CPP_MIN_LOG_LEVEL=2` silences most of it, but not absl's "All log messages before
+    absl::InitializeLog()" line nor the oneDNN notice TensorFlow prints (twice) whenever
+    `TF_ENABLE_ONEDNN_OPTS` is set, as `fer_keras` sets it. The import happens wherever a
+    command first needs TensorFlow, or never (`--help`, JAX and PyTorch backends), so
+    nothing is imported here: a finder quiets that first import when it comes. A failed
+    import shows everything it printed.
+    """
+    if os.environ.get(TF_LOGS_SWITCH, "") not in ("", "0"):
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or any(
+            isinstance(finder, _QuietTensorFlowFinder) for finder in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+def entry_point(main):
+    """`if __name__ == "__main__": entry_point(main)`: quiet TF start-up, exit with main's
+    status."""
+    quiet_tensorflow_start()
     sys.exit(main())

@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from fer_keras.cli import BAD_INPUT, did_you_mean
+from fer_keras.cli import BAD_INPUT, INVOKED_AS_SWITCH, did_you_mean, quiet_tensorflow_start
 
 RUNS_AS_SCRIPT = re.compile(r'^if __name__ == "__main__":', re.MULTILINE)
 
@@ -61,6 +61,16 @@ def main(argv=None):
         print(f"error: unknown command {command!r}.{did_you_mean(command, names)} "
               f"Commands: {', '.join(names)}.", file=sys.stderr)
         return BAD_INPUT
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    status = importlib.import_module(f"fer_keras.{command}").main(args)
+    quiet_tensorflow_start()
+    # So the command's --help says `fer-keras fit`, not `python -m fer_keras.fit`; restored
+    # after, for callers that run several commands in one process (tests).
+    previous = os.environ.get(INVOKED_AS_SWITCH)
+    os.environ[INVOKED_AS_SWITCH] = "fer-keras"
+    try:
+        status = importlib.import_module(f"fer_keras.{command}").main(args)
+    finally:
+        if previous is None:
+            os.environ.pop(INVOKED_AS_SWITCH, None)
+        else:
+            os.environ[INVOKED_AS_SWITCH] = previous
     return 0 if status is None else status

@@ -18,11 +18,15 @@ Example:
 ((22967, 48, 48, 1), dtype('uint8'))
 """
 
+import contextlib
 import gzip
 import hashlib
 import os
+import secrets
+import stat
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,25 +60,67 @@ DOWNLOAD_HINT = (
     "data/fer2013.csv (or .csv.gz), or pass --data PATH, or set FER2013_PATH."
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+MAX_LINE_BYTES = 64 * 1024
+"""The longest CSV line read. A FER2013 row is at most about 9,250 bytes (2,304 pixel values
+of up to three digits); a longer line is refused without being read into memory whole."""
+QUOTE_CHARS = 80
+"""At most this many characters of a bad value are quoted in an error message."""
+_ROWS_PER_CHUNK = 1024
+_UTF8_BOM = b"\xef\xbb\xbf"
+_PIXEL_BYTES = b"0123456789 "
 
 
 class DataError(ValueError):
     """Raised for a missing or malformed FER2013 source; the message names file and row."""
 
 
-def resolve_data_path(path=None):
+def _file_kind(mode):
+    """What a non-regular `stat` mode is, in words ("a named pipe (FIFO)")."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _refuse_special_file(path, source="--data"):
+    """Raises `DataError` unless `path` is a regular file or a folder.
+
+    Reading a device, a FIFO or a socket can block or never end (`/dev/zero`), so they
+    are refused before anything is opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # Gone or unreadable: the reader that opens it names the problem.
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DataError(f"{source} {path} is {_file_kind(mode)}, not a file or folder. FER2013 "
+                        "is read from a CSV file (plain or .gz) or an image folder; pass "
+                        "--data PATH to one.")
+
+
+def resolve_data_path(path=None, recorded=None):
     """Finds the FER2013 source.
 
     Args:
         path: an explicit path (CLI `--data`). When None, the `FER2013_PATH` environment
-            variable is used, then `data/fer2013.csv` and `data/fer2013.csv.gz` in the
-            working directory.
+            variable is used, then `recorded`, then `data/fer2013.csv` and
+            `data/fer2013.csv.gz` in the working directory.
+        recorded: `(where, path)`: the data a run was trained on, as its `config.json`
+            records it (`where` names that file in messages), or None.
 
     Returns:
-        A `Path` to a CSV file or an image folder.
+        A `Path` to a regular file (the CSV) or an image folder.
 
     Raises:
-        DataError: when nothing is found; the message lists every place searched.
+        DataError: when nothing is found (the message lists every place searched), or
+            when the path found is a device, a FIFO or a socket.
     """
     tried = []
     if path is not None:
@@ -86,10 +132,13 @@ def resolve_data_path(path=None):
             candidates.append(("FER2013_PATH", Path(env)))
         else:
             tried.append("FER2013_PATH (not set)")
+        if recorded is not None and recorded[1]:
+            candidates.append((f"the data recorded in {recorded[0]}:", Path(recorded[1])))
         candidates += [("default", Path("data/fer2013.csv")),
                        ("default", Path("data/fer2013.csv.gz"))]
     for source, candidate in candidates:
         if candidate.exists():
+            _refuse_special_file(candidate, source)
             return candidate
         tried.append(f"{source} {candidate} (missing)")
     raise DataError("FER2013 not found. Looked at: " + "; ".join(tried) + ". " + DOWNLOAD_HINT)
@@ -136,36 +185,131 @@ def source_fingerprint(path):
     return "files-sha256:" + hasher.hexdigest()
 
 
-def _read_bytes(path):
+def _quote(raw, limit=QUOTE_CHARS):
+    """`repr` of a bytes value for an error message, cut to `limit` characters."""
+    text = raw[:4 * limit].decode("utf-8", "replace")
+    if len(text) <= limit and len(raw) <= 4 * limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(raw):,} bytes)"
+
+
+def _number(digits):
+    """An ASCII digit string for a message, without leading zeros and cut when very long."""
+    digits = digits.lstrip(b"0") or b"0"
+    if len(digits) <= 40:
+        return digits.decode("ascii")
+    return f"{digits[:20].decode('ascii')}... ({len(digits):,} digits)"
+
+
+def _csv_lines(path):
+    """Yields `(line_number, line)` of a CSV, plain or gzip, without its line ending.
+
+    A line is read with at most `MAX_LINE_BYTES + 1` bytes, so a file without newlines is
+    never held in memory whole: a longer line is yielded as `(line_number, None)`, and the
+    rest of it is skipped only if the caller asks for the next line.
+    """
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path} is {_file_kind(mode)}, not a CSV file. Pass --data the "
+                            f"FER2013 CSV (plain or .gz) or an image folder.")
         with open(path, "rb") as handle:
-            head = handle.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(path, "rb") as handle:
-            return handle.read()
-    except (OSError, EOFError) as error:
+            compressed = handle.read(2) == b"\x1f\x8b"
+        with (gzip.open if compressed else open)(path, "rb") as handle:
+            line_number = 0
+            while line := handle.readline(MAX_LINE_BYTES + 1):
+                line_number += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    yield line_number, None
+                    while line and not line.endswith(b"\n"):
+                        line = handle.readline(MAX_LINE_BYTES + 1)
+                    continue
+                if line_number == 1:
+                    # Excel and Notepad save "UTF-8" CSVs with a byte-order mark, which
+                    # would otherwise become part of the first column's name.
+                    line = line.removeprefix(_UTF8_BOM)
+                yield line_number, line.replace(b"\r", b"").removesuffix(b"\n")
+    except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"Cannot read {path}: {error}. Check that the file is a complete "
                         f"(optionally gzip-compressed) CSV. {DOWNLOAD_HINT}") from error
 
 
-def _pixel_problem(field):
-    """Says what is wrong with one row's pixel field, or returns None."""
+def _is_label(text):
+    # bytes.isdigit() accepts ASCII digits only; str.isdigit() would accept "²", which
+    # int() then refuses.
+    return text.isdigit() and len(text.lstrip(b"0")) <= 1 and int(text) < NUM_CLASSES
+
+
+def _fast_pixels(text, count):
+    """Decodes `count` rows of space-separated pixel values in C.
+
+    Returns a uint8 `(count, 2304)` array, or None when any value is not a plain integer
+    0-255 written in ASCII digits (the caller then judges each row with `_slow_pixels`).
+    """
+    if not text or text.translate(None, _PIXEL_BYTES):
+        return None
+    try:
+        values = np.fromstring(text, dtype=np.int32, sep=" ")
+    except ValueError:
+        return None
+    if values.size != count * NUM_PIXELS or values.min() < 0 or values.max() > 255:
+        return None
+    # The int32 parse wraps silently: 4294967301 (2**32 + 5) reads as 5. A value in 0-255
+    # spelled without leading zeros has 1-3 digits, so when the text holds more digits than
+    # the values' shortest spellings, some value was longer (wrapped, or zero-padded) and
+    # the exact check of `_slow_pixels` decides.
+    digits = len(text) - text.count(b" ")
+    if digits != values.size + np.count_nonzero(values >= 10) + np.count_nonzero(values >= 100):
+        return None
+    return values.astype(np.uint8).reshape(count, NUM_PIXELS)
+
+
+def _slow_pixels(field):
+    """Judges one row's pixel field token by token with Python integers (no overflow).
+
+    Returns:
+        `(problem, None)` naming the first bad value, or `(None, uint8 (1, 2304) array)`.
+    """
     tokens = field.split()
     if len(tokens) != NUM_PIXELS:
-        return f"has {len(tokens)} pixel values, expected {NUM_PIXELS} (48x48)"
+        return f"has {len(tokens)} pixel values, expected {NUM_PIXELS} (48x48)", None
     for position, token in enumerate(tokens):
         if not token.isdigit():
-            return f"pixel {position} is {token!r}, not an integer"
-        if int(token) > 255:
-            return f"pixel {position} is {int(token)}, outside 0-255"
-    return None
+            return f"pixel {position} is {_quote(token)}, not an integer (digits 0-9)", None
+        if len(token.lstrip(b"0")) > 3 or int(token) > 255:
+            return f"pixel {position} is {_number(token)}, outside 0-255", None
+    return None, np.array([int(token) for token in tokens], np.uint8)[None]
+
+
+def _decode_pixels(fields):
+    """Pixel fields to uint8 rows: `(array of the good rows, [(index, problem)])`."""
+    if all(field.count(b" ") == NUM_PIXELS - 1 for field in fields):
+        # Exactly 2,303 spaces in each row bounds each to 2,304 values, so the total
+        # count checked by `_fast_pixels` implies every row's.
+        values = _fast_pixels(b" ".join(fields), len(fields))
+        if values is not None:
+            return values, []
+    rows, bad = [], []
+    for index, field in enumerate(fields):
+        row = _fast_pixels(field, 1)
+        if row is None:
+            problem, row = _slow_pixels(field)
+            if problem is not None:
+                bad.append((index, problem))
+                continue
+        rows.append(row)
+    return (np.concatenate(rows) if rows else np.zeros((0, NUM_PIXELS), np.uint8)), bad
 
 
 def parse_csv(path, skip_bad_rows=False):
     """Parses a Kaggle-format FER2013 CSV without a per-pixel Python loop.
 
+    Lines are read one at a time and at most `MAX_LINE_BYTES` long, and a value is quoted
+    in a message at most `QUOTE_CHARS` characters long, so a wrong or hostile file costs
+    neither unbounded memory nor an unbounded message.
+
     Args:
-        path: the CSV, plain or gzip-compressed.
+        path: the CSV, plain or gzip-compressed (a regular file).
         skip_bad_rows: when False (default) the first malformed row raises `DataError`
             naming the file, the row (1-based line number) and the problem. When True, bad
             rows are dropped and a summary of how many and why is printed to stderr.
@@ -180,87 +324,80 @@ def parse_csv(path, skip_bad_rows=False):
 
 def _parse_csv(path, skip_bad_rows):
     """`parse_csv`, also returning the `(line, problem)` pairs of the rows it dropped."""
-    # Excel and Notepad save "UTF-8" CSVs with a byte-order mark, which would otherwise
-    # become part of the first column's name.
-    raw = _read_bytes(path).removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"")
-    lines = raw.split(b"\n")
-    header = [name.strip().strip(b'"').decode("utf-8", "replace") for name in lines[0].split(b",")]
+    with contextlib.closing(_csv_lines(path)) as lines:
+        return _parse_lines(path, lines, skip_bad_rows)
+
+
+def _parse_lines(path, lines, skip_bad_rows):
+    _, header_line = next(lines, (1, b""))
+    if header_line is None:
+        raise DataError(f"{path}, line 1: the line is longer than {MAX_LINE_BYTES:,} bytes, "
+                        "so it is not a FER2013 header ('emotion,pixels,Usage'). Check that "
+                        f"the path names the FER2013 CSV. {DOWNLOAD_HINT}")
+    header = [name.strip().strip(b'"').decode("utf-8", "replace")
+              for name in header_line.split(b",")]
     missing = [name for name in ("emotion", "pixels") if name not in header]
     if missing:
-        raise DataError(f"{path}: header {header} lacks column(s) {missing}. A FER2013 CSV "
-                        f"starts with 'emotion,pixels,Usage'. {DOWNLOAD_HINT}")
-    column = {name: header.index(name) for name in header}
-    has_usage = "Usage" in column
-    if not has_usage:
+        raise DataError(f"{path}: header {_quote(header_line)} lacks column(s) {missing}. A "
+                        f"FER2013 CSV starts with 'emotion,pixels,Usage'. {DOWNLOAD_HINT}")
+    emotion, pixels = header.index("emotion"), header.index("pixels")
+    usage_column = header.index("Usage") if "Usage" in header else None
+    if usage_column is None:
         warnings.warn(f"{path} has no Usage column; every row is treated as Training.")
-    labels, usages, pixel_fields, problems = [], [], [], []
-    for line_number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
+    expected_fields = _quote(",".join(header).encode())
+    images, labels, usages, problems = [], [], [], []
+    pending = []  # (line_number, label, usage, pixel field) of rows not decoded yet
+
+    def refuse_or_count(line_number, problem):
+        problems.append((line_number, problem))
+        if not skip_bad_rows:
+            raise DataError(f"{path}, line {line_number}: {problem}. Fix or remove the row, "
+                            "or pass --skip-bad-rows to drop malformed rows.")
+
+    def decode_pending():
+        decoded, bad = _decode_pixels([row[3] for row in pending])
+        dropped = {index for index, _ in bad}
+        for index, problem in bad:
+            refuse_or_count(pending[index][0], problem)
+        images.append(decoded)
+        labels.extend(row[1] for index, row in enumerate(pending) if index not in dropped)
+        usages.extend(row[2] for index, row in enumerate(pending) if index not in dropped)
+        pending.clear()
+
+    for line_number, line in lines:
+        if line is None:
+            problem = (f"the line is longer than {MAX_LINE_BYTES:,} bytes (a FER2013 row "
+                       "has at most about 9,250)")
+        elif not line.strip():
             continue
-        fields = [field.strip().strip(b'"') for field in line.split(b",")]
-        problem = None
-        if len(fields) != len(header):
-            problem = f"has {len(fields)} fields, expected {len(header)} ({','.join(header)})"
         else:
-            label_text = fields[column["emotion"]].decode("utf-8", "replace")
-            usage = fields[column["Usage"]].decode("utf-8", "replace") if has_usage else "Training"
-            if not label_text.isdigit() or int(label_text) >= NUM_CLASSES:
-                problem = f"emotion is {label_text!r}, expected an integer 0-6"
-            elif usage not in USAGES:
-                problem = f"Usage is {usage!r}, expected one of {list(USAGES)}"
-            elif fields[column["pixels"]].count(b" ") != NUM_PIXELS - 1:
-                problem = _pixel_problem(fields[column["pixels"]].decode("utf-8", "replace"))
-        if problem is None:
-            labels.append(int(label_text))
-            usages.append(usage)
-            pixel_fields.append(fields[column["pixels"]])
-        else:
-            problems.append((line_number, problem))
+            fields = [field.strip().strip(b'"') for field in line.split(b",")]
+            problem = None
+            if len(fields) != len(header):
+                problem = f"has {len(fields)} fields, expected {len(header)} ({expected_fields})"
+            else:
+                label = fields[emotion]
+                usage = fields[usage_column] if usage_column is not None else b"Training"
+                usage_text = usage.decode("utf-8", "replace")
+                if not _is_label(label):
+                    problem = f"emotion is {_quote(label)}, expected an integer 0-6"
+                elif usage_text not in USAGES:
+                    problem = f"Usage is {_quote(usage)}, expected one of {list(USAGES)}"
+                else:
+                    pending.append((line_number, int(label), usage_text, fields[pixels]))
+                    if len(pending) >= _ROWS_PER_CHUNK:
+                        decode_pending()
+        if problem is not None:
             if not skip_bad_rows:
-                raise DataError(f"{path}, line {line_number}: {problem}. Fix or remove the "
-                                "row, or pass --skip-bad-rows to drop malformed rows.")
-    values = _parse_integers(b" ".join(pixel_fields))
-    if values is None or values.size != len(pixel_fields) * NUM_PIXELS \
-            or values.min(initial=0) < 0 or values.max(initial=0) > 255:
-        # Slow path: find the rows whose tokens are not all integers 0-255.
-        keep = []
-        for index, field in enumerate(pixel_fields):
-            problem = _pixel_problem(field.decode("utf-8", "replace"))
-            if problem is None:
-                keep.append(index)
-                continue
-            line_number = _line_number_of(lines, field)
-            if not skip_bad_rows:
-                raise DataError(f"{path}, line {line_number}: {problem}. Fix or remove the "
-                                "row, or pass --skip-bad-rows to drop malformed rows.")
-            problems.append((line_number, problem))
-        pixel_fields = [pixel_fields[i] for i in keep]
-        labels = [labels[i] for i in keep]
-        usages = [usages[i] for i in keep]
-        values = _parse_integers(b" ".join(pixel_fields))
+                decode_pending()  # An earlier row's bad pixel value is named first.
+            refuse_or_count(line_number, problem)
+    decode_pending()
     if problems:
-        _report_skipped(path, problems)
+        _report_skipped(path, sorted(problems))
     if not labels:
         raise DataError(f"{path} holds no valid rows.")
-    images = values.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+    images = np.concatenate(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
     return images, np.asarray(labels, np.int64), np.asarray(usages), problems
-
-
-def _parse_integers(text):
-    """Space-separated integers to int32 in C; None when a token is not an integer."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return np.fromstring(text.decode("ascii", "replace"), dtype=np.int32, sep=" ")
-    except ValueError:
-        return None
-
-
-def _line_number_of(lines, field):
-    for line_number, line in enumerate(lines[1:], start=2):
-        if field in line:
-            return line_number
-    return "?"
 
 
 def _report_skipped(source, problems):
@@ -403,13 +540,111 @@ def load_image_folder(root, skip_bad_rows=False):
     return stacked, all_labels[keep], all_usages[keep]
 
 
+def _check_cached(images, labels, usages):
+    """Raises `ValueError` unless the arrays are what `_parse_csv` returns."""
+    count = len(labels)
+    if not (count and images.dtype == np.uint8
+            and images.shape == (count, IMAGE_SIZE, IMAGE_SIZE, 1)
+            and labels.shape == (count,) and labels.dtype.kind in "iu"
+            and usages.shape == (count,) and usages.dtype.kind == "U"):
+        raise ValueError("its arrays have unexpected shapes or types")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES or not np.isin(usages, USAGES).all():
+        raise ValueError("its labels or usages are out of range")
+
+
+def _read_cache(cache, path, skip_bad_rows):
+    """Reads the decoded-CSV cache.
+
+    Returns:
+        `(arrays, writable)`: `arrays` is `(images, labels, usages)`, or None when the CSV
+        must be parsed; `writable` says whether the parse may (re)write `cache`: not when
+        something other than a cache file (a folder, a link, a FIFO) sits at its path.
+    """
+    try:
+        mode = os.lstat(cache).st_mode
+    except FileNotFoundError:
+        return None, True
+    except OSError:
+        return None, False
+    if not stat.S_ISREG(mode):
+        print(f"warning: {cache} is {_file_kind(mode) if not stat.S_ISLNK(mode) else 'a link'}"
+              f", not a cache file; parsing {path} without the decoded-data cache.",
+              file=sys.stderr)
+        return None, False
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            images, labels = stored["images"], stored["labels"]
+            usages = stored["usages"]
+            # Caches from before `skipped_rows` was stored are rebuilt, since they may
+            # come from a --skip-bad-rows run.
+            skipped = int(stored["skipped_rows"])
+        _check_cached(images, labels, usages)
+    except Exception as error:  # noqa: BLE001
+        # Whatever is wrong with the cache (empty, truncated, an older layout, not an
+        # .npz at all), the CSV is the truth: the cache is rebuilt from it.
+        reason = str(error).splitlines()[0][:QUOTE_CHARS] if str(error) else ""
+        print(f"warning: the decoded-data cache {cache} is unusable "
+              f"({type(error).__name__}{': ' + reason if reason else ''}); rebuilding it "
+              f"from {path}.", file=sys.stderr)
+        return None, True
+    if skipped and not skip_bad_rows:
+        return None, True
+    if skipped:
+        print(f"Skipped {skipped} malformed row(s) of {path} (from the decoded cache "
+              f"{cache}).", file=sys.stderr)
+    return (images, labels, usages.astype(str)), True
+
+
+def _process_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # It exists (perhaps another user's).
+    return False
+
+
+def _write_cache(cache, images, labels, usages, skipped_rows):
+    """Writes the decoded-CSV cache atomically: a partial file, then `os.replace`.
+
+    A crash leaves at most a `.NAME.PID.*.partial` file, removed by the next write once
+    its process is gone; the cache itself is either the old file or the whole new one.
+    """
+    prefix = f".{cache.name}."
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for stale in cache.parent.iterdir():
+            name = stale.name
+            if name.startswith(prefix) and name.endswith(".partial"):
+                pid = name[len(prefix):].split(".")[0]
+                if pid.isdigit() and _process_gone(int(pid)):
+                    stale.unlink(missing_ok=True)
+        partial = cache.with_name(f"{prefix}{os.getpid()}.{secrets.token_hex(4)}.partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                np.savez(handle, images=images, labels=labels, usages=usages,
+                         skipped_rows=skipped_rows)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, cache)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # Caching is an optimisation; a read-only home must not stop training.
+
+
 def load_fer2013(path=None, skip_bad_rows=False, use_cache=True):
     """Loads FER2013 from a CSV or an image folder, caching decoded CSVs on disk.
 
     The cache (`~/.cache/fer_keras`, or `FER_KERAS_CACHE`) is keyed by the SHA-256 of the
     source file, so an edited file is parsed again. It also records whether malformed rows
     were dropped: a file cached by a `skip_bad_rows=True` run is parsed again without it,
-    so its first bad row raises as it would without a cache.
+    so its first bad row raises as it would without a cache. A damaged cache file (empty,
+    truncated, wrong arrays) is rebuilt with a warning; it is written atomically, and
+    anything at its path that is not a regular file is left alone.
 
     Args:
         path: CSV or folder; None resolves it as `resolve_data_path` does.
@@ -425,29 +660,14 @@ def load_fer2013(path=None, skip_bad_rows=False, use_cache=True):
     cache = None
     if use_cache:
         cache = _cache_path(path, _file_digest(path))
-        if cache.exists():
-            try:
-                with np.load(cache) as stored:
-                    # Caches from before `skipped_rows` was stored are rebuilt, since they
-                    # may come from a --skip-bad-rows run.
-                    skipped = int(stored["skipped_rows"])
-                    if skip_bad_rows or skipped == 0:
-                        if skipped:
-                            print(f"Skipped {skipped} malformed row(s) of {path} (from the "
-                                  f"decoded cache {cache}).", file=sys.stderr)
-                        return stored["images"], stored["labels"], stored["usages"].astype(str)
-            except (OSError, ValueError, KeyError):
-                pass  # A damaged or older cache is rebuilt below.
+        arrays, writable = _read_cache(cache, path, skip_bad_rows)
+        if arrays is not None:
+            return arrays
+        if not writable:
+            cache = None
     images, labels, usages, problems = _parse_csv(path, skip_bad_rows)
     if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(".tmp.npz")
-            np.savez(partial, images=images, labels=labels, usages=usages,
-                     skipped_rows=len(problems))
-            partial.replace(cache)
-        except OSError:
-            pass  # Caching is an optimisation; a read-only home must not stop training.
+        _write_cache(cache, images, labels, usages, len(problems))
     return images, labels, usages
 
 

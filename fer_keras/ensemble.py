@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 
 MAX_CANDIDATES = 12
 """`--select` scores every subset of the candidates: 4,083 of them for 12."""
@@ -39,7 +39,7 @@ MAX_CANDIDATES = 12
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.ensemble", description=__doc__.split("\n\n")[0],
+        prog=command_prog("ensemble"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="run folders (or model.keras files) to average; at least two")

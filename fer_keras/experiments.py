@@ -14,6 +14,14 @@ Example:
 import dataclasses
 from typing import Optional
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "plateau")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+"""Training dtype policies. The mixed ones keep float32 weights and compute in 16 bits;
+`mixed_bfloat16` is the fast one on CPUs with AVX512-BF16 (and on TPUs / recent GPUs).
+These names live here, beside the fields that take them, rather than in
+`fer_keras.training`, so that a command's `--help` lists them without importing Keras."""
+
 
 @dataclasses.dataclass(frozen=True)
 class StudyResult:

@@ -10,8 +10,13 @@ The input is a run folder written by `fer_keras.fit` (it holds `model.keras`) or
 file. The SavedModel goes to `DIR/VERSION/`, the layout TF Serving scans: `DIR` defaults to
 `RUN_FOLDER/serving` (for a `.keras` file not named `model.keras`, to
 `FILE_FOLDER/FILE_STEM/serving`), and `VERSION` to one more than the highest version already
-there (1 for a new folder). A version is written under a temporary name and renamed when
-complete, so a running TF Serving never loads half a model.
+there (1 for a new folder; TF Serving reads versions as int64, so at most 2**63 - 1). A
+version is written under a temporary name (`DIR/.partial-VERSION-PID/`) and renamed when
+complete, so a running TF Serving never loads half a model; such a folder left by an export
+that was killed is removed by the next export into `DIR` once its process is gone. Before
+any work, `DIR` is checked to be a folder this user can write into, and the model to be
+built, to take gray images and to output probabilities on a probe batch (a model ending in
+logits is refused: `fer_keras.model_checks`).
 
 What one version folder holds:
 
@@ -61,12 +66,13 @@ Example:
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probabilities", "class_id", "label")
@@ -79,6 +85,11 @@ KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "export.json"
+VERSION_MAX = 2**63 - 1
+"""The highest version: TF Serving reads version folder names as int64."""
+
+PARTIAL_NAME = re.compile(r"\.partial-([0-9]+)-([0-9]+)")
+"""The staging folders `export` writes a version into: `.partial-VERSION-PID`."""
 
 
 def resolve_source(path):
@@ -112,18 +123,122 @@ def resolve_source(path):
 
 
 def existing_versions(serving_dir):
-    """The integer version folders under a TF Serving base folder, sorted."""
+    """The integer version folders under a TF Serving base folder, sorted.
+
+    Only names of ASCII digits up to `VERSION_MAX` count, as for TF Serving ("²" is a
+    digit to Python's `str.isdigit`, but no version).
+    """
     serving_dir = Path(serving_dir)
     if not serving_dir.is_dir():
         return []
     return sorted(int(child.name) for child in serving_dir.iterdir()
-                  if child.is_dir() and child.name.isdigit())
+                  if child.is_dir() and re.fullmatch(r"[0-9]+", child.name)
+                  and int(child.name) <= VERSION_MAX)
 
 
 def next_version(serving_dir):
-    """One more than the highest version under `serving_dir`, or 1."""
+    """One more than the highest version under `serving_dir`, or 1.
+
+    Raises:
+        ValueError: if the highest version is already `VERSION_MAX`.
+    """
     versions = existing_versions(serving_dir)
+    if versions and versions[-1] >= VERSION_MAX:
+        raise ValueError(f"{serving_dir} already holds version {VERSION_MAX}, the highest "
+                         f"TF Serving reads (int64), so there is no next one. Pass a free "
+                         f"--version, or --output another folder.")
     return versions[-1] + 1 if versions else 1
+
+
+def version_number(text):
+    """An argparse `type` for `--version`: an integer in [1, `VERSION_MAX`]."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= VERSION_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 1 and <= {VERSION_MAX} (TF Serving reads versions as "
+            f"int64). Received: {text[:100]!r}")
+    return value
+
+
+version_number.__name__ = "version number"
+
+
+def check_output_folder(serving_dir):
+    """Raises a `ValueError` unless `serving_dir` is, or can become, a folder we can write.
+
+    Nothing is created: the nearest part of the path that exists must be a folder in which
+    this process can create a file (tried with a temporary file, removed at once, since
+    permission bits say nothing on a read-only mount, or for root).
+
+    Args:
+        serving_dir: the TF Serving base folder an export writes `VERSION/` into.
+    """
+    serving_dir = Path(serving_dir)
+    existing = serving_dir
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    fix = "Pass --output a folder (new or existing) that you can write to."
+    if not existing.is_dir():
+        if existing == serving_dir:
+            raise ValueError(f"The export folder {serving_dir} exists and is not a folder; "
+                             f"export writes VERSION/ folders into it. {fix}")
+        raise ValueError(f"The export folder {serving_dir} cannot be created: {existing} is "
+                         f"not a folder. {fix}")
+    import tempfile
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".fer_keras-write-check-", dir=existing)
+    except OSError as error:
+        raise ValueError(f"The export folder {serving_dir} is not writable: no file can be "
+                         f"created in {existing} ({error.strerror or error}). {fix}"
+                         ) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def process_alive(pid):
+    """Whether a process `pid` may be running (True when that cannot be told)."""
+    if pid <= 0 or os.name == "nt":
+        # On Windows `os.kill` terminates the process whatever the signal.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # PermissionError: another user's process; OverflowError: no pid.
+    return True
+
+
+def remove_stale_partials(serving_dir):
+    """Removes the `.partial-VERSION-PID/` folders of exports that were killed.
+
+    An export writes a version into such a hidden folder and renames it when complete, so
+    `kill -9` leaves it behind (tens of MB). Only folders named exactly so, directly under
+    `serving_dir`, whose process is gone are removed; those of running exports (this one
+    included) and every other file stay.
+
+    Returns:
+        The removed folders.
+    """
+    serving_dir = Path(serving_dir)
+    if not serving_dir.is_dir():
+        return []
+    removed = []
+    for child in sorted(serving_dir.iterdir()):
+        match = PARTIAL_NAME.fullmatch(child.name)
+        if match is None or child.is_symlink() or not child.is_dir():
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        shutil.rmtree(child, ignore_errors=True)
+        if not os.path.lexists(child):
+            removed.append(child)
+    return removed
 
 
 def to_model_input(image, size=(48, 48)):
@@ -478,22 +593,30 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
         `version`, `tflite_message`, and `quantized`: `{kind: {"path" or None, "message"}}`.
 
     Raises:
-        ValueError: for a missing source, a model that cannot be loaded, a bad version,
-            a version folder that already exists, or an unknown or impossible `quantize`.
+        ValueError: for a missing source, a model that cannot be loaded or fails
+            `fer_keras.model_checks.check_keras_model` (unbuilt, not gray, not fixed-size,
+            logits), an output that is not a writable folder, a bad version, a version
+            folder that already exists, or an unknown or impossible `quantize`.
     """
+    import numbers
+
     import keras
     import tensorflow as tf
 
     from fer_keras.data import CLASS_NAMES
-    from fer_keras.models import check_class_probabilities, load_model
+    from fer_keras.model_checks import check_keras_model
+    from fer_keras.models import load_model
 
     keras_path, default_output = resolve_source(source)
     serving_dir = Path(output) if output is not None else default_output
+    check_output_folder(serving_dir)
     if version is None:
         version = next_version(serving_dir)
-    elif not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer (TF Serving's folder names). "
-                         f"Received: version={version!r}")
+    elif (isinstance(version, bool) or not isinstance(version, numbers.Integral)
+          or not 1 <= version <= VERSION_MAX):
+        raise ValueError(f"version must be an integer in [1, {VERSION_MAX}] (TF Serving's "
+                         f"folder names, read as int64). Received: version={version!r}")
+    version = int(version)
     quantize = [quantize] if isinstance(quantize, str) else list(quantize or ())
     for kind in quantize:
         if kind not in QUANTIZATIONS:
@@ -508,10 +631,14 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
         raise ValueError(f"{target} already exists. Pass another --version (the next free "
                          f"one is {next_version(serving_dir)}), or delete it to re-export. "
                          f"Received: version={version}")
+    for stale in remove_stale_partials(serving_dir):
+        print(f"export: removed {stale}, left by an export that was stopped",
+              file=sys.stderr)
     # The data is read before the slow export starts, so a bad --data fails at once.
     representative = representative_images(data) if "int8" in quantize else None
     model = load_model(keras_path)
-    check_class_probabilities(model.output_shape, keras_path)
+    # Built, gray fixed-size input, 7 outputs, probabilities on a probe batch (not logits).
+    check_keras_model(model, keras_path, "export")
     serving_dir.mkdir(parents=True, exist_ok=True)
     # TF Serving ignores folders whose names are not numbers, so the partial export is
     # invisible to it until the rename below.
@@ -600,17 +727,16 @@ def signature_summary(shape=(48, 48, 1)):
 
 
 def build_parser():
-    from fer_keras.cli import int_at_least
-
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.export", description=__doc__.split("\n\n")[0],
+        prog=command_prog("export"), description=__doc__.split("\n\n")[0],
         epilog="See the module docstring (python -c 'import fer_keras.export as e; "
                "help(e)') for the signatures.")
     parser.add_argument("source", help="run folder (saved_models/EXPERIMENT) or .keras file")
     parser.add_argument("--output", help="TF Serving base folder; default "
                         "RUN_FOLDER/serving")
-    parser.add_argument("--version", type=int_at_least(1), help="version folder number; "
-                        "default the next free one (1 for a new folder)")
+    parser.add_argument("--version", type=version_number, help="version folder number, "
+                        f"1 to {VERSION_MAX} (int64); default the next free one (1 for a "
+                        f"new folder)")
     parser.add_argument("--no-tflite", action="store_true", help="skip the TFLite file")
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA-compile the forward pass: lower batch-1 latency on CPU, "

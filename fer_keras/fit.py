@@ -44,17 +44,20 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from fer_keras.cli import entry_point, int_at_least, number_in, run_command
+from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
 
 DEFAULT_ROOT = Path("saved_models")
 STAGING_SUFFIX = ".partial"
 RETIRED_SUFFIX = ".replaced"
 RUN_ENTRIES = frozenset({"model.keras", "history.csv", "config.json", "metrics.json",
-                         "learning_curves.png", "confusion_matrix.png", "backup"})
-"""What fit writes into a run folder; a folder holding anything else is not replaced
-without --overwrite."""
+                         "learning_curves.png", "confusion_matrix.png", "backup",
+                         "model.tmp.keras", "tau_sweep.png"})
+"""What fit (and the commands that publish run folders the same way: ensemble, tta,
+rebalance) write into a run folder. A folder holding anything else is never replaced, not
+even with --overwrite: it holds files that are not ours."""
 DATA_KEYS = ("data_fingerprint", "limit", "skip_bad_rows")
 # How a run is spread over devices and read from disk changes neither its data nor its
 # optimisation (the batch is global), so a run may resume with other devices or --stream.
@@ -62,15 +65,15 @@ RESUME_IGNORED_KEYS = ("command", "data_path", "distribute", "replicas", "stream
 
 
 def build_parser():
+    # None of these imports Keras, so `fit --help` answers at once.
     from fer_keras.data import PROTOCOLS
     from fer_keras.distribute import DISTRIBUTIONS
-    from fer_keras.experiments import list_experiments
-    from fer_keras.training import OPTIMIZERS, PRECISIONS, SCHEDULES
+    from fer_keras.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES, list_experiments
 
     # The docstring's paragraphs on run folders, resuming and progress, without its usage.
     details = __doc__[__doc__.index("The run folder"):]
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.fit", description=__doc__.split("\n\n")[0],
+        prog=command_prog("fit"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=details + "\nExperiments: " + ", ".join(list_experiments()))
     parser.add_argument("experiment", help="experiment name (see below)")
@@ -180,8 +183,22 @@ SETTING_RANGES = {
 in [0, 1)."""
 
 
+def setting_choices():
+    """The allowed values of the categorical training settings (None: the feature is off)."""
+    from fer_keras.augmentation import POLICIES
+    from fer_keras.data import PROTOCOLS
+    from fer_keras.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES
+
+    return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
+            "protocol": tuple(PROTOCOLS), "augmentation": (None, *POLICIES),
+            "class_weight": (None, "balanced")}
+
+
 def check_settings(settings, seed=0, limit=None):
-    """Raises a `ValueError` naming the first out-of-range setting and its allowed range.
+    """Raises a `ValueError` naming the first bad setting and what it may be.
+
+    Categorical settings (optimizer, schedule, precision, protocol, augmentation,
+    class_weight) must be one of `setting_choices()`; numeric ones lie in `SETTING_RANGES`.
 
     Args:
         settings: a `resolve_settings` dict.
@@ -190,6 +207,12 @@ def check_settings(settings, seed=0, limit=None):
     """
     from fer_keras.cli import describe_range, in_range
 
+    for key, allowed in setting_choices().items():
+        value = settings.get(key)
+        if value not in allowed:
+            shown = ", ".join("none" if each is None else str(each) for each in allowed)
+            raise ValueError(f"{key} (--{key.replace('_', '-')}) must be one of {shown}. "
+                             f"Received: {key}={value!r}")
     checks = [(key, settings.get(key), *bounds) for key, bounds in SETTING_RANGES.items()]
     checks += [(key, value, False, 0, 1, False, True)
                for key, value in settings["model_kwargs"].items()
@@ -232,9 +255,18 @@ def lock_run_folder(output_dir):
 
     output_dir = Path(output_dir)
     path = output_dir.with_name(f".{output_dir.name}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"Cannot create the folder {path.parent} for the run {output_dir}: "
+                         f"{error.strerror}. Choose another output folder.") from None
     while True:
-        handle = open(path, "a+")
+        try:
+            handle = open(path, "a+")
+        except OSError as error:
+            raise ValueError(f"Cannot write the lock file {path} beside the run "
+                             f"{output_dir}: {error.strerror}. Choose an output folder in a "
+                             f"place you can write to.") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -267,7 +299,7 @@ def lock_run_folder(output_dir):
 def _settle_swap(output_dir):
     """Finishes or undoes a replacement of `output_dir` that a crash interrupted."""
     retired = output_dir.with_name(output_dir.name + RETIRED_SUFFIX)
-    if retired.exists():
+    if retired.is_dir() and not _foreign_entries(retired):
         if output_dir.exists():
             # A crash after the new run moved into place: the old one is no longer needed.
             shutil.rmtree(retired)
@@ -277,14 +309,124 @@ def _settle_swap(output_dir):
             retired.rename(output_dir)
 
 
+def run_folder_path(output_dir, flag="--output-dir"):
+    """`output_dir` as an absolute, normalised path that names a folder (`.` and `runs/..`
+    become the folders they mean), or a `ValueError` for a place no run folder can be."""
+    path = Path(os.path.abspath(os.fspath(output_dir)))
+    if not path.name:
+        raise ValueError(f"{flag} {output_dir} is the file-system root; a run folder is "
+                         f"replaced as a whole, so give a folder inside it (e.g. "
+                         f"{path / 'runs' / 'my_run'}).")
+    return path
+
+
+def _foreign_entries(folder):
+    """The names in `folder` that no command of ours writes into a run folder."""
+    return sorted(entry.name for entry in Path(folder).iterdir()
+                  if entry.name not in RUN_ENTRIES)
+
+
+def _probe_writable(folder, what):
+    """Raises a `ValueError` unless a file can be created (and removed) in `folder`."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".fer_keras-write-check-", dir=folder)
+    except OSError as error:
+        raise ValueError(f"{what} {folder} is not writable ({error.strerror}). Choose an "
+                         f"output folder in a place you can write to.") from None
+    os.close(handle)
+    os.unlink(name)
+
+
+def check_output_folder(output_dir, overwrite=False, flag="--output-dir"):
+    """Refuses, before any work, a run folder that fit could not publish or must not replace.
+
+    A run folder is replaced as a whole when the run is complete, so it must be: absent,
+    empty, or a folder of run files (the names in `RUN_ENTRIES`) that is either our own
+    unfinished run or, with `overwrite`, a finished run or other run files. A folder holding
+    any other file, a path that is a file, a mount point (which cannot be renamed) and a
+    place that cannot be written are refused with one line; nothing is changed.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() or output_dir.is_symlink():
+        if not output_dir.is_dir():
+            raise ValueError(f"{flag} {output_dir} is a file, not a folder. A run is a "
+                             f"folder of files (model.keras, metrics.json, ...): give the "
+                             f"path of a new folder.")
+        if os.path.ismount(output_dir):
+            raise ValueError(f"{flag} {output_dir} is a mount point, which cannot be "
+                             f"replaced by a finished run. Give a folder inside it (e.g. "
+                             f"{output_dir / 'run'}).")
+        foreign = _foreign_entries(output_dir)
+        if foreign:
+            raise ValueError(
+                f"{output_dir} holds files that are not a run's ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); a run replaces its folder as a "
+                f"whole, so it will not be written there, even with --overwrite. Choose "
+                f"another {flag}, or move those files out.")
+        entries = {entry.name for entry in output_dir.iterdir()}
+        if "metrics.json" in entries and not overwrite:
+            raise ValueError(
+                f"{output_dir} already holds a finished run (its metrics.json). Pass another "
+                f"{flag} to keep it, or --overwrite to replace it once the new run is "
+                f"complete (it stays as it is until then).")
+        if entries and "metrics.json" not in entries and not overwrite \
+                and not _is_unfinished_run(output_dir):
+            raise ValueError(
+                f"{output_dir} holds {', '.join(sorted(entries)[:5])} but no finished run "
+                f"of ours (no metrics.json), so fit will not replace them. Choose another "
+                f"{flag}, or pass --overwrite to replace exactly these files once the new "
+                f"run is complete.")
+        retired = output_dir.with_name(output_dir.name + RETIRED_SUFFIX)
+        if retired.exists() and (not retired.is_dir() or _foreign_entries(retired)):
+            raise ValueError(f"{retired} is where the run in {output_dir} moves for a moment "
+                             f"while a new one replaces it, but it holds files that are not "
+                             f"a run's. Move it, or choose another {flag}.")
+    parent = output_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {output_dir} lies under {parent}, which is a file, not a "
+                         f"folder. Choose another {flag}.")
+    _probe_writable(parent, "The folder")
+    if output_dir.is_dir():
+        _probe_writable(output_dir, "The run folder")
+
+
+def _is_unfinished_run(folder):
+    """Whether `folder` is a run of fit's that trained in place (earlier versions did) and
+    can resume: its resume state and a config.json that fit wrote."""
+    config = Path(folder) / "config.json"
+    if not (Path(folder) / "backup" / "training_metadata.json").exists() \
+            or not config.exists():
+        return False
+    try:
+        written = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and {"experiment", "command"} <= set(written)
+
+
+def _remove_stale_staging(staging):
+    """Removes a staging folder in which no epoch finished (a run that failed or was
+    stopped while starting): there is nothing to resume. Called under the run's lock, so no
+    live process uses it; a folder holding files that are not a run's is left alone."""
+    if not staging.is_dir() or (staging / "backup" / "training_metadata.json").exists():
+        return
+    if _foreign_entries(staging):
+        raise ValueError(f"{staging} is where this run would train, but it holds files that "
+                         f"are not a run's ({', '.join(_foreign_entries(staging)[:5])}). Move "
+                         f"them out, or choose another output folder.")
+    shutil.rmtree(staging)
+
+
 def refuse_finished_run(output_dir, overwrite=False, flag="--output"):
-    """Raises a `ValueError` when `output_dir` holds a finished run and `overwrite` is off.
+    """Raises a `ValueError` when `output_dir` cannot take a new run (a finished run without
+    `overwrite`, files that are not a run's, a file, an unwritable place; see
+    `check_output_folder`).
 
     Commands that spend minutes before writing call it first too, to fail before that work.
     """
-    if (Path(output_dir) / "metrics.json").exists() and not overwrite:
-        raise ValueError(f"{output_dir} already holds a finished run. Pass --overwrite to "
-                         f"replace it, or choose another {flag}.")
+    check_output_folder(run_folder_path(output_dir, flag), overwrite, flag)
 
 
 def write_run_folder(output_dir, write, overwrite=False, flag="--output"):
@@ -301,12 +443,16 @@ def write_run_folder(output_dir, write, overwrite=False, flag="--output"):
         overwrite: replace a finished run.
         flag: the command's output flag, named in the refusal.
     """
-    output_dir = Path(output_dir)
+    output_dir = run_folder_path(output_dir, flag)
+    check_output_folder(output_dir, overwrite, flag)
     with lock_run_folder(output_dir):
         _settle_swap(output_dir)
-        refuse_finished_run(output_dir, overwrite, flag)
+        check_output_folder(output_dir, overwrite, flag)
         staging = staging_folder(output_dir)
         if staging.exists():
+            if not staging.is_dir() or _foreign_entries(staging):
+                raise ValueError(f"{staging}, where this run is staged, holds files that are "
+                                 f"not a run's. Move it, or choose another {flag}.")
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         try:
@@ -323,24 +469,11 @@ def _prepare_run_folder(output_dir, staging, overwrite):
     Runs under the folder's lock, before anything else is read or written.
     """
     _settle_swap(output_dir)
-    if (output_dir / "metrics.json").exists():
-        if not overwrite:
-            raise ValueError(
-                f"{output_dir} holds a finished run (its metrics.json). Pass another "
-                f"--output-dir to keep it, or --overwrite to replace it once the new run is "
-                f"complete (it stays as it is until then).")
+    check_output_folder(output_dir, overwrite)
+    _remove_stale_staging(staging)
+    if (output_dir / "metrics.json").exists() or not output_dir.exists():
         return
-    if not output_dir.exists():
-        return
-    entries = {entry.name for entry in output_dir.iterdir()}
-    unknown = sorted(entries - RUN_ENTRIES)
-    if unknown and not overwrite:
-        raise ValueError(
-            f"{output_dir} holds files that fit did not write ({', '.join(unknown[:5])}). "
-            f"Pass another --output-dir, or --overwrite to replace the whole folder once the "
-            f"new run is complete.")
-    if not unknown and not staging.exists() \
-            and (output_dir / "backup" / "training_metadata.json").exists():
+    if not staging.exists() and _is_unfinished_run(output_dir):
         # Earlier versions trained inside the run folder itself; a run killed that way moves
         # to the staging folder and resumes there like any other.
         print(f"Moving the unfinished run in {output_dir} to {staging} to resume it there.",
@@ -355,10 +488,11 @@ def _commit(staging, output_dir):
     between them. The backup goes last, so until the run is in place it can be resumed.
     """
     retired = output_dir.with_name(output_dir.name + RETIRED_SUFFIX)
-    if output_dir.exists():
+    replacing = output_dir.exists()
+    if replacing:
         output_dir.rename(retired)
     staging.rename(output_dir)
-    if retired.exists():
+    if replacing:
         shutil.rmtree(retired)
     shutil.rmtree(output_dir / "backup", ignore_errors=True)
 
@@ -491,8 +625,9 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
     # Everything that can be refused is checked before a file is read or written.
     settings = resolve_settings(experiment_name, overrides, hparams)
     check_settings(settings, seed=seed, limit=limit)
-    output_dir = Path(output_dir or DEFAULT_ROOT / experiment_name)
+    output_dir = run_folder_path(output_dir or DEFAULT_ROOT / experiment_name)
     data_path = None if splits is not None else fer_data.resolve_data_path(data)
+    check_output_folder(output_dir, overwrite)
     if stream and data_path is not None and not data_path.is_dir():
         raise ValueError(f"--stream reads an image folder (train/<class>/*); a CSV is parsed "
                          f"into memory anyway. Drop --stream, or pass a folder. Received: "
@@ -514,9 +649,16 @@ def train(experiment_name, data=None, output_dir=None, seed=0, limit=None, overr
     staging = staging_folder(output_dir)
     with lock_run_folder(output_dir):
         _prepare_run_folder(output_dir, staging, overwrite)
-        metrics = _train_in(staging, output_dir, experiment_name, settings, data_path, seed,
-                            limit, verbose, skip_bad_rows, splits, progress_seconds,
-                            distribution, stream)
+        try:
+            metrics = _train_in(staging, output_dir, experiment_name, settings, data_path,
+                                seed, limit, verbose, skip_bad_rows, splits,
+                                progress_seconds, distribution, stream)
+        except BaseException:
+            # A run stopped before its first epoch finished has nothing to resume: leave no
+            # DIR.partial/ behind (one with a finished epoch stays, to resume from).
+            with contextlib.suppress(OSError, ValueError):
+                _remove_stale_staging(staging)
+            raise
         _commit(staging, output_dir)
     print(f"Wrote {', '.join(sorted(p.name for p in output_dir.iterdir() if p.is_file()))} "
           f"to {output_dir}")
@@ -700,13 +842,21 @@ def main(argv=None):
         hparams = None
         if args.hparams:
             hparams_path = Path(args.hparams)
-            if not hparams_path.exists():
-                raise ValueError(f"--hparams file not found: {hparams_path}")
+            if not hparams_path.is_file():
+                raise ValueError(f"--hparams file not found: {hparams_path}" if not
+                                 hparams_path.exists() else
+                                 f"--hparams {hparams_path} is not a regular file")
             try:
                 hparams = json.loads(hparams_path.read_text())
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ValueError(f"--hparams {hparams_path} is not valid JSON: {error}") from error
-            hparams = hparams.get("hyperparameters", hparams)
+            if isinstance(hparams, dict) and "hyperparameters" in hparams:
+                hparams = hparams["hyperparameters"]
+            if not isinstance(hparams, dict):
+                raise ValueError(
+                    f"--hparams {hparams_path} must hold a JSON object of settings (e.g. "
+                    f'{{"learning_rate": 0.001}}, or the tuner\'s best_hparams.json). '
+                    f"Received: {json.dumps(hparams)[:80]}")
         train(args.experiment, data=args.data, output_dir=args.output_dir, seed=args.seed,
               limit=args.limit, overrides=overrides, hparams=hparams,
               verbose="auto" if args.verbose is None else args.verbose,

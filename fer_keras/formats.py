@@ -24,11 +24,32 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 
 FORMATS = (("float32", "model.tflite"), ("float16", "model_float16.tflite"),
            ("int8", "model_int8.tflite"))
 FORMATS_FILE = "formats.json"
+
+
+def recorded_keras_accuracy(run_folder, split):
+    """The Keras model's accuracy on `split` that a run folder's `metrics.json` records.
+
+    Raises:
+        ValueError: for an unknown split, a folder without `model.keras` or
+            `metrics.json`, or a `metrics.json` without `splits.SPLIT.accuracy` (the
+            message names the file and the missing key).
+    """
+    from fer_keras.data import SPLITS
+    from fer_keras.evaluate import recorded_accuracies
+
+    run_folder = Path(run_folder)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}. Received: split={split!r}")
+    metrics_path = run_folder / "metrics.json"
+    if not (run_folder / "model.keras").is_file() or not metrics_path.is_file():
+        raise ValueError(f"{run_folder} needs model.keras and metrics.json (a run folder "
+                         f"written by `python -m fer_keras.fit`). Received: {run_folder}")
+    return recorded_accuracies(metrics_path, [split])[1][split]
 
 
 def compare_formats(run_folder, split="private_test", data=None, calls=200):
@@ -46,26 +67,15 @@ def compare_formats(run_folder, split="private_test", data=None, calls=200):
         `threads_T_latency_ms_median` / `_p90` for T in 1, 2.
 
     Raises:
-        ValueError: for a folder without `model.keras`, or a split its `metrics.json`
-            does not score.
+        ValueError: for a folder without `model.keras`, or a `metrics.json` that does not
+            record the split's accuracy (`splits.SPLIT.accuracy`).
     """
-    from fer_keras.data import SPLITS
     from fer_keras.evaluate import evaluate
     from fer_keras.export import export
     from fer_keras.litert import LATENCY_THREADS, measure_latency
 
     run_folder = Path(run_folder)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}. Received: split={split!r}")
-    metrics_path = run_folder / "metrics.json"
-    if not (run_folder / "model.keras").is_file() or not metrics_path.is_file():
-        raise ValueError(f"{run_folder} needs model.keras and metrics.json (a run folder "
-                         f"written by `python -m fer_keras.fit`). Received: {run_folder}")
-    recorded = json.loads(metrics_path.read_text())["splits"]
-    if split not in recorded:
-        raise ValueError(f"{metrics_path} has no {split} score to compare with. Pass one of "
-                         f"{', '.join(recorded)}. Received: split={split!r}")
-    keras_accuracy = recorded[split]["accuracy"]
+    keras_accuracy = recorded_keras_accuracy(run_folder, split)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fer_formats_") as folder:
         result = export(run_folder, output=folder, version=1, quantize=["int8", "float16"],
@@ -121,7 +131,7 @@ def formats_table(report):
 def build_parser():
     from fer_keras.data import SPLITS
 
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.formats",
+    parser = argparse.ArgumentParser(prog=command_prog("formats"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_FOLDER",
                         help="run folders (saved_models/EXPERIMENT)")
@@ -145,6 +155,9 @@ def main(argv=None):
         if args.calls < 1:
             raise ValueError(f"--calls must be a positive integer. Received: "
                              f"calls={args.calls}")
+        # Every run is checked before the first slow export, so a bad one fails at once.
+        for run in args.runs:
+            recorded_keras_accuracy(run, args.split)
         load = os.getloadavg() if hasattr(os, "getloadavg") else None
         results = []
         for run in args.runs:

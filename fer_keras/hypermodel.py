@@ -53,10 +53,23 @@ def default_search_space(experiment):
     }
 
 
+MAX_WEIGHT_DECAY_CHOICES = 1000
+"""The most weight-decay values a search space may list (a sanity bound on the grid)."""
+
+
 def _number(value, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where} must be a number. Received: {where}={value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    # TOML writes nan and inf as plain floats; Keras Tuner would only fail on them at the
+    # first trial (and an infinite weight-decay bound would never end its grid).
+    if not math.isfinite(number):
+        raise ValueError(f"{where} must be a finite number, not nan or inf. "
+                         f"Received: {where}={value!r}")
+    return number
 
 
 def check_search_space(search_space):
@@ -72,7 +85,9 @@ def check_search_space(search_space):
         The normalised dict (floats, every optional key present).
 
     Raises:
-        ValueError: naming the offending key as `search_space.NAME.KEY`.
+        ValueError: naming the offending key as `search_space.NAME.KEY`: a bound that is
+            not a finite number (nan, inf), min not below max, a log-scale min <= 0, a
+            dropout rate outside [0, 1), a bad step or weight-decay grid.
     """
     if not isinstance(search_space, dict) or not search_space:
         raise ValueError("search_space must be a table with at least one of "
@@ -115,6 +130,12 @@ def check_search_space(search_space):
             if not isinstance(allow_zero, bool):
                 raise ValueError(f"{where}.allow_zero must be true or false. "
                                  f"Received: {where}.allow_zero={allow_zero!r}")
+            choices = math.log10(high / low) * steps
+            if choices > MAX_WEIGHT_DECAY_CHOICES:
+                raise ValueError(f"{where}.steps_per_decade gives about {choices:.3g} values "
+                                 f"between min and max, more than "
+                                 f"{MAX_WEIGHT_DECAY_CHOICES}; use fewer steps per decade. "
+                                 f"Received: {where}.steps_per_decade={steps!r}")
             out.update(steps_per_decade=steps, allow_zero=allow_zero)
         if name == "dropout_rate":
             out["step"] = None

@@ -123,8 +123,9 @@ class TFLiteClassifier:
         num_threads: CPU threads for the interpreter; None lets the runtime choose.
 
     Raises:
-        ValueError: for a missing file, a file the runtime cannot read, or a file without
-            that signature.
+        ValueError: for a missing file, a file the runtime cannot read, a file without
+            that signature, or one whose outputs on a probe batch of random faces are not
+            probabilities (`fer_keras.model_checks.check_probabilities`).
     """
 
     def __init__(self, path, num_threads=None):
@@ -162,6 +163,11 @@ class TFLiteClassifier:
             raise ValueError(f"{self.path} must output '{PROBABILITIES}' for {NUM_CLASSES} "
                              f"classes; evaluate and predict take 7-class FER2013 models "
                              f"only. Received: outputs={shapes}")
+        # One small batch shows whether the outputs are probabilities (a file converted
+        # from a model ending in logits is refused here, not scored).
+        from fer_keras.model_checks import check_probabilities, probe_faces
+
+        check_probabilities(self(probe_faces(self.size)), self.path)
 
     @property
     def size(self):

@@ -28,9 +28,11 @@ Output: one JSON object a line on stdout, in input order, one per face:
      "class_id": 3, "probabilities": {"angry": 0.01, ..., "neutral": 0.02}}
 
 `box` is in pixels of the (EXIF-rotated) image. A file that cannot be used gets one record
-with an `error` field instead (not an image, truncated, no face found, missing), and the
-other files still get results. The exit status is 0 when every file gave a result, 1 when
-some gave an error record, and 2 for a usage error (no model, bad flags).
+with an `error` field instead (not an image, truncated, no face found, missing, a device or
+FIFO, `-`), and the other files still get results. The exit status is 0 when every file
+gave a result, 1 when some gave an error record, and 2 for a usage error (no model, bad
+flags, an output path that is an input or cannot be written: outputs are checked before
+anything is classified).
 
 `--model` takes a run folder (holding `model.keras`), a `.keras` file, an exported
 SavedModel folder (`.../serving/VERSION`) or a `.tflite` file (run with LiteRT; `--litert`
@@ -44,7 +46,7 @@ import json
 import sys
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 from fer_keras.video import VIDEO_SUFFIXES, iou, is_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
@@ -168,8 +170,14 @@ class Classifier:
             outputs = self._signature.structured_outputs
             check_class_probabilities(outputs["probabilities"].shape
                                       if "probabilities" in outputs else sorted(outputs), path)
+            from fer_keras.model_checks import check_probabilities, image_size, probe_faces
+
+            # One small batch shows whether the outputs are probabilities, not logits.
+            check_probabilities(self._probabilities(probe_faces(image_size(
+                self.input_shape, path))), path)
             return
-        from fer_keras.models import check_class_probabilities, load_model
+        from fer_keras.model_checks import check_keras_model
+        from fer_keras.models import load_model
 
         if path.is_dir():
             if not (path / "model.keras").is_file():
@@ -182,16 +190,16 @@ class Classifier:
         # A .keras file runs on whichever Keras backend is active (KERAS_BACKEND).
         self.runtime = f"keras {keras.backend.backend()}"
         self.model = load_model(path)
-        self.input_shape = tuple(self.model.input_shape[1:])
-        if len(self.input_shape) != 3 or self.input_shape[-1] != 1:
-            raise ValueError(f"Expected a model of gray images (height, width, 1). Received: "
-                             f"input_shape={self.model.input_shape}")
-        check_class_probabilities(self.model.output_shape, path)
+        # Built, gray input, 7 outputs, and probabilities on a probe batch (not logits).
+        self.input_shape = check_keras_model(self.model, path)
 
     @property
     def size(self):
-        """`(height, width)` of the crops the model takes."""
-        return int(self.input_shape[0]), int(self.input_shape[1])
+        """`(height, width)` of the crops the model takes: a size the model leaves open
+        (a fully convolutional `(None, None, 1)`) is FER2013's 48."""
+        from fer_keras.model_checks import image_size
+
+        return image_size(self.input_shape, self.path)
 
     model_seconds = 0.0
     """Seconds spent inside model calls so far (for the faces/s summary)."""
@@ -362,28 +370,74 @@ def crop_face(gray, box, size=(48, 48)):
     return crop[..., None]
 
 
-def expand_paths(paths):
+STDIN_ERROR = "`-` (standard input) is not supported; give a file path (./- for a file named -)"
+
+
+def input_problem(raw):
+    """Why the input `raw` cannot be read, in words for its error record; None if it can.
+
+    Only the path's metadata is looked at (`stat`): a FIFO is never opened, as reading one
+    blocks until something writes to it, and `/dev/zero` would never end.
+    """
+    import os
+    import stat
+
+    if str(raw) == "-":
+        return STDIN_ERROR
+    path = Path(raw)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken symbolic link: it points to {os.readlink(path)}, which does not exist"
+        return "no such file or folder"
+    except NotADirectoryError:
+        return "no such file or folder (a part of the path is a file, not a folder)"
+    except OSError as error:
+        return f"cannot be looked at: {error.strerror or error}"
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+    kind = next((words for test, words in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not an image or video file"
+
+
+def expand_paths(paths, annotate=None):
     """Files to classify, in order: files as given, folders searched recursively.
 
+    Args:
+        paths: files and folders.
+        annotate: the `--annotate` folder, or None. Pictures of ours already in it
+            (`fer_keras.annotate.is_output_name`) are not taken from an input folder that
+            holds it, so a second run does not classify the first one's annotated copies.
+
     Returns:
-        A list whose items are image file `Path`s or, for a path that does not exist or a
-        folder without images, an error record (dict), in the order of `paths`.
+        A list whose items are image file `Path`s or, for a path that cannot be read (does
+        not exist, is a device or FIFO, `-`) or a folder without images, an error record
+        (dict), in the order of `paths`.
     """
+    from fer_keras.annotate import is_output_name
+
+    skipped_folder = Path(annotate).resolve() if annotate is not None else None
     entries = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        problem = input_problem(raw)
+        if problem is not None:
+            entries.append({"file": str(path), "error": problem})
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*")
                            if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_video(p))
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                           and not (skipped_folder is not None and is_output_name(p)
+                                    and p.parent.resolve() == skipped_folder))
             if not found:
                 entries.append({"file": str(path), "error": "folder holds no image or video "
                                 f"files ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"})
             entries.extend(found)
-        elif path.is_file():
-            entries.append(path)
         else:
-            entries.append({"file": str(path), "error": "no such file or folder"})
+            entries.append(path)
     return entries
 
 
@@ -469,8 +523,9 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         The list of records written (dicts), in order.
 
     Raises:
-        ValueError: for a bad batch size or sampling, no model, or no face detector (with
-            `detect`).
+        ValueError: for a bad batch size or sampling, no model, no face detector (with
+            `detect`), or an `annotate` folder that cannot be written or would overwrite an
+            input (`check_outputs`).
     """
     from fer_keras.video import check_sampling
 
@@ -478,6 +533,8 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         raise ValueError(f"batch_size must be a positive integer. Received: "
                          f"batch_size={batch_size!r}")
     check_sampling(every, fps)
+    if annotate is not None:
+        check_outputs(paths, annotate=annotate)
     output = output or sys.stdout
     detector = load_detector() if detect else None
     if not isinstance(model, Classifier):
@@ -487,7 +544,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         from fer_keras.annotate import OutputNames
 
         names = OutputNames(annotate)
-    entries = expand_paths(paths)
+    entries = expand_paths(paths, annotate)
     written = []
     pending = []  # (record, crop or None), in input order.
 
@@ -607,7 +664,17 @@ def write_csv(records, path):
 
     Columns: `CSV_COLUMNS`, then one per class (Kaggle order), then `skipped` and `error`;
     fields a record lacks (`frame` for a photo, `label` for an error) are left empty.
+
+    The table is written to a hidden file beside `path` and renamed over it when complete,
+    so a failed write leaves `path` as it was, never half-written. A path that exists and
+    is not a regular file (`/dev/stdout`) is written directly. Missing parent folders are
+    made.
+
+    Raises:
+        ValueError: if the file cannot be written (with the reason).
     """
+    import os
+
     import pandas as pd
 
     from fer_keras.data import CLASS_NAMES
@@ -627,16 +694,177 @@ def write_csv(records, path):
     # Integer columns with gaps would turn into floats ("3.0"); nullable ints keep "3".
     for column in ("frame", "track", "face", "x", "y", "width", "height", "class_id"):
         table[column] = table[column].astype("Int64")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    try:
+        if Path(path).exists() and not Path(path).is_file():
+            table.to_csv(path, index=False)
+            return table
+        # The link's target is what gets replaced, so a --csv that is a symbolic link
+        # stays one.
+        target = Path(path).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        try:
+            table.to_csv(partial, index=False)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write the CSV table {path}: {error.strerror or error}. "
+                         f"Pass a --csv path in a writable folder. Received: --csv {path}"
+                         ) from None
     return table
+
+
+def file_identity(path):
+    """`(device, inode)` of an existing file, or None: two names of one file (a hard or
+    symbolic link) have the same identity."""
+    import os
+
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def check_writable(path, flag, folder=False):
+    """Refuses an output path that cannot be written, before any work is done.
+
+    A missing file or folder is fine when the nearest folder that exists above it is
+    writable (it and its parents are made); that is tried by creating and removing a
+    hidden file there, as permissions alone do not tell about read-only mounts.
+
+    Args:
+        path: the output file (or folder, with `folder`).
+        flag: the option that named it (`--csv`), for the message.
+        folder: whether a folder is expected rather than a file.
+
+    Raises:
+        ValueError: naming the path and what is wrong with it (a folder where a file is
+            expected or the reverse, a file in the way of its parent folders, read-only).
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    received = f"Received: {flag} {path}"
+    try:
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            # A device or FIFO named on purpose (/dev/stdout) is written as it is.
+            if folder or not os.access(path, os.W_OK):
+                raise ValueError(f"{flag} {path} is not a {'folder' if folder else 'file'} "
+                                 f"that can be written; pass another path. {received}")
+            return
+        target = path.resolve()
+        if target.is_dir() and not folder:
+            raise ValueError(f"{flag} {path} is a folder; give the path of a file to write, "
+                             f"such as {path / 'faces.csv'}. {received}")
+        if folder and target.exists() and not target.is_dir():
+            raise ValueError(f"{flag} {path} is a file, not a folder; give a folder for the "
+                             f"pictures. {received}")
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ValueError(f"{flag} {path} is not writable (read-only); pass another path. "
+                             f"{received}")
+        existing = target if folder else target.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{flag} {path} cannot be made: {existing} is a file, not a "
+                             f"folder. {received}")
+        handle, probe = tempfile.mkstemp(prefix=".fer_keras-write-check-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{flag} {path} cannot be written: {error.strerror or error} (in "
+                         f"{getattr(error, 'filename', None) or path}). Pass a path in a "
+                         f"writable folder. {received}") from None
+
+
+def check_outputs(paths, csv=None, annotate=None, stdout=None):
+    """Refuses outputs that would overwrite an input or each other, or cannot be written.
+
+    Runs before anything is classified, so a bad output path costs nothing and no input
+    is ever replaced: an output that is one of the inputs (by path, or as another name of
+    the same file), an `--annotate` folder holding an input named like its pictures, a
+    `--csv` that is the `--annotate` folder, inside it or one of its pictures, or standard
+    output redirected into an input or the `--csv` file. An existing file that is no input
+    and is named exactly by `--csv` is replaced, as asked.
+
+    Args:
+        paths: the inputs (files and folders), as `predict` takes them.
+        csv: the `--csv` file, or None.
+        annotate: the `--annotate` folder, or None.
+        stdout: the stream the JSON lines go to, or None.
+
+    Raises:
+        ValueError: one line naming the output, the clash and the fix.
+    """
+    import os
+    import stat
+
+    from fer_keras.annotate import is_output_name
+
+    for flag, value in (("--csv", csv), ("--annotate", annotate)):
+        if value is not None and not str(value).strip():
+            raise ValueError(f"{flag} needs a path. Received: {flag} {value!r}")
+    by_path, by_identity = {}, {}
+    for entry in expand_paths(paths, annotate):
+        if not isinstance(entry, dict):
+            by_path[entry.resolve()] = entry
+            by_identity[file_identity(entry)] = entry
+    by_identity.pop(None, None)
+
+    def input_at(path):
+        return by_path.get(Path(path).resolve()) or by_identity.get(file_identity(path))
+
+    for flag, value in (("--csv", csv), ("--annotate", annotate)):
+        clash = None if value is None else input_at(value)
+        if clash is not None:
+            raise ValueError(f"{flag} {value} is the input {clash}; writing it would destroy "
+                             f"it. Pass another {flag} path. Received: {flag} {value}")
+    if annotate is not None:
+        folder = Path(annotate).resolve()
+        for entry in by_path.values():
+            place = entry.absolute().parent.resolve() / entry.name
+            if place.parent == folder and is_output_name(place):
+                raise ValueError(f"--annotate {annotate} holds the input {entry}, named as "
+                                 f"the annotated pictures written there are, so it could be "
+                                 f"overwritten; pass another --annotate folder. Received: "
+                                 f"--annotate {annotate}")
+        if csv is not None:
+            table = Path(csv).resolve()
+            if table == folder or table in folder.parents or (
+                    table.parent == folder and is_output_name(table)):
+                raise ValueError(f"--csv {csv} clashes with --annotate {annotate}: one would "
+                                 f"overwrite the other; pass a --csv file outside the folder's "
+                                 f"pictures. Received: --csv {csv}")
+    stdout_identity = None
+    try:
+        # Only a regular file can be clobbered; a terminal or pipe is no one's data.
+        if stdout is not None and stat.S_ISREG(os.fstat(stdout.fileno()).st_mode):
+            stdout_identity = file_identity(stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass  # Not a real file (a test's capture, a closed stream).
+    if stdout_identity is not None:
+        if stdout_identity in by_identity:
+            raise ValueError(f"standard output is redirected into the input "
+                             f"{by_identity[stdout_identity]}; the JSON lines would be written "
+                             f"into it. Redirect it to another file.")
+        if csv is not None and file_identity(csv) == stdout_identity:
+            raise ValueError(f"--csv {csv} is the file standard output is redirected to; the "
+                             f"table would replace the JSON lines. Pass another --csv path. "
+                             f"Received: --csv {csv}")
+    if csv is not None:
+        check_writable(csv, "--csv")
+    if annotate is not None:
+        check_writable(annotate, "--annotate", folder=True)
 
 
 def build_parser():
     from fer_keras.cli import int_at_least, number_in
-    from fer_keras.video import DEFAULT_SAMPLE_FPS
+    from fer_keras.video import DEFAULT_SAMPLE_FPS, MAX_SAMPLE_FPS
 
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.predict",
+    parser = argparse.ArgumentParser(prog=command_prog("predict"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image or video files, or folders of them")
@@ -655,11 +883,15 @@ def build_parser():
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--every", type=int_at_least(1), metavar="N",
                           help="videos: classify every N-th frame")
-    sampling.add_argument("--fps", type=number_in(0, low_open=True), metavar="X",
+    sampling.add_argument("--fps", type=number_in(0, MAX_SAMPLE_FPS, low_open=True),
+                          metavar="X",
                           help=f"videos: classify X frames per second of video (default "
-                          f"{DEFAULT_SAMPLE_FPS:g} when --every is not given)")
+                          f"{DEFAULT_SAMPLE_FPS:g} when --every is not given; at most "
+                          f"{MAX_SAMPLE_FPS:g}: at or above the video's own rate every "
+                          f"frame is classified)")
     parser.add_argument("--csv", metavar="PATH",
-                        help="also write the records as a CSV table (one row per record)")
+                        help="also write the records as a CSV table (one row per record; "
+                        "an existing file of that name is replaced, an input never)")
     parser.add_argument("--annotate", metavar="DIR",
                         help="write annotated copies (photos: NAME.annotated.png; videos: "
                         "NAME.annotated.mp4 and a NAME.timeline.png plot) into DIR")
@@ -674,6 +906,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
+        # Before the model loads: a bad output path is refused at no cost, and no input
+        # can be overwritten by an output.
+        check_outputs(args.paths, csv=args.csv, annotate=args.annotate, stdout=sys.stdout)
         start = time.perf_counter()
         model = Classifier(args.model if args.model is not None else find_best_model(),
                            litert=args.litert, num_threads=args.threads)
@@ -682,7 +917,7 @@ def main(argv=None):
                           annotate=args.annotate,
                           progress=None if args.no_progress else sys.stderr)
         seconds = time.perf_counter() - start
-        if args.csv:
+        if args.csv is not None:
             write_csv(records, args.csv)
         errors = sum("error" in record for record in records)
         skipped = sum("skipped" in record for record in records)

@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 
 TAUS = tuple(round(0.05 * step, 2) for step in range(21))
 
@@ -32,7 +32,7 @@ def build_parser():
     from fer_keras.cli import number_in
 
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.rebalance", description=__doc__.split("\n\n")[0],
+        prog=command_prog("rebalance"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run folder holding model.keras and config.json")
     parser.add_argument("--output", required=True, help="run folder to write")

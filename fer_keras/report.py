@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from fer_keras.cli import command_prog
 from fer_keras.data import CLASS_NAMES
 
 START = "<!-- results:start -->"
@@ -567,7 +568,7 @@ def update_block(text, block, start=START, end=END):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m fer_keras.report",
+    parser = argparse.ArgumentParser(prog=command_prog("report"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="saved_models")
     parser.add_argument("--readme", default="README.md",

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from fer_keras.cli import command_prog
+
 BACKENDS = ("tensorflow", "jax", "torch")
 PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -213,7 +215,7 @@ def build_parser():
     from fer_keras.cli import int_at_least
 
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.throughput",
+        prog=command_prog("throughput"),
         description="Training images/s of one experiment on this process's Keras backend "
         "(KERAS_BACKEND), as one JSON line; python -m fer_keras.bench --backend runs it.")
     parser.add_argument("experiment")

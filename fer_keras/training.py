@@ -9,12 +9,7 @@ import keras
 import numpy as np
 
 from fer_keras.data import NUM_CLASSES
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "plateau")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-"""Training dtype policies. The mixed ones keep float32 weights and compute in 16 bits;
-`mixed_bfloat16` is the fast one on CPUs with AVX512-BF16 (and on TPUs / recent GPUs)."""
+from fer_keras.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES  # noqa: F401
 
 
 @contextlib.contextmanager

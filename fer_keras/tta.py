@@ -28,14 +28,14 @@ import json
 import sys
 from pathlib import Path
 
-from fer_keras.cli import entry_point, run_command
+from fer_keras.cli import command_prog, entry_point, run_command
 
 DEFAULT_VIEWS = ("identity", "mirror", "shifts", "ten")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.tta", description=__doc__.split("\n\n")[0],
+        prog=command_prog("tta"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding model.keras")
     parser.add_argument("--views", nargs="+", default=list(DEFAULT_VIEWS),

@@ -30,15 +30,15 @@ This module is the command line only. The job file's format and checks are in
 
 import argparse
 
-from fer_keras.cli import entry_point, int_at_least, run_command
+from fer_keras.cli import command_prog, entry_point, int_at_least, run_command
 from fer_keras.tune_jobs import hyperband_plan, load_job, planned_budget
 from fer_keras.tune_results import compare_untuned
-from fer_keras.tune_search import run_job
+from fer_keras.tune_search import check_folders, run_job
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m fer_keras.tune", description=__doc__.split("\n\n")[0],
+        prog=command_prog("tune"), description=__doc__.split("\n\n")[0],
         epilog="Distributed: run the same command with KERASTUNER_TUNER_ID=chief on one "
         "process and tuner0, tuner1, ... on the workers, all with KERASTUNER_ORACLE_IP and "
         "KERASTUNER_ORACLE_PORT set to the chief's address.")
@@ -52,10 +52,12 @@ def build_parser():
     parser.add_argument("--runs-dir", help="search state (resumable); default runs/JOB "
                         "beside the job file")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the search state and start over; with --compare, "
+                        help="delete the search state and start over (a folder holding "
+                        "anything a search did not write is refused); with --compare, "
                         "replace a finished untuned run trained with other settings")
     parser.add_argument("--dry-run", action="store_true",
-                        help="check the job file, print the planned trials and epochs, exit")
+                        help="check the job file and its folders, print the planned trials "
+                        "and epochs, exit")
     parser.add_argument("--summary-only", action="store_true",
                         help="rewrite the results from the search state without training")
     parser.add_argument("--skip-bad-rows", action="store_true",
@@ -76,9 +78,12 @@ def main(argv=None):
     def body():
         if args.dry_run:
             job = load_job(args.job)
+            runs_dir, _, output_dir = check_folders(job, args.runs_dir, args.output_dir,
+                                                    args.overwrite and not args.compare)
             trials, epochs = planned_budget(job)
             print(f"{job.path}: experiment {job.experiment}, tuner {job.tuner}, objective "
-                  f"{job.objective}; about {trials} trials training {epochs} epochs in all.")
+                  f"{job.objective}; about {trials} trials training {epochs} epochs in all; "
+                  f"state in {runs_dir}, results in {output_dir}.")
             if job.tuner == "hyperband":
                 for bracket, round_num, size, end, start in hyperband_plan(
                         job.budget["max_epochs"], job.budget["factor"],

@@ -20,6 +20,7 @@ A job is a TOML file in `tuning/` (see `tuning/smoke.toml`):
 
 import dataclasses
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -44,8 +45,8 @@ class Job:
 
     Attributes:
         path: the job file.
-        name: the job's name (the file name without `.toml`); it names the run and result
-            folders.
+        name: the job's name (the file name without `.toml`, a plain folder name, see
+            `check_job_name`); it names the run and result folders.
         experiment: the experiment searched.
         tuner: "hyperband", "bayesian" or "random".
         objective: "val_accuracy" (maximised) or "val_loss" (minimised).
@@ -82,6 +83,56 @@ def _integer(value, where, minimum):
     return value
 
 
+def check_job_name(path):
+    """Refuses a job file whose name cannot name a folder of its own.
+
+    The name (the file name without `.toml`) names `runs/NAME/` and `results/NAME/` beside
+    the job file, which `--overwrite` deletes and replaces; `...toml` would name `runs/..`,
+    the job file's own folder. So the name must be a plain folder name: not empty, no
+    leading dot (which also rules out `.` and `..`), no path separator, no control
+    character and no surrounding spaces.
+
+    Returns:
+        The name.
+    """
+    path = Path(path)
+    name = path.stem
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if (not name or name.startswith(".") or name != name.strip()
+            or any(char in separators or ord(char) < 32 or ord(char) == 127 for char in name)):
+        raise ValueError(
+            f"{path}: the job name {name!r} (the file name without .toml) cannot name the "
+            "job's runs/ and results/ folders: it must be a plain folder name, with no "
+            "leading dot, path separator or control character. Rename the file, e.g. to "
+            f"{path.with_name('my_job.toml')}.")
+    return name
+
+
+def check_inside(folder, parent, flag):
+    """Refuses a folder the tuner would create or delete outside its intended parent.
+
+    Both paths are resolved (symbolic links and `..` followed), and `folder` must lie
+    strictly inside `parent`: `--runs-dir .`, `/` or `..`, or a job folder that is a
+    link to somewhere else, never get a search state written into them or deleted.
+
+    Args:
+        folder: the folder to create, fill or delete.
+        parent: the folder it must lie inside.
+        flag: the option that sets it, named in the refusal.
+
+    Returns:
+        `folder`, unchanged.
+    """
+    folder, parent = Path(folder), Path(parent)
+    resolved, base = folder.resolve(), parent.resolve()
+    if base not in resolved.parents:
+        raise ValueError(
+            f"{folder} resolves to {resolved}, which is not strictly inside {base}: the "
+            "tuner writes and deletes only a folder of the job's own in there. Pass a "
+            f"{flag} naming a new or empty folder, e.g. {parent / 'my_job'}.")
+    return folder
+
+
 def load_job(path):
     """Reads and checks a job file; every problem names the file and the key.
 
@@ -92,8 +143,10 @@ def load_job(path):
         A `Job`.
 
     Raises:
-        ValueError: for a missing or unparsable file, an unknown experiment, tuner,
-            objective or key, a missing required key, a wrong type or an inverted range.
+        ValueError: for a missing or unparsable file, a file name that is not a plain
+            folder name (`check_job_name`), an unknown experiment, tuner, objective or key,
+            a missing required key, a wrong type, a bound that is not a finite number or
+            an inverted range.
             A misspelt file, experiment, tuner, objective or key gets the closest names.
     """
     from fer_keras.experiments import list_experiments
@@ -106,6 +159,7 @@ def load_job(path):
                 for each in sorted(folder.glob("*.toml"))}
         raise ValueError(f"Job file not found: {path}.{did_you_mean(path.stem, jobs)} Job "
                          "files live in tuning/, e.g. tuning/smoke.toml.")
+    check_job_name(path)
     try:
         # utf-8-sig: TOML is UTF-8, and Windows editors often begin such a file with a
         # byte-order mark, which tomllib rejects as an invalid character.

@@ -8,14 +8,57 @@ trains the untuned experiment as long as the search's longest trial and writes
 """
 
 import json
+import os
 from pathlib import Path
 
-from fer_keras.tune_jobs import load_job
+from fer_keras.tune_jobs import check_inside, load_job
 
 RESULT_FILES = ("trials.csv", "trials.json", "accuracy_vs_hparams.png", "best_hparams.json")
+UNTUNED_DIR = "untuned"
+COMPARISON_FILES = ("comparison.json", "comparison.md")
 # Each process of a search appends its finished trials to TRIAL_LOG_DIR/TUNER_ID.jsonl
 # inside the search state; collect_trials reads the seconds and the worker from there.
 TRIAL_LOG_DIR = "fer_keras_log"
+
+
+def results_folder(job, output_dir=None):
+    """The job's results folder (`--output-dir`, default `results/JOB` beside the job file),
+    checked to lie strictly inside its parent (`fer_keras.tune_jobs.check_inside`)."""
+    parent = Path(output_dir).parent if output_dir else job.path.parent / "results"
+    folder = Path(output_dir) if output_dir else parent / job.name
+    return check_inside(folder, parent, "--output-dir")
+
+
+def _is_our_summary(path):
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(summary, dict) and isinstance(summary.get("trials"), list)
+
+
+def check_results_dir(output_dir):
+    """Refuses a results folder where writing the results would replace someone's files.
+
+    The folder may be new, or hold anything else beside our files; but a file named like
+    one of ours (`RESULT_FILES`, `COMPARISON_FILES`) is replaced only when the folder's
+    `trials.json` is a summary this module wrote (it is always written first).
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise ValueError(f"{output_dir} is a file, not a folder; the results need a folder. "
+                         "Pass another --output-dir.")
+    if _is_our_summary(output_dir / "trials.json"):
+        return
+    clashes = [name for name in (*RESULT_FILES, *COMPARISON_FILES)
+               if (output_dir / name).exists()]
+    if clashes:
+        raise ValueError(
+            f"{output_dir} holds {', '.join(clashes)}, which the tuner did not write (no "
+            "trials.json of a search beside them), so nothing was replaced. Move them out, "
+            "or pass another --output-dir.")
 
 
 def _mean(value):
@@ -191,11 +234,6 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     best = best_row(rows, job.objective)
-    columns = list(rows[0]) if rows else ["trial_id"]
-    with open(output_dir / "trials.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
     summary = {
         "job": str(job.path), "experiment": job.experiment, "tuner": job.tuner,
         "objective": job.objective, "search_space": job.search_space, "budget": job.budget,
@@ -207,7 +245,16 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
         "best_trial": best["trial_id"] if best else None,
         "trials": rows,
     }
-    write_json(output_dir / "trials.json", summary)
+    # trials.json goes first, whole or not at all: it is what marks the folder as ours
+    # (`check_results_dir`), so a search killed while writing can still be continued.
+    partial = output_dir / f".trials.json.{os.getpid()}.tmp"
+    write_json(partial, summary)
+    partial.replace(output_dir / "trials.json")
+    columns = list(rows[0]) if rows else ["trial_id"]
+    with open(output_dir / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
     if rows:
         plot_trials(rows, job, output_dir / "accuracy_vs_hparams.png", defaults)
     best_path = output_dir / "best_hparams.json"
@@ -223,20 +270,22 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
     return summary
 
 
-UNTUNED_DIR = "untuned"
-COMPARISON_FILES = ("comparison.json", "comparison.md")
+def _check_untuned_folder(untuned_dir):
+    """Refuses an untuned-run folder holding files that `fit` did not write."""
+    from fer_keras.fit import RUN_ENTRIES
 
-
-def _replace_folder(folder, replacement):
-    """Puts `replacement` in the place of `folder` with two renames, then deletes the old."""
-    import shutil
-
-    retired = folder.with_name(folder.name + ".replaced")
-    if retired.exists():
-        shutil.rmtree(retired)
-    folder.rename(retired)
-    replacement.rename(folder)
-    shutil.rmtree(retired)
+    if not untuned_dir.exists():
+        return
+    if not untuned_dir.is_dir():
+        raise ValueError(f"{untuned_dir} is a file, not a run folder; move it away, or pass "
+                         "another --output-dir.")
+    foreign = sorted(entry.name for entry in untuned_dir.iterdir()
+                     if entry.name not in RUN_ENTRIES)
+    if foreign:
+        raise ValueError(
+            f"{untuned_dir} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}"
+            ", which fit did not write; the untuned run trains only into a run folder of its "
+            "own, so nothing was changed. Move them out, or pass another --output-dir.")
 
 
 def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
@@ -246,29 +295,35 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
     The untuned run is `python -m fer_keras.fit EXPERIMENT --epochs MAX_EPOCHS` with the
     job's seed, written to `results/JOB/untuned/` (it resumes like any fit run, and a
     finished one is reused). A finished run trained with other settings (epochs, seed,
-    `limit`) is kept unless `overwrite` is set; then the new run trains beside it in
-    `results/JOB/untuned.partial/` and replaces it only once complete. The comparison puts
-    three validation accuracies side by side: the study's Table 1 row, the untuned
-    experiment and the best trial of the search, both of ours trained for the same number of
-    epochs through the same compile path.
+    `limit`) is kept unless `overwrite` is set; then the new run trains beside it in fit's
+    staging folder `results/JOB/untuned.partial/` and replaces it only once complete. A
+    folder holding files that fit did not write is never trained into or replaced. The
+    comparison puts three validation accuracies side by side: the study's Table 1 row, the
+    untuned experiment and the best trial of the search, both of ours trained for the same
+    number of epochs through the same compile path.
 
     Returns:
         The dict written to `comparison.json` (`comparison.md` holds the same as a table).
 
     Raises:
-        ValueError: if the search has no completed trial yet, or `untuned/` holds a finished
-            run with other settings and `overwrite` is not set.
+        ValueError: if the search has no completed trial yet, `untuned/` holds a finished
+            run with other settings and `overwrite` is not set, or files fit did not write.
     """
     from fer_keras.experiments import get_experiment
     from fer_keras.fit import train
     from fer_keras.results import write_json
 
     job = load_job(job_path)
-    output_dir = Path(output_dir or job.path.parent / "results" / job.name)
+    output_dir = results_folder(job, output_dir)
     trials_path = output_dir / "trials.json"
     if not trials_path.exists():
         raise ValueError(f"No search results in {output_dir}: run the search first "
                          f"(python -m fer_keras.tune {job.path}), then --compare.")
+    check_results_dir(output_dir)
+    if not _is_our_summary(trials_path):
+        raise ValueError(f"{trials_path} is not a search summary written by the tuner; "
+                         f"run the search first (python -m fer_keras.tune {job.path}), or "
+                         "pass the --output-dir it used.")
     summary = json.loads(trials_path.read_text())
     best = best_row(summary["trials"], job.objective)
     if best is None:
@@ -276,11 +331,17 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
                          f"(python -m fer_keras.tune {job.path}), then --compare.")
     epochs = job.max_epochs
     untuned_dir = output_dir / UNTUNED_DIR
+    _check_untuned_folder(untuned_dir)
     metrics_path = untuned_dir / "metrics.json"
     finished = metrics_path.exists() and not (untuned_dir / "backup").exists()
     changed = []
     if finished:
-        config = json.loads((untuned_dir / "config.json").read_text())
+        try:
+            config = json.loads((untuned_dir / "config.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{untuned_dir} has a metrics.json but no readable config.json, "
+                             "so it is not a finished fit run; move it away, or pass another "
+                             "--output-dir.") from error
         wanted = {"epochs": epochs, "seed": job.seed, "limit": limit}
         changed = [f"{key} {config.get(key)!r}, now {value!r}" for key, value in wanted.items()
                    if config.get(key) != value]
@@ -293,16 +354,13 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
         print(f"Using the finished untuned run in {untuned_dir}", flush=True)
         metrics = json.loads(metrics_path.read_text())
     else:
-        # A finished run is replaced only by a complete one: the new run trains (and
-        # resumes, if killed) beside it and is swapped in at the end.
-        target = untuned_dir.with_name(UNTUNED_DIR + ".partial") if finished else untuned_dir
+        # A finished run is replaced only by a complete one: fit trains (and resumes, if
+        # killed) in its staging folder beside it and swaps the new run in at the end.
         print(f"Training the untuned {job.experiment} for {epochs} epochs (the search's "
-              f"longest trial) into {target}", flush=True)
-        metrics = train(job.experiment, data=data, output_dir=target, seed=job.seed,
+              f"longest trial) into {untuned_dir}", flush=True)
+        metrics = train(job.experiment, data=data, output_dir=untuned_dir, seed=job.seed,
                         limit=limit, overrides={"epochs": epochs}, verbose=verbose,
-                        skip_bad_rows=skip_bad_rows, splits=splits)
-        if target != untuned_dir:
-            _replace_folder(untuned_dir, target)
+                        skip_bad_rows=skip_bad_rows, splits=splits, overwrite=bool(changed))
     experiment = get_experiment(job.experiment)
     study = experiment.study
     validation = metrics["splits"]["validation"]["accuracy"]

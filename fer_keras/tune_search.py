@@ -18,9 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from fer_keras.tune_jobs import load_job, planned_budget
-from fer_keras.tune_results import (RESULT_FILES, TRIAL_LOG_DIR, best_row, collect_trials,
-                                    format_duration, format_table, write_results)
+from fer_keras.tune_jobs import check_inside, load_job, planned_budget
+from fer_keras.tune_results import (RESULT_FILES, TRIAL_LOG_DIR, best_row,
+                                    check_results_dir, collect_trials, format_duration,
+                                    format_table, results_folder, write_results)
 
 JOB_RECORD = "fer_keras_job.json"
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -63,16 +64,116 @@ def _check_port_free(host, port):
                              "and give the workers the same one.") from error
 
 
-def _check_run_dir(runs_dir, job, limit, overwrite):
-    """Refuses to continue a search that was started with another job or data limit."""
+# What a search state holds: our job record (written first, when the tuner creates the
+# folder, so it also marks the folder as ours) and its temporary copy, our trial log, and
+# Keras Tuner's files: oracle.json, one `{}` state file per tuner id (tuner0.json,
+# chief.json, ...) and a trial_ID/ folder per trial with its trial.json and checkpoint.
+STATE_FILES = (JOB_RECORD, "oracle.json")
+TRIAL_FILES = ("trial.json", "build_config.json", "checkpoint.weights.h5", "checkpoint",
+               "checkpoint.index")
+
+
+def _is_tuner_state_file(entry):
+    # Keras Tuner's Tuner.save() writes TUNER_ID.json holding an empty object.
+    if entry.suffix != ".json" or entry.stat().st_size > 64:
+        return False
+    try:
+        return json.loads(entry.read_text()) == {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def _is_state_entry(entry):
+    name = entry.name
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        if name == TRIAL_LOG_DIR:
+            return all(child.is_file() and child.suffix == ".jsonl"
+                       for child in entry.iterdir())
+        if name.startswith("trial_"):
+            return all(child.is_file() and (child.name in TRIAL_FILES
+                                            or child.name.startswith("checkpoint.data-"))
+                       for child in entry.iterdir())
+        return False
+    if not entry.is_file():
+        return False
+    if name in STATE_FILES:
+        return True
+    if name.startswith(Path(JOB_RECORD).stem + ".") and name.endswith(".tmp"):
+        return True  # Our record, cut off before its rename.
+    return _is_tuner_state_file(entry)
+
+
+def foreign_entries(runs_dir):
+    """The entries of a search-state folder that no search of ours wrote (sorted names)."""
+    return sorted(entry.name for entry in Path(runs_dir).iterdir()
+                  if not _is_state_entry(entry))
+
+
+def _remove_search_state(runs_dir, parent):
+    """Deletes a search state, refusing any folder that holds something else."""
     import shutil
 
+    check_inside(runs_dir, parent, "--runs-dir")
+    foreign = foreign_entries(runs_dir)
+    if foreign:
+        _refuse_foreign(runs_dir, foreign)
+    shutil.rmtree(runs_dir)
+
+
+def _refuse_foreign(runs_dir, foreign):
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                      if len(foreign) > 3 else "")
+    raise ValueError(
+        f"{runs_dir} holds {shown}, which no search of fer_keras.tune wrote, so --overwrite "
+        "deletes nothing there. Move those out of the folder, or pass a --runs-dir of the "
+        "search's own.")
+
+
+def check_folders(job, runs_dir=None, output_dir=None, overwrite=False):
+    """Checks the job's folders without writing anything (also for `--dry-run`).
+
+    Returns:
+        `(runs_dir, runs_parent, output_dir)`, see `job_folders`.
+
+    Raises:
+        ValueError: for a folder outside its parent, a results folder whose files are not
+            ours (`check_results_dir`), or, with `overwrite`, a search-state folder holding
+            anything a search did not write.
+    """
+    runs_dir, runs_parent, output_dir = job_folders(job, runs_dir, output_dir)
+    check_results_dir(output_dir)
+    if overwrite and runs_dir.is_dir():
+        foreign = foreign_entries(runs_dir)
+        if foreign:
+            _refuse_foreign(runs_dir, foreign)
+    return runs_dir, runs_parent, output_dir
+
+
+def _check_run_dir(runs_dir, job, limit, overwrite, parent=None):
+    """Prepares the search-state folder, refusing one that is not a search state of ours.
+
+    A new search starts only in a new or empty folder (or one holding only Keras Tuner's
+    files); `overwrite` deletes only a folder every entry of which a search wrote. A search
+    that is continued must have been started with the same job and data limit.
+    """
+    parent = Path(runs_dir).parent if parent is None else parent
+    check_inside(runs_dir, parent, "--runs-dir")
     record = dict(job.record(), limit=limit)
     record_path = runs_dir / JOB_RECORD
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ValueError(f"{runs_dir} is a file, not a folder; the search state needs a "
+                         "folder. Pass another --runs-dir.")
     if overwrite and runs_dir.exists():
-        shutil.rmtree(runs_dir)
+        _remove_search_state(runs_dir, parent)
     if record_path.exists():
-        previous = json.loads(record_path.read_text())
+        try:
+            previous = json.loads(record_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{record_path} is damaged ({error}); it records the job that "
+                             "started this search. Pass --overwrite to start over, or a new "
+                             "--runs-dir.") from error
         changed = sorted(key for key in set(previous) | set(record)
                          if previous.get(key) != record.get(key))
         if changed:
@@ -81,10 +182,44 @@ def _check_run_dir(runs_dir, job, limit, overwrite):
                 f"({', '.join(changed)}). Restore {job.path} (or the --limit) to continue it, "
                 f"pass --runs-dir for a new search, or --overwrite to start over.")
         return
+    if runs_dir.exists():
+        foreign = foreign_entries(runs_dir)
+        if foreign:
+            raise ValueError(
+                f"{runs_dir} is not empty and not a search state ({', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}); a new search needs a folder of its "
+                "own. Pass a --runs-dir naming a new or empty folder.")
     runs_dir.mkdir(parents=True, exist_ok=True)
     partial = record_path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     partial.replace(record_path)
+
+
+def job_folders(job, runs_dir=None, output_dir=None):
+    """The job's search-state and results folders, each checked to lie inside its parent.
+
+    Args:
+        job: a `Job`.
+        runs_dir: `--runs-dir`; default `runs/JOB` beside the job file.
+        output_dir: `--output-dir`; default `results/JOB` beside the job file.
+
+    Returns:
+        `(runs_dir, runs_parent, output_dir)` as `Path`s.
+
+    Raises:
+        ValueError: when a folder resolves outside its parent (`check_inside`), or the
+            two are the same folder or one lies inside the other.
+    """
+    runs_parent = Path(runs_dir).parent if runs_dir else job.path.parent / "runs"
+    runs_dir = Path(runs_dir) if runs_dir else runs_parent / job.name
+    output_dir = results_folder(job, output_dir)
+    check_inside(runs_dir, runs_parent, "--runs-dir")
+    runs, results = runs_dir.resolve(), output_dir.resolve()
+    if runs == results or runs in results.parents or results in runs.parents:
+        raise ValueError(f"The search state ({runs_dir}) and the results ({output_dir}) "
+                         "must be separate folders, neither inside the other. Pass another "
+                         "--runs-dir or --output-dir.")
+    return runs_dir, runs_parent, output_dir
 
 
 def _make_tuner_classes():
@@ -202,7 +337,8 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
         limit: keep at most this many rows per split.
         output_dir: results folder; default `results/JOB` beside the job file.
         runs_dir: search state; default `runs/JOB` beside the job file.
-        overwrite: delete the search state first and start over.
+        overwrite: delete the search state first and start over (only a folder that
+            holds nothing but a search state; anything else there is refused).
         verbose: Keras verbosity of each trial's training.
         skip_bad_rows: see `fer_keras.data.parse_csv`.
         splits: already loaded splits (tests); `data` is then ignored.
@@ -219,8 +355,7 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
 
     job = load_job(job_path)
     role, tuner_id = distributed_role()
-    runs_dir = Path(runs_dir or job.path.parent / "runs" / job.name)
-    output_dir = Path(output_dir or job.path.parent / "results" / job.name)
+    runs_dir, runs_parent, output_dir = check_folders(job, runs_dir, output_dir, overwrite)
     planned = planned_budget(job)
     if summary_only:
         if not (runs_dir / JOB_RECORD).exists():
@@ -236,7 +371,7 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
                          f"only. Received: KERASTUNER_TUNER_ID={tuner_id!r}")
     if role == "chief":
         _check_port_free(os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"])
-    _check_run_dir(runs_dir, job, limit, overwrite)
+    _check_run_dir(runs_dir, job, limit, overwrite, runs_parent)
     keras.utils.set_random_seed(job.seed)
 
     steps = 1

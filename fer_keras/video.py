@@ -12,6 +12,7 @@ Example:
 ...     print(frame.index, frame.time, frame.image.shape, frame.sampled)
 """
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
                   ".flv", ".3gp")
 DEFAULT_SAMPLE_FPS = 5.0
 """Frames classified per second of video when neither `--every` nor `--fps` is given."""
+
+MAX_SAMPLE_FPS = 1000.0
+"""The largest `--fps` taken: above a video's own rate every frame is classified anyway."""
+
+FALLBACK_VIDEO_FPS = 25.0
+VIDEO_FPS_RANGE = (1e-3, 1e6)
+"""Frame rates a container may state; outside it (or none) `FALLBACK_VIDEO_FPS` is used,
+so frame times stay finite numbers."""
 
 
 def is_video(path):
@@ -36,12 +45,19 @@ def check_sampling(every=None, fps=None):
     if every is not None and fps is not None:
         raise ValueError(f"Pass --every or --fps, not both. Received: every={every}, "
                          f"fps={fps}")
-    if every is not None and (not isinstance(every, int) or every < 1):
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool)
+                              or every < 1):
         raise ValueError(f"every must be a positive whole number of frames. Received: "
                          f"every={every!r}")
-    if fps is not None and not fps > 0:
-        raise ValueError(f"fps must be a positive number of frames per second. Received: "
-                         f"fps={fps!r}")
+    if fps is not None:
+        try:
+            valid = math.isfinite(float(fps)) and float(fps) > 0
+        except (TypeError, ValueError):
+            valid = False
+        if not valid or isinstance(fps, bool):
+            raise ValueError(f"fps must be a positive, finite number of frames per second. "
+                             f"Received: fps={fps!r}")
+        fps = float(fps)
     return every, fps
 
 
@@ -66,8 +82,9 @@ class VideoError(ValueError):
 def open_video(path):
     """Opens a video and returns `(capture, fps, frame_count)`.
 
-    `frame_count` is the container's own count (0 when it does not say), and `fps` falls
-    back to 25 when the container gives none (some streams do not).
+    `frame_count` is the container's own count (0 when it does not say, or states an
+    impossible one), and `fps` falls back to 25 when the container gives none (some streams
+    do not) or one outside `VIDEO_FPS_RANGE`.
 
     Raises:
         VideoError: if OpenCV cannot open the file as a video.
@@ -81,7 +98,12 @@ def open_video(path):
                          "truncated before its index)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-    return capture, (fps if fps and fps > 0 else 25.0), int(count if count and count > 0 else 0)
+    # A damaged or odd header can state NaN, infinity or 1e300; times and buckets computed
+    # from such a rate would overflow, so it counts as no rate at all.
+    if not (math.isfinite(fps) and VIDEO_FPS_RANGE[0] <= fps <= VIDEO_FPS_RANGE[1]):
+        fps = FALLBACK_VIDEO_FPS
+    count = int(count) if math.isfinite(count) and 0 < count < 2**53 else 0
+    return capture, float(fps), count
 
 
 def sample_frames(path, every=None, fps=None, decode_all=False, info=None):
@@ -117,6 +139,9 @@ def sample_frames(path, every=None, fps=None, decode_all=False, info=None):
                     width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                     height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     index, last_bucket = 0, -1
+    # Sampling at or above the video's own rate takes every frame; `index * fps` is not
+    # computed then, as for a huge `fps` (1e308) it overflows to infinity.
+    every_frame = fps is not None and fps >= video_fps
     try:
         while True:
             if every is not None:
@@ -124,7 +149,7 @@ def sample_frames(path, every=None, fps=None, decode_all=False, info=None):
             else:
                 # Sampling on the integer bucket of index * fps / video_fps keeps the
                 # spacing exact over long videos, where adding 1/fps would drift.
-                bucket = int(index * fps / video_fps + 1e-9)
+                bucket = index if every_frame else int(index * fps / video_fps + 1e-9)
                 sampled, last_bucket = bucket != last_bucket, bucket
             if sampled or decode_all:
                 ok, image = capture.read()
