@@ -1,8 +1,8 @@
 """fer_keras: facial expression recognition on FER2013 with Keras 3.
 
 The package holds a model zoo (`fer_keras.models`), the FER2013 data pipeline
-(`fer_keras.data`), the named experiments of the reproduced study
-(`fer_keras.experiments`) and command-line entry points:
+(`fer_keras.data.sources`), the named experiments of the reproduced study
+(`fer_keras.training.experiments`) and command-line entry points:
 
 * `python -m fer_keras.fit EXPERIMENT` trains one experiment,
 * `python -m fer_keras.evaluate MODEL.keras` scores a saved model,
@@ -34,4 +34,4 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
-from fer_keras.data import CLASS_NAMES  # noqa: E402
+from fer_keras.data.sources import CLASS_NAMES  # noqa: E402

@@ -11,8 +11,8 @@ With no names, the 13 rows of the study's Table 1 are measured (`--all`: every r
 experiment). For each experiment (`--serving-only` skips the training figures):
 
 * parameters: `count_params()` of the experiment's model.
-* training images/s: `model.fit` on the pipeline `fit` builds (`fer_keras.data.make_dataset`
-  with shuffling and the experiment's augmentation, `fer_keras.training.compile_model` with
+* training images/s: `model.fit` on the pipeline `fit` builds (`fer_keras.data.sources.make_dataset`
+  with shuffling and the experiment's augmentation, `fer_keras.training.recipe.compile_model` with
   the experiment's optimizer and loss), batch 128, on random uint8 images. The model first
   trains `WARMUP_STEPS` steps untimed (graph tracing); then `EPOCHS` epochs of N steps are
   timed by the same `EpochTimer` callback that writes `train_images_per_second` into a
@@ -28,7 +28,7 @@ experiment). For each experiment (`--serving-only` skips the training figures):
 * LiteRT batch-1 latency: the same SavedModel converted to TFLite as `fer_keras.export`
   writes `assets.extra/model.tflite`, run by LiteRT (`ai-edge-litert`, XNNPACK) in a fresh
   process with 1 and with 2 threads, 10 x N single-image calls each after `WARMUP_CALLS`
-  untimed ones (`fer_keras.litert.measure_latency`); median and 90th percentile.
+  untimed ones (`fer_keras.serving.litert.measure_latency`); median and 90th percentile.
 
 Why a separate process: fer_keras turns TensorFlow's oneDNN kernels on for training (they
 train several times faster on CPUs where TensorFlow leaves them off), but on such CPUs
@@ -65,7 +65,7 @@ import tempfile
 from pathlib import Path
 
 from fer_keras.cli import command_prog, entry_point, run_command
-from fer_keras.litert import LATENCY_THREADS, measure_latency, runtime_name
+from fer_keras.serving.litert import LATENCY_THREADS, measure_latency, runtime_name
 
 TRAIN_BATCH = 128
 INFERENCE_BATCH = 256
@@ -286,10 +286,10 @@ def measure_training(settings, steps, seed, precision, model_only=False):
     import keras
     import numpy as np
 
-    from fer_keras.augmentation import Augmentation
-    from fer_keras.data import IMAGE_SIZE, NUM_CLASSES, make_dataset
+    from fer_keras.data.augmentation import Augmentation
+    from fer_keras.data.sources import IMAGE_SIZE, NUM_CLASSES, make_dataset
     from fer_keras.models import get_model
-    from fer_keras.training import EpochTimer, class_weights, compile_model, precision_policy
+    from fer_keras.training.recipe import EpochTimer, class_weights, compile_model, precision_policy
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -318,7 +318,7 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
     """Measures one experiment (see the module docstring for what is timed).
 
     Args:
-        name: an experiment from `fer_keras.experiments.list_experiments()`.
+        name: an experiment from `fer_keras.training.experiments.list_experiments()`.
         steps: timed training steps per epoch and timed inference batches; batch-1
             latency takes 10 x `steps` calls.
         seed: seed of the random images, labels and weights.
@@ -357,7 +357,7 @@ def bench_experiment(name, steps=DEFAULT_STEPS, seed=0, serving_onednn="default"
     import numpy as np
 
     from fer_keras.export import write_savedmodel
-    from fer_keras.fit import resolve_settings
+    from fer_keras.training.settings import resolve_settings
     from fer_keras.models import get_model, with_dtype_policy
     from fer_keras.models.layers import forward_passes
 
@@ -560,8 +560,8 @@ def format_table(results, env=None, steps=DEFAULT_STEPS, serving_onednn="default
 
 def build_parser():
     from fer_keras.cli import int_at_least
-    from fer_keras.experiments import list_experiments
-    from fer_keras.experiments import PRECISIONS
+    from fer_keras.training.experiments import list_experiments
+    from fer_keras.training.experiments import PRECISIONS
 
     parser = argparse.ArgumentParser(
         prog=command_prog("bench"), description=__doc__.split("\n\n")[0],
@@ -630,7 +630,7 @@ def _throughput(args, experiment):
     else:
         folder = Path(args.stream_folder)
         if not (folder / "train").is_dir():
-            from fer_keras.data import resolve_data_path
+            from fer_keras.data.sources import resolve_data_path
 
             source = resolve_data_path(args.data)
             print(f"writing {source} as PNG files under {folder} ...", file=sys.stderr,
@@ -648,9 +648,9 @@ def _throughput(args, experiment):
 
 
 def main(argv=None):
-    from fer_keras.experiments import STUDY_EXPERIMENTS, get_experiment
+    from fer_keras.training.experiments import STUDY_EXPERIMENTS, get_experiment
 
-    from fer_keras.experiments import list_experiments
+    from fer_keras.training.experiments import list_experiments
 
     args = build_parser().parse_args(argv)
     if args.all and args.experiments:

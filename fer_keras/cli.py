@@ -7,32 +7,18 @@ status 2, and Ctrl-C in exit status 130 with a hint on how to continue.
 """
 
 import argparse
-import difflib
 import importlib.abc
 import importlib.util
-import math
 import os
 import sys
 import tempfile
 
+from fer_keras.utils.backend import TENSORFLOW_EXTRAS, require_tensorflow  # noqa: F401
+from fer_keras.utils.names import did_you_mean  # noqa: F401
+from fer_keras.utils.numbers import describe_range, in_range
+
 BAD_INPUT = 2
 INTERRUPTED = 130
-
-
-def did_you_mean(name, names):
-    """A hint naming the entries of `names` closest to `name` (difflib), or "" if none is.
-
-    Example: `did_you_mean("baseline_deep_dropot", list_experiments())` gives
-    " Did you mean 'baseline_deep_dropout'?", ready to append to an error message.
-    `names` may be a dict, to match on its keys and show its values (file stems, paths).
-    """
-    shown = dict(names) if isinstance(names, dict) else {str(each): each for each in names}
-    close = difflib.get_close_matches(str(name), list(shown), n=3)
-    if not close:
-        return ""
-    quoted = [repr(str(shown[each])) for each in close]
-    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-    return f" Did you mean {listed}?"
 
 
 def int_at_least(minimum):
@@ -55,33 +41,6 @@ def int_at_least(minimum):
     return parse
 
 
-def describe_range(low=None, high=None, low_open=False, high_open=False):
-    """Words for an interval, as the error messages of `number_in` show it: "> 0",
-    ">= 0", "in [0, 1)"."""
-    if high is None:
-        return f"{'>' if low_open else '>='} {low:g}"
-    if low is None:
-        return f"{'<' if high_open else '<='} {high:g}"
-    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-
-def in_range(value, low=None, high=None, low_open=False, high_open=False):
-    """Whether `value` is a finite number inside the interval `describe_range` names."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return False
-    # NaN fails every comparison below, but inf passes one side of each, so both are
-    # refused here: a rate of inf trains a model of NaN weights.
-    if not math.isfinite(value):
-        return False
-    if low is not None and (value <= low if low_open else value < low):
-        return False
-    if high is not None and (value >= high if high_open else value > high):
-        return False
-    return True
-
-
 def number_in(low=None, high=None, low_open=False, high_open=False):
     """An argparse `type` for finite floats in an interval; a bad value names the range.
 
@@ -99,25 +58,6 @@ def number_in(low=None, high=None, low_open=False, high_open=False):
 
     parse.__name__ = f"number {allowed}"
     return parse
-
-
-TENSORFLOW_EXTRAS = 'pip install -e ".[cpu]" (or ".[gpu]" for a CUDA GPU)'
-
-
-def require_tensorflow(what):
-    """Raises a `ValueError` saying `what` needs TensorFlow, when it is not installed.
-
-    Training, evaluation and prediction run on any Keras backend, so a `.[jax]` or
-    `.[torch]` install has no TensorFlow; SavedModel and TFLite export need it.
-    """
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        raise ValueError(
-            f"{what} needs TensorFlow, which is not installed here (the jax and torch "
-            f"extras leave it out). Install the cpu or gpu extra: {TENSORFLOW_EXTRAS}. "
-            f"Received: KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'tensorflow')}"
-        ) from None
 
 
 def run_command(body, interrupted=None, failures=()):

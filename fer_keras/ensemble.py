@@ -138,11 +138,11 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False):
     With `select`, `runs` are candidates and the subset most accurate on the selection
     split becomes the ensemble (see `rank_subsets`).
     """
-    from fer_keras.data import load_splits, resolve_data_path
-    from fer_keras.fit import refuse_finished_run, write_run_folder
+    from fer_keras.data.sources import load_splits, resolve_data_path
+    from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes
-    from fer_keras.results import save_derived_run, score, split_probabilities
+    from fer_keras.training.results import save_derived_run, score, split_probabilities
 
     output = Path(output)
     refuse_finished_run(output, overwrite)

@@ -15,7 +15,7 @@ it, so anyone can check the committed results (exit status 1 if any differs by m
 0.1 points). `--no-mirror` scores a model built with test-time mirror averaging
 (`MirrorAverage`) on one pass per face, to show what the averaging adds. A `.tflite` file
 (float, float16 or int8, from `python -m fer_keras.export [--quantize ...]`) is run with
-LiteRT (`fer_keras.litert`), so the accuracy cost of quantization is measured the same way.
+LiteRT (`fer_keras.serving.litert`), so the accuracy cost of quantization is measured the same way.
 """
 
 import argparse
@@ -26,7 +26,7 @@ from fer_keras.cli import command_prog, entry_point, run_command
 
 def build_parser():
     from fer_keras.cli import int_at_least
-    from fer_keras.data import SPLITS
+    from fer_keras.data.sources import SPLITS
 
     parser = argparse.ArgumentParser(prog=command_prog("evaluate"),
                                      description=__doc__.split("\n\n")[0])
@@ -70,7 +70,7 @@ def split_of(splits, split, data=None):
         return images, labels
     import numpy as np
 
-    from fer_keras.data import load_fer2013, resolve_data_path
+    from fer_keras.data.sources import load_fer2013, resolve_data_path
 
     path = resolve_data_path(data)
     # Only on this error path: the source is decoded again (from its cache) to say what
@@ -130,10 +130,10 @@ def verify(model_paths, data=None, batch_size=512):
     """
     from pathlib import Path
 
-    from fer_keras.data import load_splits
-    from fer_keras.model_checks import check_keras_model
+    from fer_keras.data.sources import load_splits
+    from fer_keras.serving.checks import check_keras_model
     from fer_keras.models import load_model
-    from fer_keras.results import evaluate_splits
+    from fer_keras.training.results import evaluate_splits
 
     recorded = {}
     for path in map(Path, model_paths):
@@ -180,7 +180,7 @@ def without_mirror(model, model_path):
 
 def evaluate(model_path, split="validation", data=None, limit=None, batch_size=512,
              mirror=True, num_threads=None):
-    """Loads a model and scores it; returns `fer_keras.results.score`'s dict.
+    """Loads a model and scores it; returns `fer_keras.training.results.score`'s dict.
 
     `mirror=False` scores the network inside a `MirrorAverage` layer alone. A `.tflite`
     file (float or quantized, from `fer_keras.export`) is run with LiteRT on
@@ -188,18 +188,18 @@ def evaluate(model_path, split="validation", data=None, limit=None, batch_size=5
     """
     from pathlib import Path
 
-    from fer_keras.data import load_splits
-    from fer_keras.results import predict_probabilities, score
+    from fer_keras.data.sources import load_splits
+    from fer_keras.training.results import predict_probabilities, score
 
     extra = {}
     if Path(model_path).suffix == ".tflite":
-        from fer_keras.litert import TFLiteClassifier
+        from fer_keras.serving.litert import TFLiteClassifier
 
         if not mirror:
             raise ValueError(f"--no-mirror needs the Keras model: a .tflite file is one "
                              f"fixed graph. Score the run's model.keras instead. Received: "
                              f"{model_path}")
-        from fer_keras.model_checks import check_takes_faces
+        from fer_keras.serving.checks import check_takes_faces
 
         model = TFLiteClassifier(model_path, num_threads=num_threads)
         check_takes_faces(model.input_shape, model_path)
@@ -207,7 +207,7 @@ def evaluate(model_path, split="validation", data=None, limit=None, batch_size=5
         images, labels = split_of(load_splits(data, limit=limit), split, data)
         probabilities = model.predict(images, batch_size=min(batch_size, 256))
     else:
-        from fer_keras.model_checks import check_keras_model
+        from fer_keras.serving.checks import check_keras_model
         from fer_keras.models import load_model
 
         model = load_model(model_path)
@@ -225,12 +225,12 @@ def data_for(model_path, data=None):
     """The data to score `model_path` on: `data` (`--data`), else `$FER2013_PATH`, else the
     file the model's run folder recorded in its `config.json` (so `evaluate RUN/model.keras`
     right after `fit --data PATH` needs no flag), else the defaults; see
-    `fer_keras.data.resolve_data_path`. Says on stderr when the run's record chose it."""
+    `fer_keras.data.sources.resolve_data_path`. Says on stderr when the run's record chose it."""
     import os
     import sys
     from pathlib import Path
 
-    from fer_keras.data import resolve_data_path
+    from fer_keras.data.sources import resolve_data_path
 
     if data is not None or os.environ.get("FER2013_PATH"):
         return data
@@ -268,7 +268,7 @@ def main(argv=None):
         if args.json:
             print(json.dumps(metrics, sort_keys=True))
         else:
-            from fer_keras.results import format_report
+            from fer_keras.training.results import format_report
 
             how = ", one pass per face (--no-mirror)" if args.no_mirror else ""
             if "runtime" in metrics:

@@ -16,7 +16,7 @@ complete, so a running TF Serving never loads half a model; such a folder left b
 that was killed is removed by the next export into `DIR` once its process is gone. Before
 any work, `DIR` is checked to be a folder this user can write into, and the model to be
 built, to take gray images and to output probabilities on a probe batch (a model ending in
-logits is refused: `fer_keras.model_checks`).
+logits is refused: `fer_keras.serving.checks`).
 
 What one version folder holds:
 
@@ -343,7 +343,7 @@ def build_archive(model, jit_compile=False):
     import keras
     import tensorflow as tf
 
-    from fer_keras.data import CLASS_NAMES
+    from fer_keras.data.sources import CLASS_NAMES
     from fer_keras.models import check_class_probabilities
 
     shape = tuple(model.input_shape[1:])
@@ -405,7 +405,7 @@ def write_savedmodel(model, directory, jit_compile=False):
     Returns:
         The folder, as a `Path`.
     """
-    from fer_keras.data import CLASS_NAMES
+    from fer_keras.data.sources import CLASS_NAMES
 
     directory = Path(directory)
     build_archive(model, jit_compile).write_out(str(directory), verbose=False)
@@ -435,13 +435,13 @@ def representative_images(data=None, count=REPRESENTATIVE_COUNT, seed=0):
     faces the quantized model is scored on.
 
     Args:
-        data: FER2013 CSV or image folder (see `fer_keras.data.resolve_data_path`).
+        data: FER2013 CSV or image folder (see `fer_keras.data.sources.resolve_data_path`).
         count: images to draw (all of them if the split is smaller).
         seed: seed of the draw.
     """
     import numpy as np
 
-    from fer_keras.data import load_splits
+    from fer_keras.data.sources import load_splits
 
     images = load_splits(data)["train"][0]
     if len(images) == 0:
@@ -467,7 +467,7 @@ def class_agreement(float_path, quantized_path, images):
     """
     import numpy as np
 
-    from fer_keras.litert import TFLiteClassifier
+    from fer_keras.serving.litert import TFLiteClassifier
 
     reference = TFLiteClassifier(float_path).predict(images).argmax(axis=1)
     quantized = TFLiteClassifier(quantized_path).predict(images).argmax(axis=1)
@@ -594,7 +594,7 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
 
     Raises:
         ValueError: for a missing source, a model that cannot be loaded or fails
-            `fer_keras.model_checks.check_keras_model` (unbuilt, not gray, not fixed-size,
+            `fer_keras.serving.checks.check_keras_model` (unbuilt, not gray, not fixed-size,
             logits), an output that is not a writable folder, a bad version, a version
             folder that already exists, or an unknown or impossible `quantize`.
     """
@@ -603,8 +603,8 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
     import keras
     import tensorflow as tf
 
-    from fer_keras.data import CLASS_NAMES
-    from fer_keras.model_checks import check_keras_model
+    from fer_keras.data.sources import CLASS_NAMES
+    from fer_keras.serving.checks import check_keras_model
     from fer_keras.models import load_model
 
     keras_path, default_output = resolve_source(source)

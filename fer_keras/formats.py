@@ -9,7 +9,7 @@ For each run folder, the model is exported (`fer_keras.export.export`, into a te
 folder; nothing is written into the run folder) as float32, float16 and int8 TFLite files
 (int8 calibrated on `REPRESENTATIVE_COUNT` training-split faces). Each file is scored on
 the split with LiteRT (`python -m fer_keras.evaluate FILE.tflite` does the same), and timed
-at batch 1 with 1 and 2 threads in a fresh process (`fer_keras.litert.measure_latency`).
+at batch 1 with 1 and 2 threads in a fresh process (`fer_keras.serving.litert.measure_latency`).
 The Keras model's own accuracy on the split comes from the run's `metrics.json`, so the
 cost of each format is a difference in points. `--save` writes the JSON that
 `python -m fer_keras.report` turns into the "Serving formats" table.
@@ -39,7 +39,7 @@ def recorded_keras_accuracy(run_folder, split):
             `metrics.json`, or a `metrics.json` without `splits.SPLIT.accuracy` (the
             message names the file and the missing key).
     """
-    from fer_keras.data import SPLITS
+    from fer_keras.data.sources import SPLITS
     from fer_keras.evaluate import recorded_accuracies
 
     run_folder = Path(run_folder)
@@ -57,7 +57,7 @@ def compare_formats(run_folder, split="private_test", data=None, calls=200):
 
     Args:
         run_folder: a run folder holding `model.keras` and `metrics.json`.
-        split: the split to score (a key of `fer_keras.data.SPLITS`).
+        split: the split to score (a key of `fer_keras.data.sources.SPLITS`).
         data: FER2013 CSV or folder (default: $FER2013_PATH, then data/fer2013.csv[.gz]).
         calls: timed batch-1 calls per thread count.
 
@@ -72,7 +72,7 @@ def compare_formats(run_folder, split="private_test", data=None, calls=200):
     """
     from fer_keras.evaluate import evaluate
     from fer_keras.export import export
-    from fer_keras.litert import LATENCY_THREADS, measure_latency
+    from fer_keras.serving.litert import LATENCY_THREADS, measure_latency
 
     run_folder = Path(run_folder)
     keras_accuracy = recorded_keras_accuracy(run_folder, split)
@@ -129,7 +129,7 @@ def formats_table(report):
 
 
 def build_parser():
-    from fer_keras.data import SPLITS
+    from fer_keras.data.sources import SPLITS
 
     parser = argparse.ArgumentParser(prog=command_prog("formats"),
                                      description=__doc__.split("\n\n")[0])
@@ -147,7 +147,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from fer_keras.litert import runtime_name
+    from fer_keras.serving.litert import runtime_name
 
     args = build_parser().parse_args(argv)
 

@@ -6,13 +6,13 @@ Usage:
         [--no-detect] [--litert] [--threads N] [--every N | --fps X] [--csv PATH]
         [--annotate DIR] [--no-progress]
 
-Videos (.mp4, .avi, .mov, .mkv, .webm and the other `fer_keras.video.VIDEO_SUFFIXES`,
+Videos (.mp4, .avi, .mov, .mkv, .webm and the other `fer_keras.vision.video.VIDEO_SUFFIXES`,
 anything OpenCV opens) are read one frame at a time; every N-th frame (`--every`) or X
 frames per second of video (`--fps`, default 5) are classified, and each face record gets
 `frame`, `time` (seconds) and `track` (an id that follows one person across frames). A
 face smaller than the detector's 24x24 px window gets a record with `skipped` instead of a
 label. `--csv` writes the records as a table too; `--annotate DIR` writes boxed and
-labelled copies of the inputs and a timeline plot per video (`fer_keras.annotate`).
+labelled copies of the inputs and a timeline plot per video (`fer_keras.vision.annotate`).
 
 PATH is an image file or a folder (searched recursively for .png, .jpg, .jpeg, .bmp, .gif,
 .webp, .tif, .tiff and .pgm files). Any size, gray or colour; transparency is composited
@@ -47,7 +47,7 @@ import sys
 from pathlib import Path
 
 from fer_keras.cli import command_prog, entry_point, run_command
-from fer_keras.video import VIDEO_SUFFIXES, iou, is_video
+from fer_keras.vision.video import VIDEO_SUFFIXES, iou, is_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -141,7 +141,7 @@ class Classifier:
         if litert and path.suffix != ".tflite":
             path = self.path = find_exported_tflite(path)
         if path.suffix == ".tflite":
-            from fer_keras.litert import TFLiteClassifier
+            from fer_keras.serving.litert import TFLiteClassifier
 
             self._lite = TFLiteClassifier(path, num_threads=num_threads)
             self.input_shape = self._lite.input_shape
@@ -170,13 +170,13 @@ class Classifier:
             outputs = self._signature.structured_outputs
             check_class_probabilities(outputs["probabilities"].shape
                                       if "probabilities" in outputs else sorted(outputs), path)
-            from fer_keras.model_checks import check_probabilities, image_size, probe_faces
+            from fer_keras.serving.checks import check_probabilities, image_size, probe_faces
 
             # One small batch shows whether the outputs are probabilities, not logits.
             check_probabilities(self._probabilities(probe_faces(image_size(
                 self.input_shape, path))), path)
             return
-        from fer_keras.model_checks import check_keras_model
+        from fer_keras.serving.checks import check_keras_model
         from fer_keras.models import load_model
 
         if path.is_dir():
@@ -197,7 +197,7 @@ class Classifier:
     def size(self):
         """`(height, width)` of the crops the model takes: a size the model leaves open
         (a fully convolutional `(None, None, 1)`) is FER2013's 48."""
-        from fer_keras.model_checks import image_size
+        from fer_keras.serving.checks import image_size
 
         return image_size(self.input_shape, self.path)
 
@@ -409,7 +409,7 @@ def expand_paths(paths, annotate=None):
     Args:
         paths: files and folders.
         annotate: the `--annotate` folder, or None. Pictures of ours already in it
-            (`fer_keras.annotate.is_output_name`) are not taken from an input folder that
+            (`fer_keras.vision.annotate.is_output_name`) are not taken from an input folder that
             holds it, so a second run does not classify the first one's annotated copies.
 
     Returns:
@@ -417,7 +417,7 @@ def expand_paths(paths, annotate=None):
         not exist, is a device or FIFO, `-`) or a folder without images, an error record
         (dict), in the order of `paths`.
     """
-    from fer_keras.annotate import is_output_name
+    from fer_keras.vision.annotate import is_output_name
 
     skipped_folder = Path(annotate).resolve() if annotate is not None else None
     entries = []
@@ -487,7 +487,7 @@ def classify_into(records_and_crops, model):
     """Adds `label`, `class_id` and `probabilities` to each record that has a crop."""
     import numpy as np
 
-    from fer_keras.data import CLASS_NAMES
+    from fer_keras.data.sources import CLASS_NAMES
 
     crops = [crop for _, crop in records_and_crops if crop is not None]
     probabilities = iter(model(np.stack(crops)) if crops else [])
@@ -514,9 +514,9 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         output: a text stream for the JSON lines (default stdout).
         every: for videos, classify every N-th frame.
         fps: for videos, classify this many frames per second of video time (default
-            `fer_keras.video.DEFAULT_SAMPLE_FPS` when `every` is not given either).
+            `fer_keras.vision.video.DEFAULT_SAMPLE_FPS` when `every` is not given either).
         annotate: a folder for annotated copies of the inputs and video timelines (see
-            `fer_keras.annotate`), or None.
+            `fer_keras.vision.annotate`), or None.
         progress: a stream for the per-video progress bar, or None.
 
     Returns:
@@ -527,7 +527,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
             `detect`), or an `annotate` folder that cannot be written or would overwrite an
             input (`check_outputs`).
     """
-    from fer_keras.video import check_sampling
+    from fer_keras.vision.video import check_sampling
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: "
@@ -541,7 +541,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         model = Classifier(model if model is not None else find_best_model())
     names = None
     if annotate is not None:
-        from fer_keras.annotate import OutputNames
+        from fer_keras.vision.annotate import OutputNames
 
         names = OutputNames(annotate)
     entries = expand_paths(paths, annotate)
@@ -582,7 +582,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
             flush()
             done = written[first:]
             if not any("error" in record for record in done):
-                from fer_keras.annotate import annotate_photo
+                from fer_keras.vision.annotate import annotate_photo
 
                 annotate_photo(entry, done, names)
     flush()
@@ -594,13 +594,13 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
     """Yields the face records of one video, sampled frame by sampled frame.
 
     Each record has `frame` (index from 0), `time` (seconds), `track` (an id that follows
-    one person across frames, `fer_keras.video.IoUTracker`), `face`, `box` and the
+    one person across frames, `fer_keras.vision.video.IoUTracker`), `face`, `box` and the
     classification. A video that cannot be read gets one error record; one that stops
     early (truncated) gets its faces so far and then one error record.
     """
     import cv2
 
-    from fer_keras.video import IoUTracker, Progress, VideoError, sample_frames
+    from fer_keras.vision.video import IoUTracker, Progress, VideoError, sample_frames
 
     # Only the timeline needs every record of the video; without it, a count will do.
     info, tracker, records, faces = {}, IoUTracker(), [], 0
@@ -612,7 +612,7 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
             if bar is None:
                 bar = Progress(Path(path).name, info["frame_count"], progress)
                 if names is not None:
-                    from fer_keras.annotate import ANNOTATED_SUFFIX, AnnotatedVideo
+                    from fer_keras.vision.annotate import ANNOTATED_SUFFIX, AnnotatedVideo
 
                     stem = names.stem_for(path)
                     annotated = AnnotatedVideo(f"{stem}{ANNOTATED_SUFFIX}.mp4", info["fps"],
@@ -650,7 +650,7 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
         yield {"file": str(path), "faces": 0, "frames_sampled": sampled_count,
                "error": f"no face found in {sampled_count} sampled frame(s)"}
     if names is not None and records:
-        from fer_keras.annotate import TIMELINE_SUFFIX, plot_timeline
+        from fer_keras.vision.annotate import TIMELINE_SUFFIX, plot_timeline
 
         plot_timeline(records, f"{stem}{TIMELINE_SUFFIX}", title=Path(path).name)
 
@@ -677,7 +677,7 @@ def write_csv(records, path):
 
     import pandas as pd
 
-    from fer_keras.data import CLASS_NAMES
+    from fer_keras.data.sources import CLASS_NAMES
 
     rows = []
     for record in records:
@@ -802,7 +802,7 @@ def check_outputs(paths, csv=None, annotate=None, stdout=None):
     import os
     import stat
 
-    from fer_keras.annotate import is_output_name
+    from fer_keras.vision.annotate import is_output_name
 
     for flag, value in (("--csv", csv), ("--annotate", annotate)):
         if value is not None and not str(value).strip():
@@ -862,7 +862,7 @@ def check_outputs(paths, csv=None, annotate=None, stdout=None):
 
 def build_parser():
     from fer_keras.cli import int_at_least, number_in
-    from fer_keras.video import DEFAULT_SAMPLE_FPS, MAX_SAMPLE_FPS
+    from fer_keras.vision.video import DEFAULT_SAMPLE_FPS, MAX_SAMPLE_FPS
 
     parser = argparse.ArgumentParser(prog=command_prog("predict"),
                                      description=__doc__.split("\n\n")[0])

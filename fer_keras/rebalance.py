@@ -64,7 +64,7 @@ def choose_tau(labels, probabilities, prior, max_drop=0.25, taus=TAUS):
     The best tau has the highest macro-F1 among those whose accuracy is within `max_drop`
     points of tau = 0 (ties go to the smaller tau).
     """
-    from fer_keras.results import score
+    from fer_keras.training.results import score
 
     sweep = []
     for tau in taus:
@@ -77,7 +77,7 @@ def choose_tau(labels, probabilities, prior, max_drop=0.25, taus=TAUS):
 
 
 def plot_sweep(sweep, tau, path, title=""):
-    from fer_keras.results import _pyplot
+    from fer_keras.training.results import _pyplot
 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -100,11 +100,11 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False):
     import keras
     import numpy as np
 
-    from fer_keras.data import NUM_CLASSES, load_splits, resolve_data_path
-    from fer_keras.fit import refuse_finished_run, write_run_folder
+    from fer_keras.data.sources import NUM_CLASSES, load_splits, resolve_data_path
+    from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import LogitAdjustment
-    from fer_keras.results import (evaluate_splits, predict_probabilities, save_derived_run,
+    from fer_keras.training.results import (evaluate_splits, predict_probabilities, save_derived_run,
                                    source_run)
 
     run, output = Path(run), Path(output)

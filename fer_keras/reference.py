@@ -71,7 +71,7 @@ def score_fer_model(model_path, splits, batch_size=512):
     """Scores the `fer` model on each split of a `load_splits` dict that has images."""
     import keras
 
-    from fer_keras.results import evaluate_splits
+    from fer_keras.training.results import evaluate_splits
 
     model = keras.models.load_model(model_path, compile=False)
     if tuple(model.input_shape[1:]) != (*FER_INPUT_SIZE, 1) or model.output_shape[-1] != 7:
@@ -84,8 +84,8 @@ def score_fer_model(model_path, splits, batch_size=512):
 
 def run(fer_model=None, data=None, output_dir=DEFAULT_OUTPUT, limit=None):
     """Finds, scores and records the `fer` model; returns the metrics written."""
-    from fer_keras.data import load_splits, resolve_data_path
-    from fer_keras.results import format_report, plot_confusion, write_json
+    from fer_keras.data.sources import load_splits, resolve_data_path
+    from fer_keras.training.results import format_report, plot_confusion, write_json
 
     model_path = find_fer_model(fer_model)
     data_path = resolve_data_path(data)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from fer_keras.cli import command_prog
-from fer_keras.data import CLASS_NAMES
+from fer_keras.data.sources import CLASS_NAMES
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
@@ -46,7 +46,7 @@ REFERENCE_DIR = "fer_package"
 
 def load_runs(root):
     """Returns `[(experiment, metrics, config)]` for runs under `root`, in table order."""
-    from fer_keras.experiments import list_experiments
+    from fer_keras.training.experiments import list_experiments
 
     # Experiments in table order; then runs of an experiment trained into a folder of
     # another name (`fit --output-dir`, e.g. a second seed); then runs derived from others
@@ -71,7 +71,7 @@ def _percent(value):
 
 
 def _row(name, metrics, config, link_root):
-    from fer_keras.experiments import get_experiment
+    from fer_keras.training.experiments import get_experiment
 
     ensemble = metrics.get("model") == "ensemble"
     rebalanced = metrics.get("model") == "rebalanced"
@@ -367,7 +367,7 @@ def render_tuning_block(comparisons, tuning_root, link_root=None):
         return (f"{TUNING_START}\nNo finished search compared yet: run a job, then `python -m "
                 f"fer_keras.tune tuning/JOB.toml --compare`.\n{TUNING_END}")
 
-    from fer_keras.tune_results import format_hyperparameters
+    from fer_keras.tuning.results import format_hyperparameters
 
     header = ["job", "study Val (epochs)", "untuned Val", "tuned Val", "epochs",
               "tuned minus untuned", "best hyperparameters", "trials (minutes)", "details"]

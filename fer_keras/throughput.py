@@ -38,8 +38,8 @@ def measure_backend(experiment, steps=20, seed=0):
     import keras
 
     from fer_keras.bench import measure_training
-    from fer_keras.data import default_pipeline
-    from fer_keras.fit import resolve_settings
+    from fer_keras.data.sources import default_pipeline
+    from fer_keras.training.settings import resolve_settings
 
     settings = resolve_settings(experiment)
     rate, model = measure_training(settings, steps, seed, settings["precision"])
@@ -106,7 +106,7 @@ def write_image_folder(source, root, limit=None):
     `root/test/<class>/PublicTest_N.png` or `PrivateTest_N.png`.
 
     Args:
-        source: a FER2013 CSV (see `fer_keras.data.load_fer2013`).
+        source: a FER2013 CSV (see `fer_keras.data.sources.load_fer2013`).
         root: the folder to write (it should not exist yet).
         limit: write at most this many rows of each usage.
 
@@ -118,7 +118,7 @@ def write_image_folder(source, root, limit=None):
     import cv2
     import numpy as np
 
-    from fer_keras.data import CLASS_NAMES, load_fer2013
+    from fer_keras.data.sources import CLASS_NAMES, load_fer2013
 
     images, labels, usages = load_fer2013(source)
     root = Path(root)
@@ -159,11 +159,11 @@ def compare_pipelines(folder, experiment="baseline_aug", batches=40, train_steps
     import keras
     import numpy as np
 
-    from fer_keras.augmentation import Augmentation
-    from fer_keras.data import ImageFiles, list_image_folder, load_image_folder, make_dataset
-    from fer_keras.fit import resolve_settings
+    from fer_keras.data.augmentation import Augmentation
+    from fer_keras.data.sources import ImageFiles, list_image_folder, load_image_folder, make_dataset
+    from fer_keras.training.settings import resolve_settings
     from fer_keras.models import get_model
-    from fer_keras.training import EpochTimer, compile_model
+    from fer_keras.training.recipe import EpochTimer, compile_model
 
     settings = resolve_settings(experiment)
     augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None

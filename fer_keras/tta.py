@@ -57,11 +57,11 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
         The new run's metrics dict (model "tta", its `source`, `views`, the source's
         protocol, precision, epochs and minutes, and every split scored with the views).
     """
-    from fer_keras.data import load_splits
-    from fer_keras.fit import refuse_finished_run, write_run_folder
+    from fer_keras.data.sources import load_splits
+    from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes, resolve_views, wrap_with_views
-    from fer_keras.results import evaluate_splits, save_derived_run, source_run
+    from fer_keras.training.results import evaluate_splits, save_derived_run, source_run
 
     run, output = Path(run), Path(output)
     refuse_finished_run(output, overwrite)
@@ -97,10 +97,10 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
 
 def measure(run, view_sets, splits_by_protocol, data=None):
     """Scores one run under each view set; returns `{view_set: {...}}`."""
-    from fer_keras.data import load_splits
+    from fer_keras.data.sources import load_splits
     from fer_keras.models import load_model
     from fer_keras.models.layers import forward_passes, wrap_with_views
-    from fer_keras.results import evaluate_splits
+    from fer_keras.training.results import evaluate_splits
 
     run = Path(run)
     model_path = run / "model.keras"
@@ -131,7 +131,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
-        from fer_keras.data import resolve_data_path
+        from fer_keras.data.sources import resolve_data_path
         from fer_keras.models.layers import resolve_views
 
         if args.output and (len(args.runs) != 1 or len(args.views) != 1):

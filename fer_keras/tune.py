@@ -24,16 +24,16 @@ The chief trains nothing; it exits and writes the results once every worker has 
 that the search is over.
 
 This module is the command line only. The job file's format and checks are in
-`fer_keras.tune_jobs`, running a search (single-process or distributed) in
-`fer_keras.tune_search`, and the result files and `--compare` in `fer_keras.tune_results`.
+`fer_keras.tuning.jobs`, running a search (single-process or distributed) in
+`fer_keras.tuning.search`, and the result files and `--compare` in `fer_keras.tuning.results`.
 """
 
 import argparse
 
 from fer_keras.cli import command_prog, entry_point, int_at_least, run_command
-from fer_keras.tune_jobs import hyperband_plan, load_job, planned_budget
-from fer_keras.tune_results import compare_untuned
-from fer_keras.tune_search import check_folders, run_job
+from fer_keras.tuning.jobs import hyperband_plan, load_job, planned_budget
+from fer_keras.tuning.results import compare_untuned
+from fer_keras.tuning.search import check_folders, run_job
 
 
 def build_parser():

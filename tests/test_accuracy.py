@@ -6,13 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from fer_keras import data as fer_data
-from fer_keras import ensemble, fit
-from fer_keras.experiments import get_experiment, list_experiments, STUDY_EXPERIMENTS
+from fer_keras.data import sources as fer_data
+from fer_keras.training import loop
+from fer_keras import ensemble
+from fer_keras.training.experiments import get_experiment, list_experiments, STUDY_EXPERIMENTS
 from fer_keras.models import MirrorAverage, get_model, load_model
 from fer_keras.models import layers as zoo_layers
 from fer_keras.models.layers import apply_view, forward_passes, wrap_with_views
-from fer_keras.training import precision_policy
+from fer_keras.training.recipe import precision_policy
 
 IMAGES = np.random.default_rng(3).integers(0, 256, (5, 48, 48, 1)).astype("float32")
 
@@ -61,7 +62,7 @@ def test_kaggle_protocol_split_sizes_and_no_overlap_on_real_data(real_data):
 
 def test_bfloat16_fit_on_real_rows_reloads_and_scores(real_data, tmp_path):
     out = tmp_path / "bf16"
-    metrics = fit.train("fer_vgg_kaggle", data=real_data, output_dir=out, limit=256,
+    metrics = loop.train("fer_vgg_kaggle", data=real_data, output_dir=out, limit=256,
                         overrides={"epochs": 1, "warmup_epochs": 0}, verbose=0)
     config = json.loads((out / "config.json").read_text())
     assert (config["precision"], config["protocol"]) == ("mixed_bfloat16", "kaggle")
@@ -135,7 +136,7 @@ def test_ensemble_command_writes_a_run_folder_and_refuses_to_overwrite(tiny_csv,
     runs = []
     for index, name in enumerate(("baseline", "lenet5")):
         run = tmp_path / name
-        fit.train(name, data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
+        loop.train(name, data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
         runs.append(str(run))
     out = tmp_path / "ensemble"
     args = runs + ["--output", str(out), "--data", str(tiny_csv)]
@@ -179,7 +180,7 @@ def test_ensemble_select_keeps_the_best_subset_on_the_selection_split(tiny_csv, 
     runs = []
     for name, seed in (("baseline", 0), ("lenet5", 0), ("baseline", 1)):
         run = tmp_path / f"{name}_{seed}"
-        fit.train(name, data=tiny_csv, output_dir=run, overrides={"epochs": 1}, seed=seed,
+        loop.train(name, data=tiny_csv, output_dir=run, overrides={"epochs": 1}, seed=seed,
                   verbose=0)
         runs.append(str(run))
     out = tmp_path / "selected"
@@ -236,7 +237,7 @@ def test_rebalance_command_writes_a_run_folder_that_scores_as_recorded(tiny_csv,
     from fer_keras import rebalance
 
     run = tmp_path / "baseline"
-    fit.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
+    loop.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
     out = tmp_path / "balanced"
     assert rebalance.main([str(run), "--output", str(out), "--data", str(tiny_csv)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -254,7 +255,7 @@ def test_tta_output_writes_a_run_folder_with_its_views(tiny_csv, tmp_path, capsy
     from fer_keras import report, tta
 
     run = tmp_path / "baseline"
-    fit.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
+    loop.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)
     out = tmp_path / "baseline_shifts"
     args = [str(run), "--views", "shifts", "--output", str(out), "--data", str(tiny_csv)]
     assert tta.main(args) == 0
@@ -284,7 +285,7 @@ def test_tta_output_writes_a_run_folder_with_its_views(tiny_csv, tmp_path, capsy
 
 
 def test_identical_splits_are_predicted_once(monkeypatch):
-    from fer_keras import results
+    from fer_keras.training import results
 
     rng = np.random.default_rng(0)
     public = rng.integers(0, 256, (6, 48, 48, 1), dtype=np.uint8)

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, random_rows, write_csv
-from fer_keras import data as fer_data
-from fer_keras.augmentation import Augmentation, warp_bilinear
-from fer_keras.pipeline import ArrayBatches
+from fer_keras.data import sources as fer_data
+from fer_keras.training import loop
+from fer_keras.data.augmentation import Augmentation, warp_bilinear
+from fer_keras.data.pipeline import ArrayBatches
 
 SUBPROCESS_TIMEOUT = 300
 LOSS_TOLERANCE = 1e-3
@@ -137,7 +138,10 @@ print("export status", export.main([out, "--no-tflite"]))
 
 IMPORT_SCRIPT = """
 import sys
-from fer_keras import augmentation, distribute, evaluate, fit, pipeline, predict, tune
+from fer_keras import evaluate, fit, predict, tune
+from fer_keras.data import augmentation
+from fer_keras.training import distribute
+from fer_keras.data import pipeline
 for command in (evaluate, fit, predict, tune):
     command.build_parser()
 print("tensorflow imported:", "tensorflow" in sys.modules)
@@ -185,7 +189,6 @@ def test_no_module_imports_tensorflow_on_other_backends():
 # --- Several devices, several workers -----------------------------------------------------
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(slice_csv, tmp_path):
-    from fer_keras import fit
 
     mirrored = _run(["-m", "fer_keras.fit", "baseline", "--data", str(slice_csv), "--epochs",
                      "1", "--batch-size", "32", "--verbose", "0", "--output-dir",
@@ -193,7 +196,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(slice_csv, tmp_path):
                      "2"], env={"TF_ENABLE_ONEDNN_OPTS": "0",
                                 "FER_KERAS_CACHE": str(tmp_path / "cache")})
     assert mirrored.returncode == 0, mirrored.stderr[-3000:]
-    fit.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
+    loop.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
               overrides={"epochs": 1, "batch_size": 32})
     config = json.loads((tmp_path / "mirrored" / "config.json").read_text())
     assert config["distribute"] == "mirrored" and config["replicas"] == 2
@@ -206,13 +209,13 @@ import sys
 from fer_keras import fit
 data, out = sys.argv[1:3]
 try:
-    fit.train("baseline", data=data, output_dir=out + "/refused", distribute="multi-worker")
+    loop.train("baseline", data=data, output_dir=out + "/refused", distribute="multi-worker")
 except ValueError as error:
     print("refused:", error)
 common = dict(data=data, verbose=0, overrides={"epochs": 1, "batch_size": 32})
-fit.train("baseline", output_dir=out + "/parallel", distribute="mirrored", cpu_devices=2,
+loop.train("baseline", output_dir=out + "/parallel", distribute="mirrored", cpu_devices=2,
           **common)
-fit.train("baseline", output_dir=out + "/single", **common)
+loop.train("baseline", output_dir=out + "/single", **common)
 """
 
 
@@ -231,7 +234,6 @@ def test_jax_data_parallel_on_two_cpu_devices_matches_one_device(slice_csv, tmp_
 
 
 def test_two_workers_on_loopback_train_one_model(slice_csv, tmp_path):
-    from fer_keras import fit
 
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -258,26 +260,25 @@ def test_two_workers_on_loopback_train_one_model(slice_csv, tmp_path):
     assert (out / "metrics.json").is_file() and (out / "model.keras").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("run")) == ["run"]
     assert json.loads((out / "config.json").read_text())["replicas"] == 2
-    fit.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
+    loop.train("baseline", data=slice_csv, output_dir=tmp_path / "single", verbose=0,
               overrides={"epochs": 2, "batch_size": 32})
     np.testing.assert_allclose(_losses(out), _losses(tmp_path / "single"), atol=LOSS_TOLERANCE)
 
 
 def test_distribute_refusals(slice_csv, tmp_path, monkeypatch):
-    from fer_keras import fit
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "a",
+        loop.train("baseline", data=slice_csv, output_dir=tmp_path / "a",
                   distribute="multi-worker")
     with pytest.raises(ValueError, match="Unknown distribution"):
-        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "b", distribute="ring")
+        loop.train("baseline", data=slice_csv, output_dir=tmp_path / "b", distribute="ring")
     with pytest.raises(ValueError, match="--stream reads an image folder"):
-        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "c", stream=True)
+        loop.train("baseline", data=slice_csv, output_dir=tmp_path / "c", stream=True)
     # Split CPU devices break TensorFlow's oneDNN convolutions under MirroredStrategy.
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     with pytest.raises(ValueError, match="TF_ENABLE_ONEDNN_OPTS=0"):
-        fit.train("baseline", data=slice_csv, output_dir=tmp_path / "d",
+        loop.train("baseline", data=slice_csv, output_dir=tmp_path / "d",
                   distribute="mirrored", cpu_devices=2)
     assert not any(tmp_path.glob("[abcd]*"))
 
@@ -314,9 +315,8 @@ def test_streamed_splits_decode_to_the_in_memory_ones(face_folder):
 
 
 def test_fit_streams_an_image_folder(face_folder, tmp_path):
-    from fer_keras import fit
 
-    metrics = fit.train("baseline_aug", data=face_folder, output_dir=tmp_path / "run",
+    metrics = loop.train("baseline_aug", data=face_folder, output_dir=tmp_path / "run",
                         verbose=0, stream=True, overrides={"epochs": 1, "batch_size": 8})
     assert metrics["splits"]["validation"]["count"] == 7
     assert metrics["splits"]["private_test"]["count"] == 7

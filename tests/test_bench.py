@@ -4,17 +4,17 @@ import math
 import pytest
 
 from fer_keras import bench
-from fer_keras.augmentation import Augmentation
+from fer_keras.data.augmentation import Augmentation
 from fer_keras.models import get_model
 
 
 def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys):
-    import fer_keras.data
-    import fer_keras.training
+    import fer_keras.data.sources
+    import fer_keras.training.recipe
 
     pipelines, compiled = [], []
-    real_make_dataset = fer_keras.data.make_dataset
-    real_compile_model = fer_keras.training.compile_model
+    real_make_dataset = fer_keras.data.sources.make_dataset
+    real_compile_model = fer_keras.training.recipe.compile_model
 
     def spy_make_dataset(*args, **kwargs):
         pipelines.append((args, kwargs))
@@ -24,8 +24,8 @@ def test_bench_measures_one_experiment_through_fits_pipeline(monkeypatch, capsys
         compiled.append(kwargs)
         return real_compile_model(model, **kwargs)
 
-    monkeypatch.setattr(fer_keras.data, "make_dataset", spy_make_dataset)
-    monkeypatch.setattr(fer_keras.training, "compile_model", spy_compile_model)
+    monkeypatch.setattr(fer_keras.data.sources, "make_dataset", spy_make_dataset)
+    monkeypatch.setattr(fer_keras.training.recipe, "compile_model", spy_compile_model)
     assert bench.main(["baseline_aug", "--steps", "2", "--json", "--jit-compile"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["command"] == "python -m fer_keras.bench baseline_aug --steps 2 --json " \
@@ -134,12 +134,12 @@ def test_serving_process_gets_tensorflows_default_unless_asked(monkeypatch):
 
 
 def test_serving_only_times_the_export_without_training(monkeypatch, capsys):
-    import fer_keras.data
+    import fer_keras.data.sources
 
     def no_training(*args, **kwargs):
         raise AssertionError("--serving-only must not build a training pipeline")
 
-    monkeypatch.setattr(fer_keras.data, "make_dataset", no_training)
+    monkeypatch.setattr(fer_keras.data.sources, "make_dataset", no_training)
     assert bench.main(["fer_vgg", "--serving-only", "--int8", "--steps", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     [row] = report["results"]
@@ -162,16 +162,16 @@ def test_all_and_names_do_not_mix(capsys):
 
 
 def test_model_only_times_the_network_without_augmentation(monkeypatch, capsys):
-    import fer_keras.data
+    import fer_keras.data.sources
 
     pipelines = []
-    real_make_dataset = fer_keras.data.make_dataset
+    real_make_dataset = fer_keras.data.sources.make_dataset
 
     def spy_make_dataset(*args, **kwargs):
         pipelines.append(kwargs)
         return real_make_dataset(*args, **kwargs)
 
-    monkeypatch.setattr(fer_keras.data, "make_dataset", spy_make_dataset)
+    monkeypatch.setattr(fer_keras.data.sources, "make_dataset", spy_make_dataset)
     assert bench.main(["baseline_aug", "--model-only", "--precision", "float32",
                        "mixed_bfloat16", "--no-litert", "--steps", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

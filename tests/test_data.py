@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import random_rows, write_csv
-from fer_keras import data
-from fer_keras.augmentation import Augmentation
-from fer_keras.data import DataError
+from fer_keras.data import sources as data
+from fer_keras.data.augmentation import Augmentation
+from fer_keras.data.sources import DataError
 
 
 def test_parses_plain_and_gzip_csv(tmp_path):

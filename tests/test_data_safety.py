@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from conftest import random_rows, write_csv
 
-from fer_keras import data, fit
-from fer_keras.data import DataError
+from fer_keras import fit
+from fer_keras.data import sources as data
+from fer_keras.data.sources import DataError
 
 
 class _Hung(BaseException):

@@ -10,7 +10,7 @@ import pytest
 import keras
 
 from fer_keras import export
-from fer_keras.data import CLASS_NAMES
+from fer_keras.data.sources import CLASS_NAMES
 from fer_keras.models import get_model, list_models
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.uint8)

@@ -12,8 +12,10 @@ import pytest
 import keras
 
 from fer_keras import fit
+from fer_keras.training import loop, resume, run_folder
+from fer_keras.training import settings as training_settings
 from fer_keras.evaluate import main as evaluate_main
-from fer_keras.experiments import STUDY_EXPERIMENTS, get_experiment, list_experiments
+from fer_keras.training.experiments import STUDY_EXPERIMENTS, get_experiment, list_experiments
 from fer_keras.models import list_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def test_unknown_experiment_lists_valid_names():
 
 
 def test_flags_override_hparams_override_experiment():
-    settings = fit.resolve_settings(
+    settings = training_settings.resolve_settings(
         "baseline_deep_dropout",
         overrides={"learning_rate": 0.01, "epochs": None},
         hparams={"learning_rate": 0.002, "dropout_rate": 0.25, "weight_decay": 1e-4})
@@ -43,12 +45,12 @@ def test_flags_override_hparams_override_experiment():
     assert settings["model_kwargs"] == {"dropout_rate": 0.25}
     assert settings["weight_decay"] == 1e-4
     with pytest.raises(ValueError, match="neither a training setting"):
-        fit.resolve_settings("baseline", overrides={"momentum": 0.9})
+        training_settings.resolve_settings("baseline", overrides={"momentum": 0.9})
 
 
 def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    metrics = fit.train("baseline_dropout_aug", data=tiny_csv, output_dir=out,
+    metrics = loop.train("baseline_dropout_aug", data=tiny_csv, output_dir=out,
                         overrides={"epochs": 2, "batch_size": 16}, verbose=0)
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert not (out / "backup").exists()
@@ -81,12 +83,12 @@ def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsy
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_csv, tmp_path):
-    from fer_keras.training import TrainingDiverged
+    from fer_keras.training.recipe import TrainingDiverged
 
     # 1e38 is a valid learning rate (finite, positive); Adam steps of that size overflow
     # float32 weights within a few batches, and the loss becomes NaN.
     with pytest.raises(TrainingDiverged, match="Lower --learning-rate"):
-        fit.train("baseline", data=tiny_csv, output_dir=tmp_path / "nan",
+        loop.train("baseline", data=tiny_csv, output_dir=tmp_path / "nan",
                   overrides={"epochs": 3, "batch_size": 8, "learning_rate": 1e38}, verbose=0)
 
 
@@ -120,7 +122,7 @@ def test_killed_run_resumes_from_last_finished_epoch(tiny_csv, tmp_path):
             "--output-dir", str(out), "--verbose", "0"]
     first = _run_fit(args, env)
     # An unfinished run lives in the staging folder beside the run folder.
-    metadata = fit.staging_folder(out) / "backup" / "training_metadata.json"
+    metadata = run_folder.staging_folder(out) / "backup" / "training_metadata.json"
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None:
         if metadata.exists() and json.loads(metadata.read_text() or '{"epoch": 0}')["epoch"] >= 2:
@@ -145,12 +147,12 @@ def test_resume_refuses_different_settings(tiny_csv, tmp_path):
     (out / "backup" / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
     (out / "config.json").write_text(json.dumps({"learning_rate": 0.5}))
     with pytest.raises(ValueError, match="different settings"):
-        fit.train("baseline", data=tiny_csv, output_dir=out, overrides={"epochs": 2})
+        loop.train("baseline", data=tiny_csv, output_dir=out, overrides={"epochs": 2})
 
 
 def test_end_to_end_fit_on_real_rows(real_data, tmp_path):
     out = tmp_path / "real"
-    metrics = fit.train("baseline", data=real_data, output_dir=out, limit=400,
+    metrics = loop.train("baseline", data=real_data, output_dir=out, limit=400,
                         overrides={"epochs": 2}, verbose=0)
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert metrics["splits"]["validation"]["count"] == 400
@@ -167,20 +169,20 @@ def test_torn_backup_falls_back_to_the_previous_copy(tmp_path):
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n torn in the middle")
     (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
     (backup / "training_metadata.json.bkp").write_text('{"epoch": 2, "batch": 0}')
-    fit._recover_torn_backup(backup)
+    resume._recover_torn_backup(backup)
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
     with h5py.File(backup / "latest.weights.h5", "r") as handle:
         np.testing.assert_array_equal(handle["w"][()], np.arange(3))
     (backup / "latest.weights.h5").write_bytes(b"torn again")
     (backup / "latest.weights.h5.bkp").unlink()
     with pytest.raises(ValueError, match="Delete"):
-        fit._recover_torn_backup(backup)
+        resume._recover_torn_backup(backup)
 
 
 def test_evaluate_no_mirror_scores_the_wrapped_network_alone(tiny_csv, tmp_path, capsys):
-    from fer_keras.data import load_splits
+    from fer_keras.data.sources import load_splits
     from fer_keras.models import get_model
-    from fer_keras.results import predict_probabilities, score
+    from fer_keras.training.results import predict_probabilities, score
 
     keras.utils.set_random_seed(11)
     model = get_model("fer_vgg", widths=(4, 8, 8, 8), dense_units=8, mirror_average=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fer_keras import cli, console, fit
+from fer_keras.training import loop, run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def test_files_of_the_run_names_that_are_not_a_finished_run_are_kept(names, tiny
     for name in names:
         assert (out / name).read_bytes() == b"the user's own " + name.encode()
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
-    assert not fit.staging_folder(out).exists()
+    assert not run_folder.staging_folder(out).exists()
 
 
 def test_other_files_are_kept_even_with_overwrite(tiny_csv, tmp_path, capsys):
@@ -86,7 +87,7 @@ def test_an_unwritable_place_is_refused_before_training(code, reason, tiny_csv, 
         raise OSError(code, reason)
 
     # What a read-only mount answers (root may write anywhere else, so it is simulated).
-    monkeypatch.setattr(fit.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(run_folder.tempfile, "mkstemp", refuse)
     out = tmp_path / "ro" / "run"
     assert fit.main(_fit_args(tiny_csv, out)) == 2
     line = _one_error_line(capsys.readouterr().err)
@@ -115,7 +116,7 @@ def test_the_lock_in_an_unwritable_place_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr("builtins.open", refuse)
     with pytest.raises(ValueError, match="Read-only file system"):
-        with fit.lock_run_folder(tmp_path / "run"):
+        with run_folder.lock_run_folder(tmp_path / "run"):
             pass
 
 
@@ -140,7 +141,7 @@ def test_hparams_that_are_not_an_object_are_one_line(content, tiny_csv, tmp_path
     out = tmp_path / "run"
     assert fit.main(_fit_args(tiny_csv, out, "--hparams", str(hparams))) == 2
     assert "JSON object" in _one_error_line(capsys.readouterr().err)
-    assert not out.exists() and not fit.staging_folder(out).exists()
+    assert not out.exists() and not run_folder.staging_folder(out).exists()
 
 
 @pytest.mark.parametrize("key, value", [("precision", "float64"), ("protocol", "mine"),
@@ -152,12 +153,12 @@ def test_categorical_hparams_are_refused_before_any_file_is_written(key, value, 
     hparams = tmp_path / "best.json"
     hparams.write_text(json.dumps({key: value}))
     loaded = []
-    monkeypatch.setattr(fit, "_train_in", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(loop, "train_in_staging", lambda *a, **k: loaded.append(1))
     out = tmp_path / "run"
     assert fit.main(_fit_args(tiny_csv, out, "--hparams", str(hparams))) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert key in line and repr(value) in line
-    assert not loaded and not out.exists() and not fit.staging_folder(out).exists()
+    assert not loaded and not out.exists() and not run_folder.staging_folder(out).exists()
     assert not out.with_name(".run.lock").exists()
 
 
@@ -173,7 +174,7 @@ def test_a_fit_that_fails_before_its_first_epoch_leaves_no_staging_folder(tmp_pa
 
 def test_a_stale_staging_folder_without_a_finished_epoch_is_cleaned(tiny_csv, tmp_path):
     out = tmp_path / "run"
-    staging = fit.staging_folder(out)
+    staging = run_folder.staging_folder(out)
     staging.mkdir()
     (staging / "config.json").write_text('{"experiment": "baseline", "seed": 99}')
     assert fit.main(_fit_args(tiny_csv, out)) == 0
@@ -183,7 +184,7 @@ def test_a_stale_staging_folder_without_a_finished_epoch_is_cleaned(tiny_csv, tm
 
 def test_a_staging_folder_holding_other_files_is_left_alone(tiny_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    staging = fit.staging_folder(out)
+    staging = run_folder.staging_folder(out)
     staging.mkdir()
     (staging / "draft.docx").write_bytes(b"mine")
     assert fit.main(_fit_args(tiny_csv, out)) == 2

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from fer_keras import bench, evaluate, export, fit, predict
-from fer_keras import results as fer_results
-from fer_keras import training
+from fer_keras.training import loop, run_folder
+from fer_keras.training import results as fer_results
+from fer_keras.training import recipe as training
 from fer_keras.models.registry import get_builder
 
 from conftest import random_rows, write_csv
@@ -63,7 +64,7 @@ def test_fit_refuses_a_finished_run_and_leaves_it_byte_identical(finished_run, t
     assert str(finished_run) in err and "--overwrite" in err and "--output-dir" in err
     assert "Traceback" not in err
     assert _snapshot(finished_run) == before
-    assert not fit.staging_folder(finished_run).exists()
+    assert not run_folder.staging_folder(finished_run).exists()
 
 
 def test_overwrite_replaces_a_finished_run(finished_run, tiny_csv):
@@ -84,7 +85,7 @@ def test_a_crash_mid_run_leaves_the_previous_run_intact_and_resumes(finished_run
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit.main(args)
     assert _snapshot(finished_run) == before
-    staging = fit.staging_folder(finished_run)
+    staging = run_folder.staging_folder(finished_run)
     assert json.loads((staging / "backup" / "training_metadata.json").read_text())["epoch"] == 1
 
     monkeypatch.undo()
@@ -123,7 +124,7 @@ def test_an_unfinished_run_inside_the_run_folder_moves_to_staging_and_resumes(
         fit.main(args)
     monkeypatch.undo()
     # Earlier versions kept an unfinished run (and its backup/) in the run folder itself.
-    fit.staging_folder(out).rename(out)
+    run_folder.staging_folder(out).rename(out)
     capsys.readouterr()
     assert fit.main(args) == 0
     printed = capsys.readouterr().out
@@ -196,7 +197,7 @@ def test_settings_from_an_hparams_file_are_checked_too(hparams, named, tiny_csv,
                      "--hparams", str(hparams_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {named} ") and "Received" in err
-    assert not out.exists() and not fit.staging_folder(out).exists()
+    assert not out.exists() and not run_folder.staging_folder(out).exists()
 
 
 def test_unknown_names_suggest_the_closest(tmp_path, capsys):
@@ -209,12 +210,12 @@ def test_unknown_names_suggest_the_closest(tmp_path, capsys):
 
 def test_a_second_fit_on_a_locked_run_folder_exits_2(tiny_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    with fit.lock_run_folder(out):
+    with run_folder.lock_run_folder(out):
         assert fit.main(_fit_args(tiny_csv, out)) == 2
         err = capsys.readouterr().err
         assert "Another fit" in err and f"process {os.getpid()}" in err
         assert str(out) in err
-        assert not out.exists() and not fit.staging_folder(out).exists()
+        assert not out.exists() and not run_folder.staging_folder(out).exists()
     # Released at the end of the block: the next fit runs.
     assert fit.main(_fit_args(tiny_csv, out)) == 0
 
@@ -229,7 +230,7 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     # Its lock file is still there (nothing ran on the way out), but not its lock.
     assert out.with_name(".run.lock").exists()
-    with fit.lock_run_folder(out) as path:
+    with run_folder.lock_run_folder(out) as path:
         assert path.read_text().strip() == str(os.getpid())
     assert not path.exists()
 
@@ -245,7 +246,7 @@ def test_a_kill_after_training_resumes_without_training_again(tiny_csv, tmp_path
     monkeypatch.setattr(fer_results, "evaluate_splits", killed)
     with pytest.raises(RuntimeError, match="killed before"):
         fit.main(args)
-    staging = fit.staging_folder(out)
+    staging = run_folder.staging_folder(out)
     assert (staging / "backup" / "training_metadata.json").exists()
     history = (staging / "history.csv").read_bytes()
 
@@ -269,17 +270,17 @@ def test_resuming_on_other_data_is_refused_naming_both(tiny_csv, tmp_path, monke
     other = write_csv(tmp_path / "other.csv", random_rows(70, seed=9) +
                       random_rows(14, seed=8, usages=("PublicTest",)))
     with pytest.raises(ValueError, match="other data") as refused:
-        fit.train("baseline", data=other, output_dir=out, verbose=0,
+        loop.train("baseline", data=other, output_dir=out, verbose=0,
                   overrides={"epochs": 2, "batch_size": 16})
     assert str(tiny_csv) in str(refused.value) and str(other) in str(refused.value)
     # --skip-bad-rows and --limit are part of what the run was trained on, too.
     with pytest.raises(ValueError, match="skip_bad_rows differ"):
-        fit.train("baseline", data=tiny_csv, output_dir=out, verbose=0, skip_bad_rows=True,
+        loop.train("baseline", data=tiny_csv, output_dir=out, verbose=0, skip_bad_rows=True,
                   overrides={"epochs": 2, "batch_size": 16})
     with pytest.raises(ValueError, match="limit differ"):
-        fit.train("baseline", data=tiny_csv, output_dir=out, verbose=0, limit=20,
+        loop.train("baseline", data=tiny_csv, output_dir=out, verbose=0, limit=20,
                   overrides={"epochs": 2, "batch_size": 16})
-    config = json.loads((fit.staging_folder(out) / "config.json").read_text())
+    config = json.loads((run_folder.staging_folder(out) / "config.json").read_text())
     assert config["data_fingerprint"].startswith("sha256:")
     assert config["skip_bad_rows"] is False
 
@@ -298,9 +299,9 @@ def test_a_nan_validation_loss_stops_before_the_epoch_is_checkpointed(tiny_csv, 
     monkeypatch.setattr(training.EpochTimer, "on_epoch_end", nan_validation)
     out = tmp_path / "run"
     with pytest.raises(training.TrainingDiverged, match="val_loss became nan at epoch 1"):
-        fit.train("baseline", data=tiny_csv, output_dir=out, verbose=0,
+        loop.train("baseline", data=tiny_csv, output_dir=out, verbose=0,
                   overrides={"epochs": 2, "batch_size": 16})
-    staging = fit.staging_folder(out)
+    staging = run_folder.staging_folder(out)
     assert not (staging / "model.keras").exists()
     assert not (staging / "backup").exists()
     assert not out.exists()
@@ -317,7 +318,7 @@ def test_stop_on_nan_checks_validation_metrics_at_epoch_end():
 
 def test_fit_prints_progress_within_an_epoch_when_not_on_a_terminal(tiny_csv, tmp_path,
                                                                      capsys):
-    fit.train("baseline", data=tiny_csv, output_dir=tmp_path / "run", verbose=2,
+    loop.train("baseline", data=tiny_csv, output_dir=tmp_path / "run", verbose=2,
               progress_seconds=1e-9, overrides={"epochs": 1, "batch_size": 16})
     lines = [line for line in capsys.readouterr().out.splitlines()
              if line.startswith("epoch 1/1: step ")]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import random_rows, write_csv
-from fer_keras import evaluate, export, litert, predict
-from fer_keras.data import CLASS_NAMES, load_splits
+from fer_keras import evaluate, export, predict
+from fer_keras.serving import litert
+from fer_keras.data.sources import CLASS_NAMES, load_splits
 
 REPO = Path(__file__).resolve().parents[1]
 # A small trained model that is committed (0.9 MB), so the classes it gives are decisive

@@ -13,7 +13,8 @@ import keras
 from keras import layers
 
 from conftest import random_rows, write_csv
-from fer_keras import evaluate, export, formats, model_checks, predict
+from fer_keras import evaluate, export, formats, predict
+from fer_keras.serving import checks as model_checks
 
 
 def one_line_error(status, captured, *needles):

@@ -10,7 +10,7 @@ from PIL import Image
 import keras
 
 from fer_keras import predict
-from fer_keras.data import CLASS_NAMES
+from fer_keras.data.sources import CLASS_NAMES
 from fer_keras.export import write_savedmodel
 from fer_keras.models import get_model
 

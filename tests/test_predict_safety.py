@@ -17,7 +17,8 @@ from PIL import Image
 
 import keras
 
-from fer_keras import predict, video
+from fer_keras import predict
+from fer_keras.vision import video
 from fer_keras.models import get_model
 
 REAL_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "video" / "woman2.mp4"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fer_keras import report
-from fer_keras.data import CLASS_NAMES
+from fer_keras.data.sources import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 

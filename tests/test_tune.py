@@ -13,9 +13,13 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from fer_keras import fit, tune, tune_jobs, tune_results, tune_search
-from fer_keras.experiments import get_experiment, list_experiments
-from fer_keras.hypermodel import (FERHyperModel, check_search_space, default_dropout_rate,
+from fer_keras import tune
+from fer_keras.training import settings as training_settings
+from fer_keras.tuning import jobs as tune_jobs
+from fer_keras.tuning import results as tune_results
+from fer_keras.tuning import search as tune_search
+from fer_keras.training.experiments import get_experiment, list_experiments
+from fer_keras.tuning.hypermodel import (FERHyperModel, check_search_space, default_dropout_rate,
                                   weight_decay_values)
 from fer_keras.models import get_model
 from fer_keras.models.layers import all_layers
@@ -69,7 +73,7 @@ def test_default_hyperparameters_build_the_experiment_as_fit_does(name):
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
 
-    settings = fit.resolve_settings(name)
+    settings = training_settings.resolve_settings(name)
     reference = get_model(settings["model"], **settings["model_kwargs"])
     assert hp.values["learning_rate"] == experiment.learning_rate
     assert hp.values["weight_decay"] == experiment.weight_decay
@@ -104,7 +108,7 @@ def test_sampled_values_reach_the_builder_and_the_optimizer():
     assert float(model.optimizer.learning_rate) == pytest.approx(2e-3)
     assert model.optimizer.weight_decay == pytest.approx(1e-4)
     # The same names are what fit accepts from a best_hparams.json.
-    settings = fit.resolve_settings("baseline_deep_dropout", hparams=dict(hp.values))
+    settings = training_settings.resolve_settings("baseline_deep_dropout", hparams=dict(hp.values))
     assert settings["model_kwargs"]["dropout_rate"] == 0.2
     assert settings["learning_rate"] == 2e-3 and settings["weight_decay"] == 1e-4
 
@@ -333,7 +337,7 @@ def test_search_finishes_writes_results_and_rerun_repeats_nothing(tiny_csv, tmp_
     stored = json.loads((results / "two" / "best_hparams.json").read_text())
     assert stored["trial_id"] == best["trial_id"]
     assert set(stored["hyperparameters"]) == {"learning_rate", "dropout_rate"}
-    settings = fit.resolve_settings("baseline", hparams=stored["hyperparameters"])
+    settings = training_settings.resolve_settings("baseline", hparams=stored["hyperparameters"])
     assert settings["learning_rate"] == best["learning_rate"]
     assert settings["model_kwargs"]["dropout_rate"] == best["dropout_rate"]
     csv_lines = (results / "two" / "trials.csv").read_text().splitlines()

@@ -13,7 +13,10 @@ import random
 import keras_tuner
 import pytest
 
-from fer_keras import tune, tune_jobs, tune_results, tune_search
+from fer_keras import tune
+from fer_keras.tuning import jobs as tune_jobs
+from fer_keras.tuning import results as tune_results
+from fer_keras.tuning import search as tune_search
 
 JOB = """
 experiment = "baseline"

@@ -11,8 +11,9 @@ import pytest
 
 import keras
 
-from fer_keras import predict, video
-from fer_keras.data import CLASS_NAMES
+from fer_keras import predict
+from fer_keras.vision import video
+from fer_keras.data.sources import CLASS_NAMES
 from fer_keras.models import get_model
 
 PORTRAIT = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"

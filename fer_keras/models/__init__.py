@@ -33,7 +33,7 @@ def check_class_probabilities(output_shape, source):
     """
     import numbers
 
-    from fer_keras.data import CLASS_NAMES
+    from fer_keras.data.sources import CLASS_NAMES
 
     if hasattr(output_shape, "as_list"):
         output_shape = output_shape.as_list() if output_shape.rank is not None else None
@@ -128,7 +128,7 @@ def load_model(path, compile=False, dtype_policy="float32"):
 
     import keras
 
-    import fer_keras.training  # noqa: F401  (registers the learning-rate schedule)
+    import fer_keras.training.recipe  # noqa: F401  (registers the learning-rate schedule)
 
     path = Path(path)
     if not path.exists():

@@ -37,7 +37,7 @@ def get_builder(name):
     """Returns the builder function registered under `name`; unknown names suggest the
     closest ones and list the valid ones."""
     if name not in _MODELS:
-        from fer_keras.cli import did_you_mean
+        from fer_keras.utils.names import did_you_mean
 
         raise ValueError(f"Unknown model {name!r}.{did_you_mean(name, list_models())} "
                          f"Valid names: {', '.join(list_models())}. Received: name={name!r}")

@@ -1,6 +1,6 @@
 """The input pipeline that needs no TensorFlow: `keras.utils.PyDataset` batches.
 
-On the TensorFlow backend `fer_keras.data.make_dataset` builds a `tf.data` pipeline; on
+On the TensorFlow backend `fer_keras.data.sources.make_dataset` builds a `tf.data` pipeline; on
 JAX and PyTorch (and for a streamed image folder on any backend) it builds `ArrayBatches`,
 which slices NumPy arrays, or decodes image files, one batch at a time and augments the
 whole batch with `Augmentation.apply_numpy`. Both give the same batches: float32 images
@@ -18,7 +18,7 @@ import math
 import keras
 import numpy as np
 
-from fer_keras.data import NUM_CLASSES
+from fer_keras.data.sources import NUM_CLASSES
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -30,7 +30,7 @@ class ArrayBatches(keras.utils.PyDataset):
 
     Args:
         images: uint8 `(N, 48, 48, 1)` array, or any object with `len()` whose
-            `images[indices]` returns such an array (`fer_keras.data.ImageFiles` decodes
+            `images[indices]` returns such an array (`fer_keras.data.sources.ImageFiles` decodes
             the files there, so a folder streams from disk).
         labels: int `(N,)` Kaggle ids.
         batch_size: images per batch (the last one may be smaller).

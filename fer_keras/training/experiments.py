@@ -20,7 +20,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 """Training dtype policies. The mixed ones keep float32 weights and compute in 16 bits;
 `mixed_bfloat16` is the fast one on CPUs with AVX512-BF16 (and on TPUs / recent GPUs).
 These names live here, beside the fields that take them, rather than in
-`fer_keras.training`, so that a command's `--help` lists them without importing Keras."""
+`fer_keras.training.recipe`, so that a command's `--help` lists them without importing Keras."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Experiment:
         name: experiment name (the CLI argument).
         model: registry name of the architecture.
         model_kwargs: keyword arguments for the builder.
-        augmentation: None, "study" or "combined" (see `fer_keras.augmentation`).
+        augmentation: None, "study" or "combined" (see `fer_keras.data.augmentation`).
         optimizer: "adam", "adamw" or "sgd" (SGD uses Nesterov momentum 0.9).
         learning_rate: peak learning rate.
         weight_decay: decoupled weight decay given to the optimizer (0 disables it).
@@ -56,7 +56,7 @@ class Experiment:
             "mixed_float16" (the softmax output stays float32 in every case).
         protocol: "study" (train on 80% of Training, select the epoch on the other 20%) or
             "kaggle" (train on all of Training, select on PublicTest, report PrivateTest,
-            as the published FER2013 records do); see `fer_keras.data.PROTOCOLS`.
+            as the published FER2013 records do); see `fer_keras.data.sources.PROTOCOLS`.
         study: the study's reported result, or None for recipes of our own.
         notes: why the settings differ from the study, where they do.
     """
@@ -108,7 +108,7 @@ def get_experiment(name):
     """Returns the `Experiment` called `name`; unknown names suggest the closest ones and
     list the valid ones."""
     if name not in _EXPERIMENTS:
-        from fer_keras.cli import did_you_mean
+        from fer_keras.utils.names import did_you_mean
 
         raise ValueError(f"Unknown experiment {name!r}.{did_you_mean(name, list(_EXPERIMENTS))} "
                          f"Valid names: {', '.join(_EXPERIMENTS)}. Received: name={name!r}")

@@ -7,7 +7,7 @@ A job is a TOML file in `tuning/` (see `tuning/smoke.toml`):
     objective = "val_accuracy"    # default; or "val_loss"
     seed = 1                      # a positive integer
 
-    [search_space.learning_rate]  # bounds per hyperparameter (`fer_keras.hypermodel`)
+    [search_space.learning_rate]  # bounds per hyperparameter (`fer_keras.tuning.hypermodel`)
     min = 1e-4
     max = 2e-2
 
@@ -24,7 +24,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from fer_keras.cli import did_you_mean
+from fer_keras.utils.names import did_you_mean
 
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVES = ("val_accuracy", "val_loss")
@@ -52,7 +52,7 @@ class Job:
         objective: "val_accuracy" (maximised) or "val_loss" (minimised).
         seed: oracle and shuffle seed (a positive integer: Keras Tuner draws a random seed
             for 0).
-        search_space: the checked search space (see `fer_keras.hypermodel`).
+        search_space: the checked search space (see `fer_keras.tuning.hypermodel`).
         budget: the tuner's budget keys with defaults filled in.
     """
 
@@ -149,8 +149,8 @@ def load_job(path):
             an inverted range.
             A misspelt file, experiment, tuner, objective or key gets the closest names.
     """
-    from fer_keras.experiments import list_experiments
-    from fer_keras.hypermodel import check_search_space
+    from fer_keras.training.experiments import list_experiments
+    from fer_keras.tuning.hypermodel import check_search_space
 
     path = Path(path)
     if not path.is_file():

@@ -3,9 +3,9 @@
 `FERHyperModel(experiment)` samples the training settings the study tuned by hand,
 `learning_rate` (log scale), `weight_decay` (zero or a log-spaced value) and `dropout_rate`,
 and then builds and compiles the model exactly as `python -m fer_keras.fit` does: the
-settings are merged by `fer_keras.fit.resolve_settings`, the model comes from
+settings are merged by `fer_keras.training.settings.resolve_settings`, the model comes from
 `fer_keras.models.get_model` and the optimizer and loss from
-`fer_keras.training.compile_model`. Hyperparameter names are the names `fit` accepts, so the
+`fer_keras.training.recipe.compile_model`. Hyperparameter names are the names `fit` accepts, so the
 best trial's values can be passed to `fit --hparams` as they are.
 
 Every hyperparameter defaults to the experiment's own value, so
@@ -40,7 +40,7 @@ def default_search_space(experiment):
     """A search space around an experiment's own settings (used when none is given).
 
     Args:
-        experiment: an `Experiment` from `fer_keras.experiments`.
+        experiment: an `Experiment` from `fer_keras.training.experiments`.
 
     Returns:
         A dict in the format `check_search_space` accepts.
@@ -196,7 +196,7 @@ class FERHyperModel(keras_tuner.HyperModel):
     """Searches learning rate, weight decay and dropout of one named experiment.
 
     Args:
-        experiment_name: a name from `fer_keras.experiments.list_experiments()`.
+        experiment_name: a name from `fer_keras.training.experiments.list_experiments()`.
         search_space: `{name: {"min": ..., "max": ...}}` (see `check_search_space`);
             hyperparameters left out keep the experiment's value. None searches all three
             around the experiment's settings (`default_search_space`).
@@ -218,8 +218,8 @@ class FERHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, experiment_name, search_space=None, steps_per_epoch=1, epochs=None,
                  seed=None, verbose="auto", **kwargs):
-        from fer_keras.experiments import get_experiment
-        from fer_keras.fit import resolve_settings
+        from fer_keras.training.experiments import get_experiment
+        from fer_keras.training.settings import resolve_settings
 
         super().__init__(name=experiment_name, **kwargs)
         self.experiment = get_experiment(experiment_name)
@@ -256,9 +256,9 @@ class FERHyperModel(keras_tuner.HyperModel):
         return values
 
     def build(self, hp):
-        from fer_keras.fit import resolve_settings
+        from fer_keras.training.settings import resolve_settings
         from fer_keras.models import get_model
-        from fer_keras.training import compile_model, precision_policy
+        from fer_keras.training.recipe import compile_model, precision_policy
 
         settings = resolve_settings(self.experiment.name, hparams=self.sample(hp))
         # The schedule spans the search's longest training, not the experiment's epochs.
@@ -282,9 +282,9 @@ class FERHyperModel(keras_tuner.HyperModel):
             keras_tuner.errors.FailedTrialError: when the loss becomes NaN, so the tuner
                 records a failed trial and moves on.
         """
-        from fer_keras import data as fer_data
-        from fer_keras.augmentation import Augmentation
-        from fer_keras.training import StopOnNaN, TrainingDiverged, class_weights
+        from fer_keras.data import sources as fer_data
+        from fer_keras.data.augmentation import Augmentation
+        from fer_keras.training.recipe import StopOnNaN, TrainingDiverged, class_weights
 
         settings = self.settings
         if y is not None:

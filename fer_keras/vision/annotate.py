@@ -13,7 +13,7 @@ Faces reported as skipped (too small) get a thin gray box and no label.
 
 from pathlib import Path
 
-from fer_keras.data import CLASS_NAMES
+from fer_keras.data.sources import CLASS_NAMES
 
 ANNOTATED_SUFFIX = ".annotated"
 TIMELINE_SUFFIX = ".timeline.png"
@@ -176,7 +176,7 @@ def plot_timeline(records, path, title=""):
     Returns:
         The path, or None when there is no classified face to plot.
     """
-    from fer_keras.results import _pyplot
+    from fer_keras.training.results import _pyplot
 
     by_track = {}
     for record in records:

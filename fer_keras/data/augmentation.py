@@ -8,7 +8,7 @@ chain of per-image ops. The same matrices drive two warps:
   pipeline of the TensorFlow backend;
 * `Augmentation.apply_numpy`, a NumPy bilinear warp with the same conventions, in the
   `keras.utils.PyDataset` pipeline that JAX and PyTorch backends train on without
-  TensorFlow (`fer_keras.data.ArrayBatches`).
+  TensorFlow (`fer_keras.data.sources.ArrayBatches`).
 
 Policies:
 

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from fer_keras.tune_jobs import check_inside, load_job
+from fer_keras.tuning.jobs import check_inside, load_job
 
 RESULT_FILES = ("trials.csv", "trials.json", "accuracy_vs_hparams.png", "best_hparams.json")
 UNTUNED_DIR = "untuned"
@@ -23,7 +23,7 @@ TRIAL_LOG_DIR = "fer_keras_log"
 
 def results_folder(job, output_dir=None):
     """The job's results folder (`--output-dir`, default `results/JOB` beside the job file),
-    checked to lie strictly inside its parent (`fer_keras.tune_jobs.check_inside`)."""
+    checked to lie strictly inside its parent (`fer_keras.tuning.jobs.check_inside`)."""
     parent = Path(output_dir).parent if output_dir else job.path.parent / "results"
     folder = Path(output_dir) if output_dir else parent / job.name
     return check_inside(folder, parent, "--output-dir")
@@ -86,7 +86,7 @@ def collect_trials(runs_dir, job):
         trials), from_trial, seconds, worker and runs (finished runs of this trial id; 1
         unless it was retried after an interruption).
     """
-    from fer_keras.hypermodel import SEARCHABLE
+    from fer_keras.tuning.hypermodel import SEARCHABLE
 
     runs_dir = Path(runs_dir)
     runs = {}
@@ -148,7 +148,7 @@ def format_duration(seconds):
 
 def format_table(rows, job):
     """The trials as a plain-text table, best objective first."""
-    from fer_keras.hypermodel import SEARCHABLE
+    from fer_keras.tuning.hypermodel import SEARCHABLE
 
     names = [name for name in SEARCHABLE if name in job.search_space]
     header = ["trial", *names, "val_acc", "best_ep", "epochs", "time", "worker", "status"]
@@ -175,8 +175,8 @@ def format_table(rows, job):
 
 def plot_trials(rows, job, path, defaults=None):
     """Validation accuracy against each searched hyperparameter, one panel each."""
-    from fer_keras.hypermodel import SEARCHABLE
-    from fer_keras.results import _pyplot
+    from fer_keras.tuning.hypermodel import SEARCHABLE
+    from fer_keras.training.results import _pyplot
 
     plt = _pyplot()
     from matplotlib import ticker
@@ -228,8 +228,8 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
     """Writes trials.csv, trials.json, the plot and best_hparams.json; returns the summary."""
     import csv
 
-    from fer_keras.hypermodel import SEARCHABLE
-    from fer_keras.results import write_json
+    from fer_keras.tuning.hypermodel import SEARCHABLE
+    from fer_keras.training.results import write_json
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +272,7 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
 
 def _check_untuned_folder(untuned_dir):
     """Refuses an untuned-run folder holding files that `fit` did not write."""
-    from fer_keras.fit import RUN_ENTRIES
+    from fer_keras.training.run_folder import RUN_ENTRIES
 
     if not untuned_dir.exists():
         return
@@ -309,9 +309,9 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
         ValueError: if the search has no completed trial yet, `untuned/` holds a finished
             run with other settings and `overwrite` is not set, or files fit did not write.
     """
-    from fer_keras.experiments import get_experiment
-    from fer_keras.fit import train
-    from fer_keras.results import write_json
+    from fer_keras.training.experiments import get_experiment
+    from fer_keras.training.loop import train
+    from fer_keras.training.results import write_json
 
     job = load_job(job_path)
     output_dir = results_folder(job, output_dir)
@@ -364,7 +364,7 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
     experiment = get_experiment(job.experiment)
     study = experiment.study
     validation = metrics["splits"]["validation"]["accuracy"]
-    from fer_keras.hypermodel import SEARCHABLE
+    from fer_keras.tuning.hypermodel import SEARCHABLE
 
     defaults = summary["experiment_defaults"] or {}
     names = [name for name in SEARCHABLE if name in defaults and name in best]

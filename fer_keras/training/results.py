@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data import CLASS_NAMES, NUM_CLASSES
+from fer_keras.data.sources import CLASS_NAMES, NUM_CLASSES
 
 
 PROGRESS_MIN_BATCHES = 20
@@ -25,11 +25,11 @@ def predict_probabilities(model, images, batch_size=512, progress_seconds=60.0):
 
     callbacks = []
     if progress_seconds and math.ceil(len(images) / batch_size) >= PROGRESS_MIN_BATCHES:
-        from fer_keras.training import ProgressLog
+        from fer_keras.training.recipe import ProgressLog
 
         callbacks.append(ProgressLog(len(images), batch_size, every_seconds=progress_seconds,
                                      stream=sys.stderr, label="scoring"))
-    from fer_keras.data import ImageFiles, make_dataset
+    from fer_keras.data.sources import ImageFiles, make_dataset
 
     if isinstance(images, ImageFiles):
         # A streamed split is decoded one batch at a time, as in training.

@@ -31,28 +31,24 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""Class names indexed by Kaggle label id."""
+from fer_keras.data.labels import FER2013
+from fer_keras.data.protocols import PROTOCOLS as PROTOCOL_RECORDS
+from fer_keras.data.protocols import get_protocol
 
-NUM_CLASSES = len(CLASS_NAMES)
+CLASS_NAMES = FER2013.class_names
+"""Class names indexed by Kaggle label id (FER2013's label set, `fer_keras.data.labels`)."""
+
+NUM_CLASSES = FER2013.num_classes
 IMAGE_SIZE = 48
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 USAGES = ("Training", "PublicTest", "PrivateTest")
 SPLITS = ("train", "validation", "public_test", "private_test")
 VALIDATION_FRACTION = 0.2
 SPLIT_SEED = 1337
-PROTOCOLS = {
-    # protocol: (what the model trains on, the split that picks the best epoch)
-    "study": ("80% of Training (stratified)", "the other 20% of Training"),
-    "kaggle": ("all of Training", "PublicTest"),
-}
-"""The two evaluation protocols. Under both, PrivateTest is never trained or selected on.
-
-"study" is the course study's: 22,967 training faces and a 5,742-face validation split
-cut from Training. "kaggle" is the one the published FER2013 records use: all 28,709
-Training faces, the best epoch picked on PublicTest, PrivateTest reported. Under "kaggle"
-the "validation" split *is* PublicTest, so a run's validation and public_test scores match.
-"""
+PROTOCOLS = {name: (protocol.trains_on, protocol.selects_on)
+             for name, protocol in PROTOCOL_RECORDS.items()}
+"""The protocols' words (what the model trains on, the split that picks the best epoch),
+by name; the records themselves are `fer_keras.data.protocols.PROTOCOLS`."""
 DOWNLOAD_HINT = (
     "Download fer2013.csv from Kaggle's 'Challenges in Representation Learning: Facial "
     "Expression Recognition Challenge' (https://www.kaggle.com/c/challenges-in-representation-"
@@ -472,7 +468,7 @@ class ImageFiles:
 
     `files[indices]` decodes those files (grayscale, 48x48) into a uint8
     `(len(indices), 48, 48, 1)` array; `len(files)` is the number of files. The input
-    pipeline (`fer_keras.pipeline.ArrayBatches`) indexes one batch at a time, so only a
+    pipeline (`fer_keras.data.pipeline.ArrayBatches`) indexes one batch at a time, so only a
     batch of faces is in memory at once.
 
     Args:
@@ -688,10 +684,7 @@ def split_training(labels, validation_fraction=VALIDATION_FRACTION, seed=SPLIT_S
 
 def check_protocol(protocol):
     """Raises a `ValueError` naming the valid protocols unless `protocol` is one."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol. Use one of {', '.join(PROTOCOLS)}. "
-                         f"Received: protocol={protocol!r}")
-    return protocol
+    return get_protocol(protocol).name
 
 
 def split_indices(labels, usages, protocol="study", seed=SPLIT_SEED):
@@ -711,7 +704,7 @@ def split_indices(labels, usages, protocol="study", seed=SPLIT_SEED):
     training = np.flatnonzero(usages == "Training")
     public_test = np.flatnonzero(usages == "PublicTest")
     private_test = np.flatnonzero(usages == "PrivateTest")
-    if protocol == "kaggle":
+    if get_protocol(protocol).validation_is_public_test:
         if not len(training) or not len(public_test):
             raise DataError("The kaggle protocol needs Training rows to train on and "
                             f"PublicTest rows to select on; this source has {len(training)} "
@@ -736,7 +729,7 @@ def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, pro
         seed: seed of the stratified train/validation split.
         protocol: "study" (default) or "kaggle"; see `PROTOCOLS`.
         stream: for an image folder, list the files only: each split's `x` is then an
-            `ImageFiles` that decodes a batch at a time (see `fer_keras.pipeline`).
+            `ImageFiles` that decodes a batch at a time (see `fer_keras.data.pipeline`).
 
     Returns:
         dict mapping "train", "validation", "public_test", "private_test" to `(x, y)`.
@@ -766,7 +759,7 @@ def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, pro
 
 PIPELINES = ("tf.data", "numpy")
 """Input pipelines: `tf.data` (TensorFlow backend, in-memory arrays) and "numpy", the
-`keras.utils.PyDataset` of `fer_keras.pipeline` that needs no TensorFlow."""
+`keras.utils.PyDataset` of `fer_keras.data.pipeline` that needs no TensorFlow."""
 
 
 def default_pipeline(images=None):
@@ -786,7 +779,7 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
     Batches first and augments whole batches (one vectorised affine warp per batch), which
     is far cheaper on CPU than a per-image map. On the TensorFlow backend this is `tf.data`;
     on JAX and PyTorch, and for streamed `ImageFiles`, it is
-    `fer_keras.pipeline.ArrayBatches` (a `keras.utils.PyDataset`, no TensorFlow needed).
+    `fer_keras.data.pipeline.ArrayBatches` (a `keras.utils.PyDataset`, no TensorFlow needed).
 
     Args:
         images: uint8 `(N, 48, 48, 1)`, or `ImageFiles` to stream from disk.
@@ -813,7 +806,7 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
         raise ValueError(f"Unknown input pipeline. Use one of {PIPELINES}. "
                          f"Received: pipeline={pipeline!r}")
     if pipeline == "numpy" or not isinstance(images, np.ndarray):
-        from fer_keras.pipeline import ArrayBatches
+        from fer_keras.data.pipeline import ArrayBatches
 
         if workers is None:
             # A second thread keeps the NumPy warp off the training step's critical path;

@@ -1,10 +1,10 @@
 """Running a search: single-process, or Keras Tuner's chief and workers.
 
 `run_job` checks the job, the search-state folder and the distribution variables, builds
-the job's tuner over `fer_keras.hypermodel.FERHyperModel` and runs it. The search state
+the job's tuner over `fer_keras.tuning.hypermodel.FERHyperModel` and runs it. The search state
 lives in `tuning/runs/JOB/`, so a killed search continues without repeating finished
 trials. After each trial, `Progress` prints a line and (outside workers) rewrites the
-result files through `fer_keras.tune_results`.
+result files through `fer_keras.tuning.results`.
 
 Distributed mode is Keras Tuner's: `KERASTUNER_TUNER_ID` ("chief" for the process that
 serves the oracle, "tuner0", "tuner1", ... for the workers), `KERASTUNER_ORACLE_IP` and
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from fer_keras.tune_jobs import check_inside, load_job, planned_budget
-from fer_keras.tune_results import (RESULT_FILES, TRIAL_LOG_DIR, best_row,
+from fer_keras.tuning.jobs import check_inside, load_job, planned_budget
+from fer_keras.tuning.results import (RESULT_FILES, TRIAL_LOG_DIR, best_row,
                                     check_results_dir, collect_trials, format_duration,
                                     format_table, results_folder, write_results)
 
@@ -295,7 +295,7 @@ class Progress:
     """Prints a line per finished trial and keeps the result files current."""
 
     def __init__(self, job, role, tuner_id, runs_dir, output_dir, defaults):
-        from fer_keras.hypermodel import SEARCHABLE
+        from fer_keras.tuning.hypermodel import SEARCHABLE
 
         self.job, self.role, self.tuner_id = job, role, tuner_id
         self.runs_dir, self.output_dir, self.defaults = runs_dir, output_dir, defaults
@@ -333,14 +333,14 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
 
     Args:
         job_path: the TOML job file.
-        data: FER2013 path (see `fer_keras.data.resolve_data_path`).
+        data: FER2013 path (see `fer_keras.data.sources.resolve_data_path`).
         limit: keep at most this many rows per split.
         output_dir: results folder; default `results/JOB` beside the job file.
         runs_dir: search state; default `runs/JOB` beside the job file.
         overwrite: delete the search state first and start over (only a folder that
             holds nothing but a search state; anything else there is refused).
         verbose: Keras verbosity of each trial's training.
-        skip_bad_rows: see `fer_keras.data.parse_csv`.
+        skip_bad_rows: see `fer_keras.data.sources.parse_csv`.
         splits: already loaded splits (tests); `data` is then ignored.
         summary_only: only rewrite the results from the search state.
 
@@ -350,8 +350,8 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
     """
     import keras
 
-    from fer_keras import data as fer_data
-    from fer_keras.hypermodel import FERHyperModel, steps_per_epoch
+    from fer_keras.data import sources as fer_data
+    from fer_keras.tuning.hypermodel import FERHyperModel, steps_per_epoch
 
     job = load_job(job_path)
     role, tuner_id = distributed_role()
@@ -376,7 +376,7 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
 
     steps = 1
     if role != "chief":
-        from fer_keras.fit import resolve_settings
+        from fer_keras.training.settings import resolve_settings
 
         if splits is None:
             # Trials select on the experiment's own selection split (PublicTest under the

@@ -8,8 +8,8 @@ import time
 import keras
 import numpy as np
 
-from fer_keras.data import NUM_CLASSES
-from fer_keras.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES  # noqa: F401
+from fer_keras.data.sources import NUM_CLASSES
+from fer_keras.training.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES  # noqa: F401
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ LiteRT); `runtime_name()` says which one is in use, and bench and evaluate print
 
 Example:
 
->>> from fer_keras.litert import TFLiteClassifier
+>>> from fer_keras.serving.litert import TFLiteClassifier
 >>> classify = TFLiteClassifier("saved_models/deep_emotion/serving/1/assets.extra/model.tflite")
 >>> classify(crops).shape  # crops: uint8 (batch, 48, 48, 1)
 (8, 7)
@@ -42,7 +42,7 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from fer_keras.cli import require_tensorflow
+        from fer_keras.utils.backend import require_tensorflow
 
         require_tensorflow("Running a .tflite file without ai-edge-litert")
         import tensorflow as tf
@@ -125,11 +125,11 @@ class TFLiteClassifier:
     Raises:
         ValueError: for a missing file, a file the runtime cannot read, a file without
             that signature, or one whose outputs on a probe batch of random faces are not
-            probabilities (`fer_keras.model_checks.check_probabilities`).
+            probabilities (`fer_keras.serving.checks.check_probabilities`).
     """
 
     def __init__(self, path, num_threads=None):
-        from fer_keras.data import NUM_CLASSES
+        from fer_keras.data.sources import NUM_CLASSES
 
         self.path = check_tflite_path(path)
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
@@ -165,7 +165,7 @@ class TFLiteClassifier:
                              f"only. Received: outputs={shapes}")
         # One small batch shows whether the outputs are probabilities (a file converted
         # from a model ending in logits is refused here, not scored).
-        from fer_keras.model_checks import check_probabilities, probe_faces
+        from fer_keras.serving.checks import check_probabilities, probe_faces
 
         check_probabilities(self(probe_faces(self.size)), self.path)
 

@@ -8,7 +8,7 @@ line naming the file and the fix, before any work is done with it.
 
 Example:
 
->>> from fer_keras.model_checks import check_keras_model
+>>> from fer_keras.serving.checks import check_keras_model
 >>> check_keras_model(load_model("saved_models/baseline/model.keras"), "baseline")
 (48, 48, 1)
 """

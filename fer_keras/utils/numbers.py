@@ -1,0 +1,31 @@
+"""Number ranges as the error messages of the command line and the settings checks
+name them."""
+
+import math
+
+
+def describe_range(low=None, high=None, low_open=False, high_open=False):
+    """Words for an interval, as the error messages of `number_in` show it: "> 0",
+    ">= 0", "in [0, 1)"."""
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def in_range(value, low=None, high=None, low_open=False, high_open=False):
+    """Whether `value` is a finite number inside the interval `describe_range` names."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return False
+    # NaN fails every comparison below, but inf passes one side of each, so both are
+    # refused here: a rate of inf trains a model of NaN weights.
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    if high is not None and (value >= high if high_open else value > high):
+        return False
+    return True
