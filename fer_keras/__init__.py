@@ -34,4 +34,4 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 
-from fer_keras.data.sources import CLASS_NAMES  # noqa: E402
+from fer_keras.data.sources import CLASS_NAMES  # noqa: E402, F401  (the package's class names)

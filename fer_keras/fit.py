@@ -39,17 +39,16 @@ epoch, plus one every `--progress-seconds` within it (steps, images/s, time left
 
 import argparse
 
+# None of these imports Keras, so `fit --help` answers at once.
 from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
+from fer_keras.data.protocols import PROTOCOLS
+from fer_keras.training.distribute import DISTRIBUTIONS
+from fer_keras.training.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES, list_experiments
 from fer_keras.training.loop import train
 from fer_keras.training.settings import load_hparams
 
 
 def build_parser():
-    # None of these imports Keras, so `fit --help` answers at once.
-    from fer_keras.data.sources import PROTOCOLS
-    from fer_keras.training.distribute import DISTRIBUTIONS
-    from fer_keras.training.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES, list_experiments
-
     # The docstring's paragraphs on run folders, resuming and progress, without its usage.
     details = __doc__[__doc__.index("The run folder"):]
     parser = argparse.ArgumentParser(
@@ -129,7 +128,7 @@ def main(argv=None):
               progress_seconds=args.progress_seconds, distribute=args.distribute,
               cpu_devices=args.cpu_devices, stream=args.stream)
 
-    from fer_keras.training.recipe import TrainingDiverged
+    from fer_keras.training.recipe import TrainingDiverged  # Keras: not for `fit --help`
 
     # train() prints how to resume on Ctrl-C itself.
     return run_command(body, failures=(TrainingDiverged,))

@@ -21,16 +21,23 @@ face), `config.json` (the source run and the command) and `confusion_matrix.png`
 
     python -m fer_keras.tta saved_models/fer_vgg_kaggle --views ten \\
         --output saved_models/fer_vgg_kaggle_ten
+
+This module is the command line only; scoring and writing are `fer_keras.accuracy.tta`.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from fer_keras.accuracy.tta import (
+    DEFAULT_VIEWS,
+    check_runs,
+    measure,
+    merge_table,
+    write_wrapped_run,
+)
 from fer_keras.cli import command_prog, entry_point, run_command
-
-DEFAULT_VIEWS = ("identity", "mirror", "shifts", "ten")
+from fer_keras.data.sources import resolve_data_path
 
 
 def build_parser():
@@ -50,104 +57,26 @@ def build_parser():
     return parser
 
 
-def write_wrapped_run(run, view_set, output, data=None, overwrite=False):
-    """Writes `run`'s network wrapped with `view_set` as the run folder `output`.
-
-    Returns:
-        The new run's metrics dict (model "tta", its `source`, `views`, the source's
-        protocol, precision, epochs and minutes, and every split scored with the views).
-    """
-    from fer_keras.data.sources import load_splits
-    from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
-    from fer_keras.models import load_model
-    from fer_keras.models.layers import forward_passes, resolve_views, wrap_with_views
-    from fer_keras.training.results import evaluate_splits, save_derived_run, source_run
-
-    run, output = Path(run), Path(output)
-    refuse_finished_run(output, overwrite)
-    views = resolve_views(view_set)
-    source_config, inherited = source_run(run)
-    protocol = inherited["protocol"]
-    splits = load_splits(data, protocol=protocol)
-    wrapped = wrap_with_views(load_model(run / "model.keras"), views)
-    # Not the training split: ten passes over 28,709 faces cost minutes and say nothing
-    # the source run's own Train column does not.
-    scored = evaluate_splits(wrapped, splits, ["validation", "public_test", "private_test"])
-    metrics = {
-        "experiment": output.name,
-        "model": "tta",
-        "source": str(run),
-        "view_set": view_set,
-        "views": list(views),
-        "forward_passes_per_face": forward_passes(wrapped),
-        "parameters": int(wrapped.count_params()),
-        **inherited,
-        "splits": scored,
-    }
-    config = {"experiment": output.name, "model": "tta", "source": str(run),
-              "source_experiment": source_config.get("experiment"), "view_set": view_set,
-              "views": list(views), "protocol": protocol, "data_path": str(data),
-              "command": " ".join(["python -m fer_keras.tta"] + sys.argv[1:])}
-
-    write_run_folder(output, lambda folder: save_derived_run(
-        folder, wrapped, config, metrics, "private_test", f"{output.name}: PrivateTest"),
-        overwrite)
-    return metrics
-
-
-def measure(run, view_sets, splits_by_protocol, data=None):
-    """Scores one run under each view set; returns `{view_set: {...}}`."""
-    from fer_keras.data.sources import load_splits
-    from fer_keras.models import load_model
-    from fer_keras.models.layers import forward_passes, wrap_with_views
-    from fer_keras.training.results import evaluate_splits
-
-    run = Path(run)
-    model_path = run / "model.keras"
-    config_path = run / "config.json"
-    protocol = json.loads(config_path.read_text()).get("protocol", "study") \
-        if config_path.exists() else "study"
-    if protocol not in splits_by_protocol:
-        splits_by_protocol[protocol] = load_splits(data, protocol=protocol)
-    splits = splits_by_protocol[protocol]
-    model = load_model(model_path)
-    results = {}
-    for view_set in view_sets:
-        wrapped = wrap_with_views(model, view_set)
-        scored = evaluate_splits(wrapped, splits, ["validation", "private_test"])
-        results[view_set] = {
-            "forward_passes_per_face": forward_passes(wrapped),
-            "selection_accuracy": scored["validation"]["accuracy"],
-            "private_test_accuracy": scored["private_test"]["accuracy"],
-            "private_test_macro_f1": scored["private_test"]["macro_f1"],
-        }
-        print(f"{run.name:>24} {view_set:>10}: {results[view_set]['forward_passes_per_face']:>2} "
-              f"passes/face, selection {100 * results[view_set]['selection_accuracy']:.2f}, "
-              f"PrivateTest {100 * results[view_set]['private_test_accuracy']:.2f}", flush=True)
-    return {"protocol": protocol, "views": results}
+def print_measurement(run, view_set, result):
+    print(f"{run.name:>24} {view_set:>10}: {result['forward_passes_per_face']:>2} "
+          f"passes/face, selection {100 * result['selection_accuracy']:.2f}, "
+          f"PrivateTest {100 * result['private_test_accuracy']:.2f}", flush=True)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
-        from fer_keras.data.sources import resolve_data_path
-        from fer_keras.models.layers import resolve_views
-
         if args.output and (len(args.runs) != 1 or len(args.views) != 1):
             raise ValueError(f"--output writes one run folder: give one RUN and one view set "
                              f"(e.g. --views ten). Received: {len(args.runs)} run(s), views "
                              f"{args.views}")
-        for view_set in args.views:
-            resolve_views(view_set)
-        for run in args.runs:
-            if not (Path(run) / "model.keras").exists():
-                raise ValueError(f"{run} holds no model.keras; give run folders written by "
-                                 "`python -m fer_keras.fit`.")
+        check_runs(args.runs, args.views)
         data = resolve_data_path(args.data)
         if args.output:
-            metrics = write_wrapped_run(args.runs[0], args.views[0], args.output, data,
-                                        args.overwrite)
+            metrics = write_wrapped_run(
+                args.runs[0], args.views[0], args.output, data, args.overwrite,
+                command=" ".join(["python -m fer_keras.tta"] + sys.argv[1:]))
             splits = metrics["splits"]
             print(f"{Path(args.runs[0]).name} with views {args.views[0]} "
                   f"({metrics['forward_passes_per_face']} passes per face): selection "
@@ -155,17 +84,11 @@ def main(argv=None):
                   f"{100 * splits['private_test']['accuracy']:.2f}; wrote {args.output}")
             return
         splits_by_protocol = {}
-        table = {Path(run).name: measure(run, args.views, splits_by_protocol, data)
+        table = {Path(run).name: measure(run, args.views, splits_by_protocol, data,
+                                         progress=print_measurement)
                  for run in args.runs}
         if args.save:
-            path = Path(args.save)
-            stored = json.loads(path.read_text()) if path.exists() else {}
-            stored.update(table)
-            stored = {name: stored[name] for name in sorted(stored)}
-            partial = path.with_suffix(".tmp")
-            partial.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
-            partial.replace(path)
-            print(f"wrote {path}", file=sys.stderr)
+            print(f"wrote {merge_table(args.save, table)}", file=sys.stderr)
 
     return run_command(body)
 

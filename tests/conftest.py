@@ -10,6 +10,111 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "fer2013.csv.gz"
 
+# The slow lane, chosen here and nowhere else. The fast lane, `python -m pytest -m "not
+# slow"`, is the one to run while working: under ~90 s on an idle 2-core machine, against ~7
+# minutes for the whole suite (`python -m pytest`, which CI runs). It leaves out
+#   - every test that uses the real FER2013 (the `real_data` fixture, marked `real_data`
+#     too): decoding its 35,887 rows alone takes seconds, and most then train on them;
+#   - the tests listed in SLOW_TESTS. MEASURED: each took 2 s or more (setup + call) in a
+#     `--durations=0` run of the fast-lane candidates on this machine, shared (it ran at
+#     about 64% of one core's worth of CPU per second of wall time). Most train for real
+#     (fit's run-folder guards on finished runs, a train step of the larger models) or run
+#     OpenCV on videos. The train step of `baseline` (2.0 s) stays in the fast lane as its
+#     one train step. KINDS: files and tests of a kind that takes seconds each, not timed one
+#     by one: TFLite conversion and SavedModel export, other Keras backends and workers in
+#     subprocesses, Python subprocesses that import TensorFlow, full fits and benchmarks.
+# A new test that takes seconds belongs here. Entries are test ids (`file::name`,
+# parameters in brackets); a trailing `*` matches every id that starts so.
+SLOW_TESTS = (
+    # MEASURED
+    "tests/test_accuracy.py::test_ensemble_command_writes_a_run_folder_and_refuses_to_overwrite",
+    "tests/test_accuracy.py::test_ensemble_of_two_equals_the_mean_of_their_probabilities",
+    "tests/test_accuracy.py::test_ensemble_select_keeps_the_best_subset_on_the_selection_split",
+    "tests/test_accuracy.py::test_rebalance_command_writes_a_run_folder_that_scores_as_recorded",
+    "tests/test_accuracy.py::test_tta_output_writes_a_run_folder_with_its_views",
+    "tests/test_accuracy.py::test_view_sets_average_every_view_and_count_passes",
+    "tests/test_bench.py::test_rounds_take_turns_and_keep_each_precisions_median",
+    "tests/test_data.py::test_augmentation_eager_and_in_dataset_map[study]",
+    "tests/test_fit.py::test_evaluate_no_mirror_scores_the_wrapped_network_alone",
+    "tests/test_fit_guards.py::test_a_stale_staging_folder_without_a_finished_epoch_is_cleaned",
+    "tests/test_fit_guards.py::test_a_user_folder_named_like_a_retired_run_is_not_removed",
+    "tests/test_fit_guards.py::test_overwrite_replaces_run_files_the_user_named",
+    "tests/test_fit_safety.py::test_a_bad_flag_leaves_a_finished_run_untouched",
+    "tests/test_fit_safety.py::"
+    "test_a_crash_between_the_two_renames_of_a_swap_restores_the_old_run",
+    "tests/test_fit_safety.py::test_a_crash_mid_run_leaves_the_previous_run_intact_and_resumes",
+    "tests/test_fit_safety.py::test_a_kill_after_training_resumes_without_training_again",
+    "tests/test_fit_safety.py::test_a_nan_validation_loss_stops_before_the_epoch_is_checkpointed",
+    "tests/test_fit_safety.py::test_a_second_fit_on_a_locked_run_folder_exits_2",
+    "tests/test_fit_safety.py::"
+    "test_an_unfinished_run_inside_the_run_folder_moves_to_staging_and_resumes",
+    "tests/test_fit_safety.py::test_fit_prints_progress_within_an_epoch_when_not_on_a_terminal",
+    "tests/test_fit_safety.py::test_fit_refuses_a_finished_run_and_leaves_it_byte_identical",
+    "tests/test_fit_safety.py::test_overwrite_replaces_a_finished_run",
+    "tests/test_fit_safety.py::test_resuming_on_other_data_is_refused_naming_both",
+    "tests/test_layers.py::test_training_step_updates_the_localisation_network",
+    "tests/test_model_safety.py::test_logits_savedmodel_and_tflite_are_refused",
+    "tests/test_models.py::test_keras_save_and_reload[alexnet]",
+    "tests/test_models.py::test_keras_save_and_reload[deep_emotion_wide]",
+    "tests/test_models.py::test_keras_save_and_reload[fer_resnet]",
+    "tests/test_models.py::test_keras_save_and_reload[fer_vgg]",
+    "tests/test_models.py::test_mirror_average_averages_face_and_mirror_at_inference_only",
+    "tests/test_models.py::test_train_step_changes_weights[alexnet]",
+    "tests/test_models.py::test_train_step_changes_weights[baseline_deep]",
+    "tests/test_models.py::test_train_step_changes_weights[deep_emotion]",
+    "tests/test_models.py::test_train_step_changes_weights[deep_emotion_wide]",
+    "tests/test_models.py::test_train_step_changes_weights[deepest]",
+    "tests/test_models.py::test_train_step_changes_weights[dexpression]",
+    "tests/test_models.py::test_train_step_changes_weights[dexpression_wide]",
+    "tests/test_models.py::test_train_step_changes_weights[fer_resnet]",
+    "tests/test_models.py::test_train_step_changes_weights[fer_vgg]",
+    "tests/test_models.py::test_train_step_changes_weights[lenet5]",
+    "tests/test_models.py::test_train_step_check_names_a_weight_that_did_not_move",
+    "tests/test_tune.py::test_chief_and_two_workers_on_loopback_run_every_trial_once",
+    "tests/test_tune.py::test_compare_keeps_a_finished_untuned_run_unless_overwrite",
+    "tests/test_tune.py::"
+    "test_default_hyperparameters_build_the_experiment_as_fit_does[fer_resnet_kaggle]",
+    "tests/test_tune.py::test_fit_forwards_the_tuners_callbacks_and_fails_diverged_trials",
+    "tests/test_tune.py::test_killed_search_continues_without_repeating_trials",
+    "tests/test_tune.py::test_search_finishes_writes_results_and_rerun_repeats_nothing",
+    "tests/test_video.py::test_csv_annotated_video_and_timeline",
+    "tests/test_video.py::test_every_nth_frame_with_times_tracks_and_boxes",
+    "tests/test_video.py::test_fps_sampling_picks_frames_by_video_time",
+    # KINDS
+    "tests/test_backends.py::*",
+    "tests/test_bench.py::test_bench_measures_one_experiment_through_fits_pipeline",
+    "tests/test_bench.py::test_model_only_times_the_network_without_augmentation",
+    "tests/test_bench.py::test_serving_only_times_the_export_without_training",
+    "tests/test_data_safety.py::test_sparse_file_without_newline_is_refused_quickly",
+    "tests/test_export.py::*",
+    "tests/test_export_safety.py::test_remove_stale_partials_keeps_running_exports",
+    "tests/test_export_safety.py::test_stale_partial_folders_of_killed_exports_are_removed",
+    "tests/test_fit.py::test_cli_ends_a_diverged_run_with_status_1",
+    "tests/test_fit.py::test_fit_writes_every_output_and_evaluate_reads_it",
+    "tests/test_fit.py::test_killed_run_resumes_from_last_finished_epoch",
+    "tests/test_fit.py::test_nan_loss_stops_with_a_clear_message",
+    "tests/test_fit.py::test_resume_refuses_different_settings",
+    "tests/test_fit_guards.py::test_help_names_the_console_script_and_does_not_import_keras",
+    "tests/test_fit_guards.py::test_tensorflow_start_up_logs_are_quiet_unless_asked_for*",
+    "tests/test_fit_safety.py::test_the_lock_is_released_when_its_holder_is_killed",
+    "tests/test_litert.py::*",
+)
+
+
+def _is_listed_slow(nodeid):
+    return any(nodeid == entry or (entry.endswith("*") and nodeid.startswith(entry[:-1]))
+               for entry in SLOW_TESTS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks `real_data` on the tests using that fixture, and `slow` (see SLOW_TESTS)."""
+    for item in items:
+        uses_real_data = "real_data" in getattr(item, "fixturenames", ())
+        if uses_real_data:
+            item.add_marker(pytest.mark.real_data)
+        if uses_real_data or _is_listed_slow(item.nodeid):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def seed():

@@ -6,13 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from fer_keras.data import sources as fer_data
-from fer_keras.training import loop
 from fer_keras import ensemble
-from fer_keras.training.experiments import get_experiment, list_experiments, STUDY_EXPERIMENTS
+from fer_keras.accuracy.ensemble import build_ensemble, rank_subsets
+from fer_keras.data import sources as fer_data
 from fer_keras.models import MirrorAverage, get_model, load_model
 from fer_keras.models import layers as zoo_layers
 from fer_keras.models.layers import apply_view, forward_passes, wrap_with_views
+from fer_keras.training import loop
+from fer_keras.training.experiments import STUDY_EXPERIMENTS, get_experiment, list_experiments
 from fer_keras.training.recipe import precision_policy
 
 IMAGES = np.random.default_rng(3).integers(0, 256, (5, 48, 48, 1)).astype("float32")
@@ -89,7 +90,8 @@ def test_bfloat16_fit_on_real_rows_reloads_and_scores(real_data, tmp_path):
 def test_identity_view_alone_equals_the_plain_model():
     network = get_model("fer_vgg", widths=(8, 16, 16, 32))
     image = keras.Input((48, 48, 1))
-    wrapped = keras.Model(image, zoo_layers.TestTimeAugmentation(network, views=["identity"])(image))
+    views = zoo_layers.TestTimeAugmentation(network, views=["identity"])
+    wrapped = keras.Model(image, views(image))
     np.testing.assert_allclose(wrapped.predict(IMAGES, verbose=0),
                                network.predict(IMAGES, verbose=0), atol=1e-6)
     assert wrap_with_views(wrapped, ("identity",)) is network
@@ -126,7 +128,7 @@ def test_view_sets_average_every_view_and_count_passes(tmp_path):
 def test_ensemble_of_two_equals_the_mean_of_their_probabilities():
     first = get_model("baseline")
     second = get_model("fer_vgg", widths=(8, 16, 16, 32), mirror_average=True)
-    combined = ensemble.build_ensemble([first, second])
+    combined = build_ensemble([first, second])
     expected = 0.5 * (first.predict(IMAGES, verbose=0) + second.predict(IMAGES, verbose=0))
     np.testing.assert_allclose(combined.predict(IMAGES, verbose=0), expected, atol=1e-6)
 
@@ -167,13 +169,13 @@ def test_rank_subsets_finds_the_pair_that_beats_every_member():
     first = np.array([one_hot[0], one_hot[1], one_hot[0] * 0.6 + 0.2, one_hot[1] * 0.6 + 0.2])
     second = np.array([one_hot[0], one_hot[1], one_hot[0], one_hot[1]]) * 0.4 + 0.2
     third = np.array([one_hot[1] * 0.6 + 0.2, one_hot[0] * 0.6 + 0.2, one_hot[2], one_hot[0]])
-    ranked = ensemble.rank_subsets(labels, [first, second, third])
+    ranked = rank_subsets(labels, [first, second, third])
     assert len(ranked) == 4  # three pairs and the triple
     assert ranked[0] == ((0, 2), 1.0)
     assert [accuracy for _, accuracy in ranked] == sorted(
         (accuracy for _, accuracy in ranked), reverse=True)
     with pytest.raises(ValueError, match="at least 2 candidates"):
-        ensemble.rank_subsets(labels, [first])
+        rank_subsets(labels, [first])
 
 
 def test_ensemble_select_keeps_the_best_subset_on_the_selection_split(tiny_csv, tmp_path):
@@ -201,8 +203,8 @@ def test_ensemble_select_keeps_the_best_subset_on_the_selection_split(tiny_csv, 
 
 
 def test_logit_adjustment_layer_matches_numpy_and_raises_rare_classes(tmp_path):
+    from fer_keras.accuracy.rebalance import adjust
     from fer_keras.models.layers import LogitAdjustment
-    from fer_keras.rebalance import adjust
 
     prior = np.array([0.14, 0.015, 0.14, 0.25, 0.17, 0.11, 0.175])
     probabilities = np.random.default_rng(0).dirichlet(np.ones(7), size=6).astype("float32")
@@ -218,7 +220,7 @@ def test_logit_adjustment_layer_matches_numpy_and_raises_rare_classes(tmp_path):
 
 
 def test_choose_tau_keeps_within_the_allowed_accuracy_drop():
-    from fer_keras.rebalance import choose_tau
+    from fer_keras.accuracy.rebalance import choose_tau
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 7, 400)
@@ -252,7 +254,8 @@ def test_rebalance_command_writes_a_run_folder_that_scores_as_recorded(tiny_csv,
 
 
 def test_tta_output_writes_a_run_folder_with_its_views(tiny_csv, tmp_path, capsys):
-    from fer_keras import report, tta
+    from fer_keras import tta
+    from fer_keras.reporting import report
 
     run = tmp_path / "baseline"
     loop.train("baseline", data=tiny_csv, output_dir=run, overrides={"epochs": 1}, verbose=0)

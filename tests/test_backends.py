@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, random_rows, write_csv
+
 from fer_keras.data import sources as fer_data
-from fer_keras.training import loop
 from fer_keras.data.augmentation import Augmentation, warp_bilinear
 from fer_keras.data.pipeline import ArrayBatches
+from fer_keras.training import loop
 
 SUBPROCESS_TIMEOUT = 300
 LOSS_TOLERANCE = 1e-3
@@ -327,7 +327,7 @@ def test_fit_streams_an_image_folder(face_folder, tmp_path):
 # --- bench --backend and --stream-folder --------------------------------------------------
 
 def test_bench_backend_rows_and_missing_backends(monkeypatch):
-    from fer_keras import throughput
+    from fer_keras.benchmarks import throughput
 
     row = throughput.measure_backend("baseline", steps=1)
     assert row["backend"] == "tensorflow" and row["pipeline"] == "tf.data"
@@ -343,7 +343,7 @@ def test_bench_backend_rows_and_missing_backends(monkeypatch):
 
 
 def test_bench_stream_folder_writes_and_compares_both_paths(tiny_csv, tmp_path):
-    from fer_keras import throughput
+    from fer_keras.benchmarks import throughput
 
     folder = tmp_path / "folder"
     assert throughput.write_image_folder(tiny_csv, folder) == 140

@@ -2,8 +2,8 @@ import gzip
 
 import numpy as np
 import pytest
-
 from conftest import random_rows, write_csv
+
 from fer_keras.data import sources as data
 from fer_keras.data.augmentation import Augmentation
 from fer_keras.data.sources import DataError
@@ -25,7 +25,7 @@ def test_parses_plain_and_gzip_csv(tmp_path):
 
 def test_windows_line_endings_and_quoted_pixels(tmp_path):
     rows = random_rows(3, seed=6)
-    text = "emotion,pixels,Usage\r\n" + "".join(f'{l},"{p}",{u}\r\n' for l, p, u in rows)
+    text = "emotion,pixels,Usage\r\n" + "".join(f'{label},"{p}",{u}\r\n' for label, p, u in rows)
     path = tmp_path / "crlf.csv"
     path.write_text(text)
     images, labels, _ = data.parse_csv(path)

@@ -4,14 +4,14 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from fer_keras import export
 from fer_keras.data.sources import CLASS_NAMES
 from fer_keras.models import get_model, list_models
+from fer_keras.serving import export as serving_export
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.uint8)
 
@@ -109,9 +109,9 @@ def exported(tmp_path_factory):
         model = get_model(builder, **kwargs)
         expected[name] = np.asarray(model(IMAGES.astype(np.float32), training=False))
         expected_any[name] = np.asarray(model(RGBA_EXPECTED, training=False))
-        export.write_savedmodel(model, folder / name)
+        serving_export.write_savedmodel(model, folder / name)
         if name in TFLITE_CHECKED:
-            tflite[name] = export.convert_tflite(folder / name, folder / f"{name}.tflite")
+            tflite[name] = serving_export.convert_tflite(folder / name, folder / f"{name}.tflite")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(folder), *EXPORT_CASES],
                           capture_output=True, text=True, env=env, timeout=600)
@@ -156,13 +156,13 @@ def test_to_model_input_gray_alpha_and_area_resize(channels):
         gray = gray * alpha + 255.0 * (1.0 - alpha)
     expected = gray.reshape(2, 48, 2, 48, 2).mean(axis=(2, 4))[..., None]
     image = tf.constant(pixels.astype(np.uint8))
-    eager = export.to_model_input(image)
-    traced = tf.function(export.to_model_input)(image)
+    eager = serving_export.to_model_input(image)
+    traced = tf.function(serving_export.to_model_input)(image)
     for result in (eager, traced):
         assert result.shape == (2, 48, 48, 1) and result.dtype == tf.float32
         np.testing.assert_allclose(np.asarray(result), expected, rtol=0, atol=1e-3)
     # Any other size works too, and stays within the pixel range.
-    odd = export.to_model_input(tf.constant(pixels[:, :61, :75].astype(np.uint8)))
+    odd = serving_export.to_model_input(tf.constant(pixels[:, :61, :75].astype(np.uint8)))
     assert odd.shape == (2, 48, 48, 1)
     assert 0.0 <= float(tf.reduce_min(odd)) and float(tf.reduce_max(odd)) <= 255.0
 
@@ -189,7 +189,7 @@ def test_tflite_matches_the_keras_model(name, exported):
 
 def test_tflite_failure_is_reported_not_raised(tmp_path):
     (tmp_path / "not_a_savedmodel").mkdir()
-    written, message = export.convert_tflite(tmp_path / "not_a_savedmodel",
+    written, message = serving_export.convert_tflite(tmp_path / "not_a_savedmodel",
                                              tmp_path / "out.tflite")
     assert not written
     assert message.startswith("TFLite conversion failed:")
@@ -216,12 +216,12 @@ def test_cli_writes_tf_serving_layout_and_next_versions(tmp_path, capsys):
     assert [p.name for p in (run / "serving").iterdir()] == ["1"]
 
     assert export.main([str(run / "model.keras"), "--no-tflite"]) == 0
-    assert export.existing_versions(run / "serving") == [1, 2]
+    assert serving_export.existing_versions(run / "serving") == [1, 2]
     assert not (run / "serving" / "2" / "assets.extra" / "model.tflite").exists()
     assert "not written: skipped" in capsys.readouterr().out
 
     assert export.main([str(run), "--version", "1"]) == 2
-    assert "already exists" in capsys.readouterr().err and export.next_version(
+    assert "already exists" in capsys.readouterr().err and serving_export.next_version(
         run / "serving") == 3
     with pytest.raises(SystemExit) as exit_info:
         export.main([str(run), "--version", "0"])
@@ -232,7 +232,7 @@ def test_cli_writes_tf_serving_layout_and_next_versions(tmp_path, capsys):
 def test_cli_output_and_version_flags_and_bad_sources(tmp_path, capsys):
     model_file = tmp_path / "best.keras"
     get_model("baseline").save(model_file)
-    source, default = export.resolve_source(model_file)
+    source, default = serving_export.resolve_source(model_file)
     assert source == model_file and default == tmp_path / "best" / "serving"
     assert export.main([str(model_file), "--output", str(tmp_path / "serve"), "--version", "7",
                         "--no-tflite"]) == 0
@@ -268,7 +268,7 @@ def test_xla_export_serves_the_same_probabilities(name, tmp_path):
     keras.utils.set_random_seed(3)
     model = get_model(name)
     expected = np.asarray(model(IMAGES.astype(np.float32), training=False))
-    export.write_savedmodel(model, tmp_path / name, jit_compile=True)
+    serving_export.write_savedmodel(model, tmp_path / name, jit_compile=True)
     np.save(tmp_path / "images.npy", IMAGES)
     graph = (tmp_path / name / "saved_model.pb").read_bytes()
     assert b"_XlaMustCompile" in graph
@@ -312,7 +312,7 @@ BAD_REQUESTS = [
 
 
 def test_bad_request_shapes_raise_a_clear_error_instead_of_killing_the_process(tmp_path):
-    export.write_savedmodel(get_model("baseline"), tmp_path / "baseline")
+    serving_export.write_savedmodel(get_model("baseline"), tmp_path / "baseline")
     requests = BAD_REQUESTS + [("serving_default", [2, 48, 48, 1]), ("any_size", [1, 9, 7, 4])]
     done = subprocess.run([sys.executable, "-c", BAD_REQUESTS_SCRIPT, str(tmp_path / "baseline"),
                            json.dumps(requests)], capture_output=True, text=True, timeout=300,

@@ -7,12 +7,12 @@ import subprocess
 import sys
 import tempfile
 
-import pytest
-
 import keras
+import pytest
 from keras import layers
 
 from fer_keras import export
+from fer_keras.serving import export as serving_export
 
 MAX = 2**63 - 1
 
@@ -44,8 +44,8 @@ def no_conversion(monkeypatch):
     def refuse(*args, **kwargs):
         pytest.fail("the export started converting before refusing its output folder")
 
-    monkeypatch.setattr(export, "write_savedmodel", refuse)
-    monkeypatch.setattr(export, "representative_images", refuse)
+    monkeypatch.setattr(serving_export, "write_savedmodel", refuse)
+    monkeypatch.setattr(serving_export, "representative_images", refuse)
 
 
 def test_output_that_is_a_file_is_refused_and_kept(model_file, tmp_path, no_conversion,
@@ -105,7 +105,7 @@ def test_read_only_mount_is_refused_before_any_work(model_file, tmp_path, no_con
 
 
 def test_write_check_leaves_nothing_behind(tmp_path):
-    export.check_output_folder(tmp_path / "new" / "serving")
+    serving_export.check_output_folder(tmp_path / "new" / "serving")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -145,7 +145,7 @@ def test_stale_partial_folders_of_killed_exports_are_removed(model_file, tmp_pat
     assert (target / "thesis.txt").read_text() == "precious\n"
     assert (serving / f".partial-3-{dead}").is_symlink()
     assert file_named_so.read_text() == "a file, not a folder\n"
-    assert export.existing_versions(serving) == [7]
+    assert serving_export.existing_versions(serving) == [7]
 
 
 def test_remove_stale_partials_keeps_running_exports(tmp_path):
@@ -155,12 +155,12 @@ def test_remove_stale_partials_keeps_running_exports(tmp_path):
         stale = tmp_path / f".partial-2-{_dead_pid()}"
         running.mkdir()
         stale.mkdir()
-        assert export.remove_stale_partials(tmp_path) == [stale]
+        assert serving_export.remove_stale_partials(tmp_path) == [stale]
         assert running.is_dir() and not stale.exists()
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert export.remove_stale_partials(tmp_path / "missing") == []
+    assert serving_export.remove_stale_partials(tmp_path / "missing") == []
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "1.5", "abc", "", str(MAX + 1),
@@ -179,15 +179,15 @@ def test_largest_int64_version_is_accepted_and_the_function_checks_too(model_fil
     assert export.build_parser().parse_args(["run", "--version", str(MAX)]).version == MAX
     for version in (MAX + 1, 0, True, 2.0, "3"):
         with pytest.raises(ValueError, match=r"version must be an integer in \[1, "):
-            export.export(model_file, output=tmp_path / "serving", version=version)
+            serving_export.export(model_file, output=tmp_path / "serving", version=version)
     assert not (tmp_path / "serving").exists()
 
 
 def test_version_folders_are_ascii_int64_names(tmp_path):
     for name in ("3", "²", "٣", f"{MAX + 5}", "07"):
         (tmp_path / name).mkdir()
-    assert export.existing_versions(tmp_path) == [3, 7]
-    assert export.next_version(tmp_path) == 8
+    assert serving_export.existing_versions(tmp_path) == [3, 7]
+    assert serving_export.next_version(tmp_path) == 8
     (tmp_path / str(MAX)).mkdir()
     with pytest.raises(ValueError, match="no next one"):
-        export.next_version(tmp_path)
+        serving_export.next_version(tmp_path)

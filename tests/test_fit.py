@@ -6,17 +6,16 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
 from fer_keras import fit
+from fer_keras.evaluate import main as evaluate_main
+from fer_keras.models import list_models
 from fer_keras.training import loop, resume, run_folder
 from fer_keras.training import settings as training_settings
-from fer_keras.evaluate import main as evaluate_main
 from fer_keras.training.experiments import STUDY_EXPERIMENTS, get_experiment, list_experiments
-from fer_keras.models import list_models
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {"model.keras", "history.csv", "config.json", "metrics.json",

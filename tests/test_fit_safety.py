@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_rows, write_csv
 
 from fer_keras import bench, evaluate, export, fit, predict
-from fer_keras.training import loop, run_folder
-from fer_keras.training import results as fer_results
-from fer_keras.training import recipe as training
 from fer_keras.models.registry import get_builder
-
-from conftest import random_rows, write_csv
+from fer_keras.training import loop, run_folder
+from fer_keras.training import recipe as training
+from fer_keras.training import results as fer_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,7 +222,7 @@ def test_a_second_fit_on_a_locked_run_folder_exits_2(tiny_csv, tmp_path, capsys)
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
     out = tmp_path / "run"
     holder = ("import os, signal, sys\n"
-              "from fer_keras.fit import lock_run_folder\n"
+              "from fer_keras.training.run_folder import lock_run_folder\n"
               "with lock_run_folder(sys.argv[1]):\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n")
     killed = subprocess.run([sys.executable, "-c", holder, str(out)], cwd=REPO)

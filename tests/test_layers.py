@@ -1,7 +1,6 @@
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import layers
 
 from fer_keras.models import LocalResponseNormalization, SpatialTransformer, get_model

@@ -8,11 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import random_rows, write_csv
+
 from fer_keras import evaluate, export, predict
-from fer_keras.serving import litert
 from fer_keras.data.sources import CLASS_NAMES, load_splits
+from fer_keras.serving import evaluation, litert, runner
+from fer_keras.serving import export as serving_export
+from fer_keras.vision import images, recognize
 
 REPO = Path(__file__).resolve().parents[1]
 # A small trained model that is committed (0.9 MB), so the classes it gives are decisive
@@ -24,7 +26,7 @@ PORTRAIT = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "gra
 def portrait_faces(count=16, seed=0):
     """Face crops `(count, 48, 48, 1)` of matplotlib's sample portrait, each shifted,
     mirrored or re-lit differently, like a batch of faces a detector would cut out."""
-    gray = predict.load_gray(PORTRAIT)
+    gray = images.load_gray(PORTRAIT)
     rng = np.random.default_rng(seed)
     crops = []
     for index in range(count):
@@ -52,7 +54,7 @@ def exported(tmp_path_factory):
             for index, face in enumerate(faces)]
     rows += random_rows(14, seed=2, usages=("PrivateTest",))
     csv = write_csv(folder / "fer2013.csv", rows)
-    result = export.export(run, quantize=["int8", "float16"], data=csv)
+    result = serving_export.export(run, quantize=["int8", "float16"], data=csv)
     return {"run": run, "csv": csv, "result": result,
             "savedmodel": Path(result["savedmodel"])}
 
@@ -103,7 +105,7 @@ def test_quantized_exports_load_score_and_mostly_agree(kind, exported):
     agreement = np.mean(probabilities.argmax(axis=1) == expected.argmax(axis=1))
     assert agreement >= (0.99 if kind == "float16" else 0.75), agreement
 
-    metrics = evaluate.evaluate(path, split="private_test", data=exported["csv"])
+    metrics = evaluation.evaluate(path, split="private_test", data=exported["csv"])
     assert metrics["count"] == 14 and 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["runtime"] == "ai-edge-litert"
     assert metrics["file_bytes"] == path.stat().st_size
@@ -121,13 +123,13 @@ def test_evaluate_cli_scores_a_tflite_file(exported, capsys):
 
 def test_predict_runs_tflite_files_and_picks_the_exported_one(exported, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "portrait.jpg"), cv2.imread(str(PORTRAIT)))
-    direct = predict.Classifier(exported["savedmodel"] / "assets.extra" / "model.tflite")
-    picked = predict.Classifier(exported["run"], litert=True)
+    direct = runner.Classifier(exported["savedmodel"] / "assets.extra" / "model.tflite")
+    picked = runner.Classifier(exported["run"], litert=True)
     assert picked.path == direct.path and picked.runtime == "ai-edge-litert"
-    keras_model = predict.Classifier(exported["run"])
+    keras_model = runner.Classifier(exported["run"])
     records = {}
     for name, model in (("tflite", direct), ("keras", keras_model)):
-        [records[name]] = predict.predict([str(tmp_path / "portrait.jpg")], model=model,
+        [records[name]] = recognize.predict([str(tmp_path / "portrait.jpg")], model=model,
                                           output=open(tmp_path / f"{name}.jsonl", "w"))
     assert records["tflite"]["label"] == records["keras"]["label"]
     for label in CLASS_NAMES:
@@ -139,7 +141,7 @@ def test_predict_runs_tflite_files_and_picks_the_exported_one(exported, tmp_path
     summary = capsys.readouterr().err
     assert "faces/s in the model (ai-edge-litert" in summary and "model.tflite" in summary
     with pytest.raises(ValueError, match="--litert needs a .tflite file"):
-        predict.Classifier(tmp_path, litert=True)
+        runner.Classifier(tmp_path, litert=True)
 
 
 def test_latency_is_measured_in_a_fresh_process(exported):
@@ -179,15 +181,15 @@ def test_bad_tflite_paths_and_quantize_values(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
         litert.TFLiteClassifier(tmp_path / "junk.tflite")
     with pytest.raises(ValueError, match="quantize must be one of int8, float16"):
-        export.convert_tflite(tmp_path, tmp_path / "x.tflite", quantize="int4")
+        serving_export.convert_tflite(tmp_path, tmp_path / "x.tflite", quantize="int4")
     with pytest.raises(ValueError, match="representative images"):
-        export.convert_tflite(tmp_path, tmp_path / "x.tflite", quantize="int8")
+        serving_export.convert_tflite(tmp_path, tmp_path / "x.tflite", quantize="int8")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.keras").write_bytes(b"")
     with pytest.raises(ValueError, match="cannot be combined with --no-tflite"):
-        export.export(tmp_path / "run", tflite=False, quantize=["float16"])
+        serving_export.export(tmp_path / "run", tflite=False, quantize=["float16"])
     with pytest.raises(ValueError, match="quantize must be among"):
-        export.export(tmp_path / "run", quantize=["int4"])
+        serving_export.export(tmp_path / "run", quantize=["int4"])
 
 
 def test_tf_lite_fallback_when_litert_is_missing(exported, monkeypatch):
@@ -203,7 +205,8 @@ def test_tf_lite_fallback_when_litert_is_missing(exported, monkeypatch):
 
 
 def test_formats_compares_accuracy_latency_and_size(exported, tmp_path):
-    from fer_keras import formats, report
+    from fer_keras import formats
+    from fer_keras.reporting import report
 
     run = exported["run"]
     (run / "metrics.json").write_text(json.dumps(
@@ -224,7 +227,7 @@ def test_formats_compares_accuracy_latency_and_size(exported, tmp_path):
 
 def test_export_warns_when_int8_breaks_the_model(exported, tmp_path, monkeypatch, capsys):
     # As int8 does to deep_emotion's spatial transformer (21% PrivateTest instead of 52%).
-    monkeypatch.setattr(export, "class_agreement", lambda *args: 0.3)
+    monkeypatch.setattr(serving_export, "class_agreement", lambda *args: 0.3)
     assert export.main([str(exported["run"]), "--output", str(tmp_path / "serving"),
                         "--quantize", "int8", "--data", str(exported["csv"])]) == 0
     captured = capsys.readouterr()
@@ -244,8 +247,8 @@ def test_int8_keeps_the_spatial_transformers_sampler_in_float(tmp_path):
         pytest.skip(f"committed model {committed} not found")
     from fer_keras.models import load_model
 
-    assert export.float_ops_for(load_model(committed)) == export.SAMPLER_FLOAT_OPS
-    assert export.float_ops_for(load_model(TRAINED)) is None
+    assert serving_export.float_ops_for(load_model(committed)) == serving_export.SAMPLER_FLOAT_OPS
+    assert serving_export.float_ops_for(load_model(TRAINED)) is None
     run = tmp_path / "deep_emotion"
     run.mkdir()
     shutil.copyfile(committed, run / "model.keras")
@@ -253,10 +256,10 @@ def test_int8_keeps_the_spatial_transformers_sampler_in_float(tmp_path):
     rows = [(index % 7, " ".join(map(str, face)), "Training")
             for index, face in enumerate(faces)]
     csv = write_csv(tmp_path / "fer2013.csv", rows)
-    result = export.export(run, quantize=["int8"], data=csv)
+    result = serving_export.export(run, quantize=["int8"], data=csv)
     extra = Path(result["savedmodel"]) / "assets.extra"
     metadata = json.loads((extra / "export.json").read_text())["quantized"]["int8"]
-    assert metadata["float_ops"] == list(export.SAMPLER_FLOAT_OPS)
+    assert metadata["float_ops"] == list(serving_export.SAMPLER_FLOAT_OPS)
     # The int8 file gives the float file's class on new crops of the portrait.
     crops = portrait_faces(32, seed=5)
     float_classes = litert.TFLiteClassifier(extra / "model.tflite")(crops).argmax(1)

@@ -5,16 +5,18 @@ ending in logits, an empty split, and a metrics.json without the scores formats 
 import json
 import warnings
 
+import keras
 import numpy as np
 import pytest
+from conftest import random_rows, write_csv
+from keras import layers
 from PIL import Image
 
-import keras
-from keras import layers
-
-from conftest import random_rows, write_csv
 from fer_keras import evaluate, export, formats, predict
 from fer_keras.serving import checks as model_checks
+from fer_keras.serving import export as serving_export
+from fer_keras.serving import formats as serving_formats
+from fer_keras.serving import runner
 
 
 def one_line_error(status, captured, *needles):
@@ -80,7 +82,7 @@ def test_unbuilt_sequential_is_one_line(command, models, face, tiny_csv, tmp_pat
 
 
 def test_open_input_size_is_fed_48x48_faces(models, face, capsys):
-    classifier = predict.Classifier(models["any_size"])
+    classifier = runner.Classifier(models["any_size"])
     assert classifier.size == (48, 48)
     assert predict.main([str(face), "--model", str(models["any_size"]), "--no-detect"]) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])
@@ -95,7 +97,7 @@ def test_colour_and_other_size_models_are_refused_where_they_cannot_work(
                    capsys.readouterr(), str(colour), "(48, 48, 3)", "(48, 48, 1)")
     # predict resizes each crop to the model's own size; evaluate has 48x48 faces only.
     large = models["large"]
-    assert predict.Classifier(large).size == (64, 64)
+    assert runner.Classifier(large).size == (64, 64)
     one_line_error(evaluate.main([str(large), "--data", str(tiny_csv)]), capsys.readouterr(),
                    str(large), "(64, 64, 1)", "(48, 48, 1)")
 
@@ -131,9 +133,9 @@ def logits_exports(models, tmp_path_factory):
     """A SavedModel and a TFLite file of the logits model, written around export's check
     (as an export from before it would have been)."""
     folder = tmp_path_factory.mktemp("logits_export")
-    savedmodel = export.write_savedmodel(keras.saving.load_model(models["logits"]),
+    savedmodel = serving_export.write_savedmodel(keras.saving.load_model(models["logits"]),
                                          folder / "1")
-    written, message = export.convert_tflite(savedmodel, folder / "logits.tflite")
+    written, message = serving_export.convert_tflite(savedmodel, folder / "logits.tflite")
     assert written, message
     return savedmodel, folder / "logits.tflite"
 
@@ -208,7 +210,7 @@ def test_formats_names_the_file_and_the_missing_key(metrics, missing, models, tm
     (run / "model.keras").write_bytes(models["good"].read_bytes())
     (run / "metrics.json").write_text(json.dumps(metrics))
     # Nothing slow starts for a run that cannot be compared.
-    monkeypatch.setattr(export, "export", lambda *a, **k: pytest.fail("export started"))
+    monkeypatch.setattr(serving_formats, "export", lambda *a, **k: pytest.fail("export started"))
     one_line_error(formats.main([str(run)]), capsys.readouterr(),
                    f"{run / 'metrics.json'} lacks the key {missing}")
 

@@ -3,16 +3,17 @@ import json
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-import keras
-
 from fer_keras import predict
 from fer_keras.data.sources import CLASS_NAMES
-from fer_keras.export import write_savedmodel
 from fer_keras.models import get_model
+from fer_keras.serving import runner
+from fer_keras.serving.export import write_savedmodel
+from fer_keras.vision import images, recognize
 
 # A real photograph that matplotlib ships (its sample data), so no download is needed.
 PORTRAIT = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -50,7 +51,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(run_dir):
-    return predict.Classifier(run_dir)
+    return runner.Classifier(run_dir)
 
 
 def expected_probabilities(classifier, gray):
@@ -61,7 +62,7 @@ def expected_probabilities(classifier, gray):
 
 def run(paths, classifier, **kwargs):
     stream = io.StringIO()
-    records = predict.predict([str(p) for p in paths], model=classifier, output=stream,
+    records = recognize.predict([str(p) for p in paths], model=classifier, output=stream,
                               **kwargs)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines == records
@@ -87,7 +88,7 @@ def test_rgba_png_is_composited_over_white(tmp_path, classifier):
     rgba[:30, :, 3] = 0  # A transparent band (with black colour under it) at the top.
     rgba[:30, :, :3] = 0
     Image.fromarray(rgba, "RGBA").save(tmp_path / "face_rgba.png")
-    gray = predict.load_gray(tmp_path / "face_rgba.png")
+    gray = images.load_gray(tmp_path / "face_rgba.png")
     expected = face.copy()
     expected[:30] = 255
     np.testing.assert_array_equal(gray, expected)
@@ -101,7 +102,7 @@ def test_colour_jpeg_becomes_bt601_gray(tmp_path):
     colour = np.zeros((40, 40, 3), np.uint8)
     colour[..., 0], colour[..., 1], colour[..., 2] = 200, 100, 50
     Image.fromarray(colour).save(tmp_path / "colour.png")
-    gray = predict.load_gray(tmp_path / "colour.png")
+    gray = images.load_gray(tmp_path / "colour.png")
     assert gray.shape == (40, 40)
     assert abs(int(gray[0, 0]) - round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)) <= 1
 
@@ -148,7 +149,7 @@ def test_batches_give_the_same_results_as_one_by_one(tmp_path, classifier):
 def test_savedmodel_export_gives_the_keras_results(tmp_path, classifier):
     Image.fromarray(drawn_face()).save(tmp_path / "face.png")
     write_savedmodel(classifier.model, tmp_path / "serving" / "1")
-    served = predict.Classifier(tmp_path / "serving" / "1")
+    served = runner.Classifier(tmp_path / "serving" / "1")
     assert served.size == (48, 48)
     [keras_record] = run([tmp_path / "face.png"], classifier, detect=False)
     [served_record] = run([tmp_path / "face.png"], served, detect=False)
@@ -167,7 +168,7 @@ def test_high_bit_depth_gray_is_scaled_to_8_bits_not_white(tmp_path, classifier)
     for name, mode in [("gray16.pgm", "I"), ("gray32.tif", "I"), ("gray_float.tif", "F"),
                        ("gray16.png", "I;16")]:
         assert Image.open(tmp_path / name).mode == mode
-        decoded = predict.load_gray(tmp_path / name)
+        decoded = images.load_gray(tmp_path / name)
         assert decoded.dtype == np.uint8 and decoded.shape == gray.shape
         assert np.abs(decoded.astype(int) - gray).max() <= 1, name
     # Found and classified as the 8-bit photo is.
@@ -181,11 +182,11 @@ def test_high_bit_depth_gray_is_scaled_to_8_bits_not_white(tmp_path, classifier)
 
 
 def test_to_uint8_reads_the_full_scale_from_the_values():
-    assert predict.to_uint8(np.array([0, 128, 255], np.int32)).tolist() == [0, 128, 255]
-    assert predict.to_uint8(np.array([0, 32896, 65535], np.int32)).tolist() == [0, 128, 255]
-    assert predict.to_uint8(np.array([0.0, 0.5, 1.0], np.float32)).tolist() == [0, 128, 255]
-    assert predict.to_uint8(np.array([-5.0, np.nan, 2.0**31 - 1])).tolist() == [0, 0, 255]
-    assert predict.to_uint8(np.array([0, 257], np.uint16), full_scale=65535).tolist() == [0, 1]
+    assert images.to_uint8(np.array([0, 128, 255], np.int32)).tolist() == [0, 128, 255]
+    assert images.to_uint8(np.array([0, 32896, 65535], np.int32)).tolist() == [0, 128, 255]
+    assert images.to_uint8(np.array([0.0, 0.5, 1.0], np.float32)).tolist() == [0, 128, 255]
+    assert images.to_uint8(np.array([-5.0, np.nan, 2.0**31 - 1])).tolist() == [0, 0, 255]
+    assert images.to_uint8(np.array([0, 257], np.uint16), full_scale=65535).tolist() == [0, 1]
 
 
 def test_detects_the_face_in_a_real_photo_and_reports_faceless_images(tmp_path, classifier):
@@ -214,7 +215,7 @@ def test_detects_the_face_in_a_real_photo_and_reports_faceless_images(tmp_path, 
 def test_missing_haar_cascade_is_a_clear_error(tmp_path, classifier, monkeypatch):
     monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
     with pytest.raises(ValueError, match="--no-detect"):
-        predict.predict([str(tmp_path)], model=classifier, output=io.StringIO())
+        recognize.predict([str(tmp_path)], model=classifier, output=io.StringIO())
 
 
 def test_default_model_is_the_best_run(tmp_path, run_dir):
@@ -227,9 +228,9 @@ def test_default_model_is_the_best_run(tmp_path, run_dir):
             {"splits": {"validation": {"accuracy": accuracy}}}))
         if with_model:
             (folder / "model.keras").write_bytes((run_dir / "model.keras").read_bytes())
-    assert predict.find_best_model(root) == root / "strong"
+    assert runner.find_best_model(root) == root / "strong"
     with pytest.raises(ValueError, match="fer_keras.fit EXPERIMENT.*--model"):
-        predict.find_best_model(tmp_path / "nothing_here")
+        runner.find_best_model(tmp_path / "nothing_here")
 
 
 def test_cli_exit_codes(tmp_path, run_dir, monkeypatch, capsys):

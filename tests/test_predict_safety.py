@@ -11,15 +11,14 @@ from itertools import islice
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-import keras
-
 from fer_keras import predict
-from fer_keras.vision import video
 from fer_keras.models import get_model
+from fer_keras.vision import video
 
 REAL_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "video" / "woman2.mp4"
 

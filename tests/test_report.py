@@ -6,6 +6,7 @@ import pytest
 
 from fer_keras import report
 from fer_keras.data.sources import CLASS_NAMES
+from fer_keras.reporting import report as reporting
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def test_report_is_deterministic_and_compares_with_the_study(tmp_path):
 
 
 def test_benchmark_table_comes_from_the_saved_report(tmp_path):
-    from fer_keras import bench
+    from fer_keras.benchmarks import bench
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -68,12 +69,12 @@ def test_benchmark_table_comes_from_the_saved_report(tmp_path):
              "results": [bench.add_peer(row, {"parameters": 464619,
                                               "train_images_per_second": 2000.0,
                                               "inference_images_per_second": 1.0})]}
-    (runs / report.BENCH_FILE).write_text(json.dumps(saved))
+    (runs / reporting.BENCH_FILE).write_text(json.dumps(saved))
     assert report.main(args + ["--check"]) == 1
     assert report.main(args) == 0
     text = readme.read_text()
-    assert "| `baseline` | baseline | 464,619 | 2,400 | 2,000 | 1.20x | 9,100 | 0.11 | 0.91 (1.20) |" \
-        in text
+    row = "| `baseline` | baseline | 464,619 | 2,400 | 2,000 | 1.20x | 9,100 | 0.11 | 0.91 (1.20) |"
+    assert row in text
     assert "old" not in text and "load average 0.10 0.20 0.30" in text
     assert "## Speed on this machine" in (runs / "README.md").read_text()
     assert report.main(args + ["--check"]) == 0
@@ -139,16 +140,14 @@ def test_fer_package_reference_sits_beside_our_best_private_test(tmp_path):
 
 
 def test_report_names_runs_whose_model_file_is_too_large_to_commit(tmp_path):
-    from fer_keras import report
-
     confusion = (np.eye(7, dtype=int) * 8 + 1).tolist()
     runs = []
     for name, parameters in (("alexnet", 5_871_303), ("baseline", 464_619)):
         metrics = _fake_metrics(0.5, confusion)
         metrics["parameters"] = parameters
         runs.append((name, metrics, {}))
-    assert report.uncommitted_models(runs) == [("alexnet", pytest.approx(23.485, abs=1e-3))]
-    text = report.render_results_readme(runs)
+    assert reporting.uncommitted_models(runs) == [("alexnet", pytest.approx(23.485, abs=1e-3))]
+    text = reporting.render_results_readme(runs)
     assert "not committed: `alexnet` (23 MB)" in text
     assert "`baseline` (" not in text
 
@@ -239,7 +238,7 @@ def _page_with_block(tmp_path, page_name, block):
 
 
 def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
-    from fer_keras import bench
+    from fer_keras.benchmarks import bench
 
     runs, readme, page, args = _page_with_block(tmp_path, "benchmark.md", "serving")
     (runs / "baseline").mkdir()
@@ -266,7 +265,7 @@ def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
                          row("fer_resnet", 1, 4.1)]}
     saved["results"][1]["litert_int8_threads_2_latency_ms_median"] = 0.8
     saved["results"][2]["litert_int8_threads_2_latency_ms_median"] = 2.5
-    (runs / report.SERVING_FILE).write_text(json.dumps(saved))
+    (runs / reporting.SERVING_FILE).write_text(json.dumps(saved))
     assert report.main(args + ["--check"]) == 1
     assert report.main(args) == 0
     summary = ("1 of 3 experiments' nets under 2 ms; over it: `fer_resnet` 4.10 ms, `fer_vgg` "
@@ -280,7 +279,7 @@ def test_serving_benchmark_counts_nets_under_the_goal(tmp_path):
 
 
 def test_precision_benchmark_gives_both_speed_ups(tmp_path):
-    from fer_keras import bench
+    from fer_keras.benchmarks import bench
 
     runs, _, page, args = _page_with_block(tmp_path, "training.md", "precision")
     assert report.main(args) == 0
@@ -298,7 +297,7 @@ def test_precision_benchmark_gives_both_speed_ups(tmp_path):
                               "float32": 200.0, "mixed_bfloat16": 300.0},
                           "model_train_images_per_second_by_precision": {
                               "float32": 250.0, "mixed_bfloat16": 400.0}}]}
-    (runs / report.PRECISION_FILE).write_text(json.dumps(saved))
+    (runs / reporting.PRECISION_FILE).write_text(json.dumps(saved))
     assert report.main(args + ["--check"]) == 1
     assert report.main(args) == 0
     text = page.read_text()
@@ -341,7 +340,7 @@ def test_runs_trained_into_another_folder_are_listed_with_their_experiment(tmp_p
         (runs / name).mkdir(parents=True)
         metrics = dict(_fake_metrics(accuracy, confusion), experiment=experiment)
         (runs / name / "metrics.json").write_text(json.dumps(metrics))
-    assert [name for name, _, _ in report.load_runs(runs)] == ["baseline", "baseline_seed2"]
+    assert [name for name, _, _ in reporting.load_runs(runs)] == ["baseline", "baseline_seed2"]
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
     assert report.main(["--root", str(runs), "--readme", str(readme)]) == 0

@@ -14,15 +14,19 @@ import numpy as np
 import pytest
 
 from fer_keras import tune
+from fer_keras.models import get_model
+from fer_keras.models.layers import all_layers
 from fer_keras.training import settings as training_settings
+from fer_keras.training.experiments import get_experiment, list_experiments
 from fer_keras.tuning import jobs as tune_jobs
 from fer_keras.tuning import results as tune_results
 from fer_keras.tuning import search as tune_search
-from fer_keras.training.experiments import get_experiment, list_experiments
-from fer_keras.tuning.hypermodel import (FERHyperModel, check_search_space, default_dropout_rate,
-                                  weight_decay_values)
-from fer_keras.models import get_model
-from fer_keras.models.layers import all_layers
+from fer_keras.tuning.hypermodel import (
+    FERHyperModel,
+    check_search_space,
+    default_dropout_rate,
+    weight_decay_values,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tuning" / "smoke.toml"

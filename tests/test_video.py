@@ -5,16 +5,16 @@ import json
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-import keras
-
 from fer_keras import predict
-from fer_keras.vision import video
 from fer_keras.data.sources import CLASS_NAMES
 from fer_keras.models import get_model
+from fer_keras.serving import runner
+from fer_keras.vision import faces, recognize, video
 
 PORTRAIT = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
 FPS = 10
@@ -51,12 +51,12 @@ def classifier(tmp_path_factory):
     keras.utils.set_random_seed(3)
     path = tmp_path_factory.mktemp("model") / "baseline.keras"
     get_model("baseline").save(path)
-    return predict.Classifier(path)
+    return runner.Classifier(path)
 
 
 def run(paths, classifier, **kwargs):
     stream = io.StringIO()
-    records = predict.predict([str(p) for p in paths], model=classifier, output=stream,
+    records = recognize.predict([str(p) for p in paths], model=classifier, output=stream,
                               progress=None, **kwargs)
     assert [json.loads(line) for line in stream.getvalue().splitlines()] == records
     return records
@@ -184,7 +184,7 @@ def test_photo_faces_keep_order_small_ones_are_skipped_and_drawn(classifier, tmp
     [skipped] = [record for record in records if record["file"].endswith("small.png")]
     assert "label" not in skipped and "error" not in skipped
     assert "smaller than the detector's 24x24 px minimum" in skipped["skipped"]
-    assert max(skipped["box"][2:]) < predict.MIN_FACE_SIZE
+    assert max(skipped["box"][2:]) < faces.MIN_FACE_SIZE
     drawn = cv2.imread(str(folder / "group.annotated.png"))
     assert drawn.shape == group.shape and np.abs(drawn.astype(int) - group).max() > 100
     assert (folder / "small.annotated.png").is_file()

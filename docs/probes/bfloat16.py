@@ -54,7 +54,7 @@ class BFloat16BatchNorm(keras.layers.BatchNormalization):
 
 def pipeline_rates(label, steps=40):
     """fit's pipeline and the network alone, as `bench --model-only` times them."""
-    from fer_keras.bench import measure_training
+    from fer_keras.benchmarks.bench import measure_training
     from fer_keras.training.settings import resolve_settings
 
     settings = resolve_settings("fer_vgg_kaggle")
@@ -82,7 +82,7 @@ def probe_xla():
 
 
 def probe_batch():
-    import fer_keras.bench as bench
+    import fer_keras.benchmarks.bench as bench
 
     bench.TRAIN_BATCH = 256
     pipeline_rates("batch 256", steps=20)
@@ -138,9 +138,9 @@ PASSES = {"forward_training": "forward", "backward_data": "input gradient",
 
 def onednn_child(policy):
     """Trains fer_vgg_kaggle's network on one random batch; the parent reads oneDNN's log."""
-    from fer_keras.training.settings import resolve_settings
     from fer_keras.models import get_model
     from fer_keras.training.recipe import compile_model, precision_policy
+    from fer_keras.training.settings import resolve_settings
 
     settings = resolve_settings("fer_vgg_kaggle")
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import math
 import keras
 import numpy as np
 
-from fer_keras.data.sources import NUM_CLASSES
+from fer_keras.data.labels import FER2013
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -40,10 +40,12 @@ class ArrayBatches(keras.utils.PyDataset):
         one_hot: one-hot float targets (needed for label smoothing) instead of ids.
         workers: threads preparing batches ahead of the model (decoding releases the GIL).
         drop_remainder: leave out the last, partial batch.
+        num_classes: the width of one-hot targets (the label set's class count).
     """
 
     def __init__(self, images, labels, batch_size=128, shuffle=False, augmentation=None,
-                 seed=None, one_hot=True, workers=1, drop_remainder=False):
+                 seed=None, one_hot=True, workers=1, drop_remainder=False,
+                 num_classes=FER2013.num_classes):
         super().__init__(workers=workers, use_multiprocessing=False,
                          max_queue_size=max(10, 2 * workers))
         if len(images) != len(labels):
@@ -58,6 +60,7 @@ class ArrayBatches(keras.utils.PyDataset):
             else int(seed)
         self.one_hot = one_hot
         self.drop_remainder = drop_remainder
+        self.num_classes = int(num_classes)
         self.epoch = 0
         self._order = self._permutation()
 
@@ -83,7 +86,7 @@ class ArrayBatches(keras.utils.PyDataset):
             x = self.augmentation.apply_numpy(x, rng)
         y = self.labels[rows]
         if self.one_hot:
-            y = np.eye(NUM_CLASSES, dtype=np.float32)[y]
+            y = np.eye(self.num_classes, dtype=np.float32)[y]
         return x, y
 
     def on_epoch_end(self):

@@ -7,8 +7,13 @@ layer named "probabilities" (or from a `MirrorAverage` layer around such a model
 
 from fer_keras.models import baselines, classic, deep_emotion, dexpression, resnet, vgg  # noqa: F401
 from fer_keras.models.layers import (  # noqa: F401
-    LocalResponseNormalization, MirrorAverage, SpatialTransformer, TestTimeAugmentation)
+    LocalResponseNormalization,
+    MirrorAverage,
+    SpatialTransformer,
+    TestTimeAugmentation,
+)
 from fer_keras.models.registry import get_builder, get_model, list_models, register_model  # noqa: F401
+from fer_keras.models.schedules import WarmupCosine  # noqa: F401  (registers it for load_model)
 
 
 def check_class_probabilities(output_shape, source):
@@ -127,8 +132,6 @@ def load_model(path, compile=False, dtype_policy="float32"):
     from pathlib import Path
 
     import keras
-
-    import fer_keras.training.recipe  # noqa: F401  (registers the learning-rate schedule)
 
     path = Path(path)
     if not path.exists():

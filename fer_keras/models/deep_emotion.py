@@ -17,8 +17,13 @@ Example:
 import keras
 from keras import layers
 
-from fer_keras.models.layers import (SpatialTransformer, classifier_head,
-                                     identity_theta_initializers, initializer, preprocess)
+from fer_keras.models.layers import (
+    SpatialTransformer,
+    classifier_head,
+    identity_theta_initializers,
+    initializer,
+    preprocess,
+)
 from fer_keras.models.registry import register_model
 
 

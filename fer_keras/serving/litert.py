@@ -25,9 +25,14 @@ import sys
 import warnings
 from pathlib import Path
 
-SIGNATURE = "serving_default"
-INPUT_NAME = "image"
-PROBABILITIES = "probabilities"
+import numpy as np
+
+from fer_keras.data.labels import label_set_for
+from fer_keras.serving.checks import check_probabilities, probe_faces
+from fer_keras.serving.layout import DEFAULT_SIGNATURE as SIGNATURE
+from fer_keras.serving.layout import EXTRA_FOLDER, INPUT_NAME, PROBABILITIES, TFLITE_FILE
+from fer_keras.utils.backend import require_tensorflow
+
 LITERT_PACKAGE = "ai-edge-litert"
 LATENCY_THREADS = (1, 2)
 """Thread counts bench times LiteRT with: one core, and both cores of the 2-core machine."""
@@ -40,11 +45,11 @@ def interpreter_class():
         `(Interpreter, name)` with name "ai-edge-litert" or "tf.lite (fallback)".
     """
     try:
+        # Optional: the ai-edge-litert package (the `litert` extra).
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from fer_keras.utils.backend import require_tensorflow
-
         require_tensorflow("Running a .tflite file without ai-edge-litert")
+        # The fallback runtime: TensorFlow, heavy and needed only without LiteRT.
         import tensorflow as tf
 
         return tf.lite.Interpreter, "tf.lite (fallback)"
@@ -54,8 +59,10 @@ def interpreter_class():
 def without_xnnpack():
     """Interpreter keyword arguments that leave out the default XNNPACK delegate."""
     try:
+        # Optional, as in `interpreter_class`.
         from ai_edge_litert.interpreter import OpResolverType
     except ImportError:
+        # The fallback runtime's enum (TensorFlow, heavy).
         import tensorflow as tf
 
         OpResolverType = tf.lite.experimental.OpResolverType
@@ -65,8 +72,6 @@ def without_xnnpack():
 
 def is_quantized(path):
     """Whether a `.tflite` file holds int8 tensors (read without running anything)."""
-    import numpy as np
-
     interpreter, _ = interpreter_class()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -107,9 +112,7 @@ def check_tflite_path(path):
 
 def exported_tflite(savedmodel_dir):
     """The float TFLite file `fer_keras.export` wrote beside a SavedModel, or None."""
-    from fer_keras.export import TFLITE_FILE
-
-    path = Path(savedmodel_dir) / "assets.extra" / TFLITE_FILE
+    path = Path(savedmodel_dir) / EXTRA_FOLDER / TFLITE_FILE
     return path if path.is_file() else None
 
 
@@ -118,8 +121,9 @@ class TFLiteClassifier:
 
     Args:
         path: a `.tflite` file whose `serving_default` signature takes `image` (uint8
-            `[batch, height, width, 1]`) and returns `probabilities` (`[batch, 7]`), as
-            `fer_keras.export` writes (float, float16 or int8).
+            `[batch, height, width, 1]`) and returns `probabilities` (`[batch, classes]`,
+            classes of a known label set, `fer_keras.data.labels`), as `fer_keras.export`
+            writes (float, float16 or int8).
         num_threads: CPU threads for the interpreter; None lets the runtime choose.
 
     Raises:
@@ -129,8 +133,6 @@ class TFLiteClassifier:
     """
 
     def __init__(self, path, num_threads=None):
-        from fer_keras.data.sources import NUM_CLASSES
-
         self.path = check_tflite_path(path)
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None. Received: "
@@ -158,15 +160,19 @@ class TFLiteClassifier:
             raise ValueError(f"Expected a model of gray images (height, width, 1). Received: "
                              f"input shape {tuple(details['shape'])} in {self.path}")
         outputs = self.runner.get_output_details()
-        if PROBABILITIES not in outputs or outputs[PROBABILITIES]["shape"][-1] != NUM_CLASSES:
-            shapes = {name: detail["shape"].tolist() for name, detail in outputs.items()}
-            raise ValueError(f"{self.path} must output '{PROBABILITIES}' for {NUM_CLASSES} "
-                             f"classes; evaluate and predict take 7-class FER2013 models "
-                             f"only. Received: outputs={shapes}")
+        shapes = {name: detail["shape"].tolist() for name, detail in outputs.items()}
+        if PROBABILITIES not in outputs:
+            raise ValueError(f"{self.path} must output '{PROBABILITIES}', one per class; "
+                             f"export it with `python -m fer_keras.export`. Received: "
+                             f"outputs={shapes}")
+        try:
+            self.label_set = label_set_for(int(outputs[PROBABILITIES]["shape"][-1]),
+                                           f"{self.path}'s '{PROBABILITIES}'")
+        except ValueError as error:
+            raise ValueError(f"{error} evaluate and predict read one probability per class "
+                             f"of a known label set. Received: outputs={shapes}") from None
         # One small batch shows whether the outputs are probabilities (a file converted
         # from a model ending in logits is refused here, not scored).
-        from fer_keras.serving.checks import check_probabilities, probe_faces
-
         check_probabilities(self(probe_faces(self.size)), self.path)
 
     @property
@@ -175,23 +181,21 @@ class TFLiteClassifier:
         return self.input_shape[0], self.input_shape[1]
 
     def __call__(self, crops):
-        """Probabilities `(batch, 7)` float32 for uint8 crops `(batch, height, width, 1)`."""
-        import numpy as np
-
+        """Probabilities `(batch, classes)` float32 for uint8 crops `(batch, height, width,
+        1)`."""
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
         # The runner resizes the input tensor to each new batch size by itself.
         return np.asarray(self.runner(**{INPUT_NAME: crops})[PROBABILITIES], np.float32)
 
     def predict(self, images, batch_size=256):
         """Probabilities for any number of images, `batch_size` at a time."""
-        import numpy as np
-
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[..., None]
         parts = [self(images[start:start + batch_size])
                  for start in range(0, len(images), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, 7), np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0, self.label_set.num_classes),
+                                                         np.float32)
 
 
 LATENCY_PROBE = r"""

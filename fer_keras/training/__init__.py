@@ -7,7 +7,8 @@ Imports `fer_keras.utils`, `fer_keras.data` and `fer_keras.models`. The public n
 loaded on first use so that importing a settings or run-folder module does not import Keras.
 """
 
-_RECIPE_NAMES = ('precision_policy', 'WarmupCosine', 'make_optimizer', 'compile_model', 'class_weights', 'EpochTimer', 'TrainingDiverged', 'StopOnNaN', 'ProgressLog')
+_RECIPE_NAMES = ('precision_policy', 'WarmupCosine', 'make_optimizer', 'compile_model',
+                 'class_weights', 'EpochTimer', 'TrainingDiverged', 'StopOnNaN', 'ProgressLog')
 
 
 def __getattr__(name):

@@ -38,6 +38,11 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
+# Keras, TensorFlow and JAX are imported inside the functions that use them: `fit --help`
+# imports this module without Keras, and only one of TensorFlow and JAX may be installed.
+
 DISTRIBUTIONS = ("none", "mirrored", "multi-worker")
 
 
@@ -95,8 +100,6 @@ def prepare_model(model, distribution):
     """
     if distribution.strategy is None:
         return model
-    import numpy as np
-
     batch = (np.zeros((1, *model.input_shape[1:]), "float32"),
              np.zeros((1, *model.output_shape[1:]), "float32"))
     with distribution.scope():

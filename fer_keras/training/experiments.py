@@ -14,6 +14,8 @@ Example:
 import dataclasses
 from typing import Optional
 
+from fer_keras.utils.names import did_you_mean
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -108,8 +110,6 @@ def get_experiment(name):
     """Returns the `Experiment` called `name`; unknown names suggest the closest ones and
     list the valid ones."""
     if name not in _EXPERIMENTS:
-        from fer_keras.utils.names import did_you_mean
-
         raise ValueError(f"Unknown experiment {name!r}.{did_you_mean(name, list(_EXPERIMENTS))} "
                          f"Valid names: {', '.join(_EXPERIMENTS)}. Received: name={name!r}")
     return _EXPERIMENTS[name]
@@ -208,7 +208,8 @@ register_experiment(Experiment(
 register_experiment(Experiment(
     "fer_vgg_kaggle_long", "fer_vgg", _FER_VGG, epochs=60, **_FER_VGG_TRAINING, **_KAGGLE_BF16,
     notes="fer_vgg_kaggle with a 60-epoch cosine instead of 36: its PublicTest accuracy was "
-          "still creeping up in the last third of the schedule (best epoch 31 of 36). Trained with --seed 1, so it is also a second kaggle member for ensembles."))
+          "still creeping up in the last third of the schedule (best epoch 31 of 36). "
+          "Trained with --seed 1, so it is also a second kaggle member for ensembles."))
 
 register_experiment(Experiment(
     "fer_vgg_kaggle_tuned", "fer_vgg", {**_FER_VGG, "dropout_rate": 0.4}, epochs=24,

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from fer_keras.data.sources import NUM_CLASSES
+from fer_keras.models.schedules import WarmupCosine
 from fer_keras.training.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES  # noqa: F401
 
 
@@ -31,34 +32,6 @@ def precision_policy(precision="float32"):
         keras.mixed_precision.set_global_policy(previous)
 
 
-@keras.saving.register_keras_serializable(package="fer_keras")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak` over `warmup_steps`, then cosine decay to zero.
-
-    Args:
-        peak: the peak learning rate.
-        total_steps: the length of the whole schedule, in optimizer steps.
-        warmup_steps: the length of the warm-up.
-    """
-
-    def __init__(self, peak, total_steps, warmup_steps=0):
-        self.peak = float(peak)
-        self.total_steps = int(max(total_steps, 1))
-        self.warmup_steps = int(warmup_steps)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        warmup = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
-        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
-        progress = keras.ops.clip(progress, 0.0, 1.0)
-        cosine = 0.5 * self.peak * (1.0 + keras.ops.cos(math.pi * progress))
-        return keras.ops.where(step < self.warmup_steps, warmup, cosine)
-
-    def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps}
-
-
 def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="constant",
                    steps_per_epoch=1, epochs=1, warmup_epochs=0):
     """Builds the optimizer named by an experiment.
@@ -67,7 +40,8 @@ def make_optimizer(optimizer="adam", learning_rate=1e-3, weight_decay=0.0, sched
     adds an L2 term to the gradient; the tuner searches it either way.
     """
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: optimizer={optimizer!r}")
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}. "
+                         f"Received: optimizer={optimizer!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}. Received: schedule={schedule!r}")
     if not learning_rate > 0:
@@ -106,7 +80,8 @@ def class_weights(labels, mode):
     if mode in (None, "none"):
         return None
     if mode != "balanced":
-        raise ValueError(f"class_weight must be None or 'balanced'. Received: class_weight={mode!r}")
+        raise ValueError(f"class_weight must be None or 'balanced'. "
+                         f"Received: class_weight={mode!r}")
     counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
     weights = len(labels) / (NUM_CLASSES * np.maximum(counts, 1.0))
     return {index: float(weight) for index, weight in enumerate(weights)}

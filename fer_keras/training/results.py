@@ -2,12 +2,15 @@
 
 import csv
 import json
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.sources import CLASS_NAMES, NUM_CLASSES
-
+from fer_keras.data.protocols import protocol_of
+from fer_keras.data.sources import CLASS_NAMES, NUM_CLASSES, ImageFiles, make_dataset
+from fer_keras.training.runs import Run
 
 PROGRESS_MIN_BATCHES = 20
 """Predictions of at least this many batches print progress lines (to stderr)."""
@@ -20,17 +23,12 @@ def predict_probabilities(model, images, batch_size=512, progress_seconds=60.0):
     stderr every `progress_seconds` (None: never), so scoring a big split does not look
     like a hang, while a `--json` result on stdout stays clean.
     """
-    import math
-    import sys
-
     callbacks = []
     if progress_seconds and math.ceil(len(images) / batch_size) >= PROGRESS_MIN_BATCHES:
-        from fer_keras.training.recipe import ProgressLog
+        from fer_keras.training.recipe import ProgressLog  # Keras: not for `--help`
 
         callbacks.append(ProgressLog(len(images), batch_size, every_seconds=progress_seconds,
                                      stream=sys.stderr, label="scoring"))
-    from fer_keras.data.sources import ImageFiles, make_dataset
-
     if isinstance(images, ImageFiles):
         # A streamed split is decoded one batch at a time, as in training.
         batches = make_dataset(images, np.zeros(len(images), np.int64), batch_size,
@@ -46,6 +44,7 @@ def score(labels, probabilities):
     Rows of the confusion matrix are true classes and columns predictions, both in Kaggle
     id order (`CLASS_NAMES`).
     """
+    # scikit-learn is heavy and only scoring needs it.
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = np.asarray(labels)
@@ -137,7 +136,7 @@ def read_history(path):
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # heavy, and only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -207,16 +206,13 @@ def source_run(run):
         fields a derived run's `metrics.json` copies: protocol, precision, selection split,
         epochs and training minutes and speed.
     """
-    run = Path(run)
-    config = json.loads((run / "config.json").read_text()) \
-        if (run / "config.json").exists() else {}
-    metrics = json.loads((run / "metrics.json").read_text()) \
-        if (run / "metrics.json").exists() else {}
-    protocol = config.get("protocol", "study")
+    source = Run(run)
+    config, metrics = source.config, source.metrics
+    protocol = protocol_of(config)
     return config, {
-        "protocol": protocol,
+        "protocol": protocol.name,
         "precision": config.get("precision", "float32"),
-        "selection_split": "public_test" if protocol == "kaggle" else "validation",
+        "selection_split": protocol.selection_split,
         "best_epoch": metrics.get("best_epoch"),
         "epochs_run": metrics.get("epochs_run"),
         "train_minutes": metrics.get("train_minutes", 0.0),

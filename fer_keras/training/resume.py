@@ -5,6 +5,7 @@ import json
 import shutil
 import sys
 
+from fer_keras.training.results import read_history
 
 DATA_KEYS = ("data_fingerprint", "limit", "skip_bad_rows")
 # How a run is spread over devices and read from disk changes neither its data nor its
@@ -22,7 +23,7 @@ def _recover_torn_backup(backup):
     newer epoch number; doing it here keeps history.csv and the weights in step.
     """
 
-    import h5py
+    import h5py  # Keras' own dependency: loaded only when a run resumes
 
     weights = backup / "latest.weights.h5"
     previous = weights.with_name(weights.name + ".bkp")
@@ -69,8 +70,6 @@ def resume_state(folder, config):
         folder: the staging folder of the run.
         config: the settings this command would write to its `config.json`.
     """
-    from fer_keras.training.results import read_history
-
     backup = folder / "backup"
     metadata = backup / "training_metadata.json"
     if not metadata.exists():

@@ -7,12 +7,13 @@ where a finished one was, and no folder holding files that are not a run's is re
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
 
 STAGING_SUFFIX = ".partial"
 
@@ -32,14 +33,14 @@ class RunFolderBusy(ValueError):
     """Raised when another process holds the lock of a run folder."""
 
 
-def staging_folder(output_dir):
+def staging_folder(output_dir: str | os.PathLike) -> Path:
     """Where a run into `output_dir` trains (and resumes) until it is complete."""
     output_dir = Path(output_dir)
     return output_dir.with_name(output_dir.name + STAGING_SUFFIX)
 
 
 @contextlib.contextmanager
-def lock_run_folder(output_dir):
+def lock_run_folder(output_dir: str | os.PathLike) -> Iterator[Path]:
     """Holds an exclusive lock on a run folder for the life of the block.
 
     The lock is `fcntl.flock` on `.NAME.lock` beside the folder, not inside it, since a
@@ -50,8 +51,6 @@ def lock_run_folder(output_dir):
     Raises:
         RunFolderBusy: if another process holds the lock.
     """
-    import fcntl
-
     output_dir = Path(output_dir)
     path = output_dir.with_name(f".{output_dir.name}.lock")
     try:
@@ -108,7 +107,7 @@ def _settle_swap(output_dir):
             retired.rename(output_dir)
 
 
-def run_folder_path(output_dir, flag="--output-dir"):
+def run_folder_path(output_dir: str | os.PathLike, flag: str = "--output-dir") -> Path:
     """`output_dir` as an absolute, normalised path that names a folder (`.` and `runs/..`
     become the folders they mean), or a `ValueError` for a place no run folder can be."""
     path = Path(os.path.abspath(os.fspath(output_dir)))
@@ -136,7 +135,8 @@ def _probe_writable(folder, what):
     os.unlink(name)
 
 
-def check_output_folder(output_dir, overwrite=False, flag="--output-dir"):
+def check_output_folder(output_dir: str | os.PathLike, overwrite: bool = False,
+                        flag: str = "--output-dir") -> None:
     """Refuses, before any work, a run folder that fit could not publish or must not replace.
 
     A run folder is replaced as a whole when the run is complete, so it must be: absent,
@@ -193,7 +193,8 @@ def check_output_folder(output_dir, overwrite=False, flag="--output-dir"):
 
 def _is_unfinished_run(folder):
     """Whether `folder` is a run of fit's that trained in place (earlier versions did) and
-    can resume: its resume state and a config.json that fit wrote."""
+    can resume: Keras' resume state as fit keeps it (`backup/training_metadata.json`) and a
+    config.json object beside it."""
     config = Path(folder) / "config.json"
     if not (Path(folder) / "backup" / "training_metadata.json").exists() \
             or not config.exists():
@@ -202,10 +203,10 @@ def _is_unfinished_run(folder):
         written = json.loads(config.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(written, dict) and {"experiment", "command"} <= set(written)
+    return isinstance(written, dict)
 
 
-def remove_stale_staging(staging):
+def remove_stale_staging(staging: Path) -> None:
     """Removes a staging folder in which no epoch finished (a run that failed or was
     stopped while starting): there is nothing to resume. Called under the run's lock, so no
     live process uses it; a folder holding files that are not a run's is left alone."""
@@ -218,7 +219,8 @@ def remove_stale_staging(staging):
     shutil.rmtree(staging)
 
 
-def refuse_finished_run(output_dir, overwrite=False, flag="--output"):
+def refuse_finished_run(output_dir: str | os.PathLike, overwrite: bool = False,
+                        flag: str = "--output") -> None:
     """Raises a `ValueError` when `output_dir` cannot take a new run (a finished run without
     `overwrite`, files that are not a run's, a file, an unwritable place; see
     `check_output_folder`).
@@ -228,7 +230,8 @@ def refuse_finished_run(output_dir, overwrite=False, flag="--output"):
     check_output_folder(run_folder_path(output_dir, flag), overwrite, flag)
 
 
-def write_run_folder(output_dir, write, overwrite=False, flag="--output"):
+def write_run_folder(output_dir: str | os.PathLike, write: Callable[[Path], object],
+                     overwrite: bool = False, flag: str = "--output") -> None:
     """Publishes a run folder that needs no training the way `fit` publishes its own.
 
     Used by `fer_keras.ensemble` and `fer_keras.rebalance`: under the folder's lock, a
@@ -262,7 +265,7 @@ def write_run_folder(output_dir, write, overwrite=False, flag="--output"):
         commit_run(staging, output_dir)
 
 
-def prepare_run_folder(output_dir, staging, overwrite):
+def prepare_run_folder(output_dir: Path, staging: Path, overwrite: bool) -> None:
     """Settles what a crash may have left and refuses to replace a finished run by accident.
 
     Runs under the folder's lock, before anything else is read or written.
@@ -280,7 +283,7 @@ def prepare_run_folder(output_dir, staging, overwrite):
         output_dir.rename(staging)
 
 
-def commit_run(staging, output_dir):
+def commit_run(staging: Path, output_dir: Path) -> None:
     """Moves a complete run from its staging folder into `output_dir`.
 
     Replacing a previous run takes two renames; `prepare_run_folder` settles a crash

@@ -5,11 +5,24 @@ Used by `fit`, the tuner, `bench` and `throughput` alike.
 """
 
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from fer_keras.data.augmentation import POLICIES
+from fer_keras.data.protocols import PROTOCOLS
+from fer_keras.training.experiments import (
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    TRAINING_KEYS,
+    get_experiment,
+)
+from fer_keras.utils.numbers import describe_range, in_range
 
 SETTING_RANGES = {
-    # setting: (integer?, low, high, low_open, high_open), as `cli.describe_range` reads them
+    # setting: (integer?, low, high, low_open, high_open), as `describe_range` reads them
     "epochs": (True, 1, None, False, False),
     "batch_size": (True, 1, None, False, False),
     "warmup_epochs": (True, 0, None, False, False),
@@ -22,7 +35,8 @@ SETTING_RANGES = {
 in [0, 1)."""
 
 
-def resolve_settings(experiment_name, overrides=None, hparams=None):
+def resolve_settings(experiment_name: str, overrides: Mapping[str, Any] | None = None,
+                     hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merges an experiment with hyperparameter files and flags (flags win).
 
     Args:
@@ -34,7 +48,7 @@ def resolve_settings(experiment_name, overrides=None, hparams=None):
     Returns:
         A JSON-ready dict: experiment, model, model_kwargs and the training fields.
     """
-    from fer_keras.training.experiments import TRAINING_KEYS, get_experiment
+    # The zoo imports Keras; settings are imported by `fit --help`, which must not.
     from fer_keras.models.registry import builder_accepts
 
     experiment = get_experiment(experiment_name)
@@ -54,26 +68,22 @@ def resolve_settings(experiment_name, overrides=None, hparams=None):
             elif builder_accepts(experiment.model, key):
                 settings["model_kwargs"][key] = value
             else:
-                raise ValueError(f"{key!r} is neither a training setting ({', '.join(TRAINING_KEYS)}) "
-                                 f"nor an argument of model {experiment.model!r}. "
-                                 f"Received: {key}={value!r}")
+                raise ValueError(f"{key!r} is neither a training setting "
+                                 f"({', '.join(TRAINING_KEYS)}) nor an argument of model "
+                                 f"{experiment.model!r}. Received: {key}={value!r}")
     if settings["class_weight"] == "none":
         settings["class_weight"] = None
     return settings
 
 
-def setting_choices():
+def setting_choices() -> dict[str, tuple]:
     """The allowed values of the categorical training settings (None: the feature is off)."""
-    from fer_keras.data.augmentation import POLICIES
-    from fer_keras.data.sources import PROTOCOLS
-    from fer_keras.training.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES
-
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
             "protocol": tuple(PROTOCOLS), "augmentation": (None, *POLICIES),
             "class_weight": (None, "balanced")}
 
 
-def check_settings(settings, seed=0, limit=None):
+def check_settings(settings: Mapping[str, Any], seed: Any = 0, limit: Any = None) -> None:
     """Raises a `ValueError` naming the first bad setting and what it may be.
 
     Categorical settings (optimizer, schedule, precision, protocol, augmentation,
@@ -84,8 +94,6 @@ def check_settings(settings, seed=0, limit=None):
         seed: must be an integer >= 0 (NumPy's seeds are unsigned).
         limit: None, or an integer >= 1.
     """
-    from fer_keras.cli import describe_range, in_range
-
     for key, allowed in setting_choices().items():
         value = settings.get(key)
         if value not in allowed:
@@ -108,7 +116,7 @@ def check_settings(settings, seed=0, limit=None):
                 f"{describe_range(low, high, low_open, high_open)}. Received: {key}={value!r}")
 
 
-def load_hparams(path):
+def load_hparams(path: str | os.PathLike) -> dict[str, Any]:
     """The settings dict of an `--hparams` JSON file: an object of settings, or the tuner's
     `best_hparams.json` (its "hyperparameters" object). ValueError in one line otherwise."""
     hparams_path = Path(path)

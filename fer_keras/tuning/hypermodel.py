@@ -3,9 +3,9 @@
 `FERHyperModel(experiment)` samples the training settings the study tuned by hand,
 `learning_rate` (log scale), `weight_decay` (zero or a log-spaced value) and `dropout_rate`,
 and then builds and compiles the model exactly as `python -m fer_keras.fit` does: the
-settings are merged by `fer_keras.training.settings.resolve_settings`, the model comes from
-`fer_keras.models.get_model` and the optimizer and loss from
-`fer_keras.training.recipe.compile_model`. Hyperparameter names are the names `fit` accepts, so the
+settings are merged by `fer_keras.training.settings.resolve_settings`, and the model (under
+the experiment's precision policy) and its training inputs come from the one builder fit
+uses, `fer_keras.training.builder`. Hyperparameter names are the names `fit` accepts, so the
 best trial's values can be passed to `fit --hparams` as they are.
 
 Every hyperparameter defaults to the experiment's own value, so
@@ -24,6 +24,14 @@ import math
 
 import keras
 import keras_tuner
+
+from fer_keras.data.sources import make_dataset
+from fer_keras.models import get_model
+from fer_keras.models.layers import all_layers
+from fer_keras.training.builder import build_inputs, build_model
+from fer_keras.training.experiments import get_experiment
+from fer_keras.training.recipe import StopOnNaN, TrainingDiverged
+from fer_keras.training.settings import resolve_settings
 
 SEARCHABLE = ("learning_rate", "weight_decay", "dropout_rate")
 """Hyperparameters the tuner can search: `fit`'s names for them."""
@@ -181,9 +189,6 @@ def default_dropout_rate(experiment):
     from the `Dropout` layers of the default model, since thin variants such as
     `deep_emotion(**kwargs)` do not show their generic builder's default in the signature.
     """
-    from fer_keras.models import get_model
-    from fer_keras.models.layers import all_layers
-
     if "dropout_rate" in experiment.model_kwargs:
         return float(experiment.model_kwargs["dropout_rate"])
     model = get_model(experiment.model, **experiment.model_kwargs)
@@ -218,9 +223,6 @@ class FERHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, experiment_name, search_space=None, steps_per_epoch=1, epochs=None,
                  seed=None, verbose="auto", **kwargs):
-        from fer_keras.training.experiments import get_experiment
-        from fer_keras.training.settings import resolve_settings
-
         super().__init__(name=experiment_name, **kwargs)
         self.experiment = get_experiment(experiment_name)
         self.search_space = check_search_space(
@@ -256,17 +258,11 @@ class FERHyperModel(keras_tuner.HyperModel):
         return values
 
     def build(self, hp):
-        from fer_keras.training.settings import resolve_settings
-        from fer_keras.models import get_model
-        from fer_keras.training.recipe import compile_model, precision_policy
-
         settings = resolve_settings(self.experiment.name, hparams=self.sample(hp))
         # The schedule spans the search's longest training, not the experiment's epochs.
         settings["epochs"] = self.epochs
         # Trials train under the experiment's dtype policy, as its fit does.
-        with precision_policy(settings["precision"]):
-            model = get_model(settings["model"], **settings["model_kwargs"])
-            return compile_model(model, steps_per_epoch=self.steps_per_epoch, **settings)
+        return build_model(settings, steps_per_epoch=self.steps_per_epoch)
 
     def fit(self, hp, model, x, y=None, validation_data=None, callbacks=None, **kwargs):
         """Trains a built model as `fit` does and returns its `History`.
@@ -282,19 +278,11 @@ class FERHyperModel(keras_tuner.HyperModel):
             keras_tuner.errors.FailedTrialError: when the loss becomes NaN, so the tuner
                 records a failed trial and moves on.
         """
-        from fer_keras.data import sources as fer_data
-        from fer_keras.data.augmentation import Augmentation
-        from fer_keras.training.recipe import StopOnNaN, TrainingDiverged, class_weights
-
-        settings = self.settings
         if y is not None:
-            augmentation = Augmentation(settings["augmentation"]) \
-                if settings["augmentation"] else None
-            kwargs.setdefault("class_weight", class_weights(y, settings["class_weight"]))
-            x = fer_data.make_dataset(x, y, int(settings["batch_size"]), shuffle=True,
-                                      augmentation=augmentation, seed=self.seed)
+            x, weights, _ = build_inputs(self.settings, x, y, seed=self.seed)
+            kwargs.setdefault("class_weight", weights)
         if isinstance(validation_data, tuple) and len(validation_data) == 2:
-            validation_data = fer_data.make_dataset(*validation_data, 512)
+            validation_data = make_dataset(*validation_data, 512)
         callbacks = [StopOnNaN()] + list(callbacks or [])
         kwargs.setdefault("verbose", self.verbose)
         kwargs.setdefault("shuffle", False)  # The pipeline shuffles; Keras cannot.

@@ -24,6 +24,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from fer_keras.training.experiments import list_experiments
 from fer_keras.utils.names import did_you_mean
 
 TUNERS = ("hyperband", "bayesian", "random")
@@ -149,7 +150,7 @@ def load_job(path):
             an inverted range.
             A misspelt file, experiment, tuner, objective or key gets the closest names.
     """
-    from fer_keras.training.experiments import list_experiments
+    # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
     from fer_keras.tuning.hypermodel import check_search_space
 
     path = Path(path)

@@ -7,10 +7,15 @@ trains the untuned experiment as long as the search's longest trial and writes
 `comparison.json` and `comparison.md` beside them.
 """
 
+import csv
 import json
 import os
 from pathlib import Path
 
+from fer_keras.training.experiments import get_experiment
+from fer_keras.training.loop import train
+from fer_keras.training.results import _pyplot, write_json
+from fer_keras.training.run_folder import RUN_ENTRIES
 from fer_keras.tuning.jobs import check_inside, load_job
 
 RESULT_FILES = ("trials.csv", "trials.json", "accuracy_vs_hparams.png", "best_hparams.json")
@@ -86,6 +91,7 @@ def collect_trials(runs_dir, job):
         trials), from_trial, seconds, worker and runs (finished runs of this trial id; 1
         unless it was retried after an interruption).
     """
+    # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
     from fer_keras.tuning.hypermodel import SEARCHABLE
 
     runs_dir = Path(runs_dir)
@@ -148,6 +154,7 @@ def format_duration(seconds):
 
 def format_table(rows, job):
     """The trials as a plain-text table, best objective first."""
+    # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
     from fer_keras.tuning.hypermodel import SEARCHABLE
 
     names = [name for name in SEARCHABLE if name in job.search_space]
@@ -175,10 +182,11 @@ def format_table(rows, job):
 
 def plot_trials(rows, job, path, defaults=None):
     """Validation accuracy against each searched hyperparameter, one panel each."""
+    # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
     from fer_keras.tuning.hypermodel import SEARCHABLE
-    from fer_keras.training.results import _pyplot
 
     plt = _pyplot()
+    # Lazy: Matplotlib is loaded only to plot (`_pyplot` picks its backend first).
     from matplotlib import ticker
 
     names = [name for name in SEARCHABLE if name in job.search_space]
@@ -226,10 +234,8 @@ def plot_trials(rows, job, path, defaults=None):
 
 def write_results(rows, job, output_dir, defaults=None, planned=None):
     """Writes trials.csv, trials.json, the plot and best_hparams.json; returns the summary."""
-    import csv
-
+    # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
     from fer_keras.tuning.hypermodel import SEARCHABLE
-    from fer_keras.training.results import write_json
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -272,8 +278,6 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
 
 def _check_untuned_folder(untuned_dir):
     """Refuses an untuned-run folder holding files that `fit` did not write."""
-    from fer_keras.training.run_folder import RUN_ENTRIES
-
     if not untuned_dir.exists():
         return
     if not untuned_dir.is_dir():
@@ -309,10 +313,6 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
         ValueError: if the search has no completed trial yet, `untuned/` holds a finished
             run with other settings and `overwrite` is not set, or files fit did not write.
     """
-    from fer_keras.training.experiments import get_experiment
-    from fer_keras.training.loop import train
-    from fer_keras.training.results import write_json
-
     job = load_job(job_path)
     output_dir = results_folder(job, output_dir)
     trials_path = output_dir / "trials.json"
@@ -364,6 +364,7 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
     experiment = get_experiment(job.experiment)
     study = experiment.study
     validation = metrics["splits"]["validation"]["accuracy"]
+    # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
     from fer_keras.tuning.hypermodel import SEARCHABLE
 
     defaults = summary["experiment_defaults"] or {}

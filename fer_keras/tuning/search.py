@@ -13,15 +13,26 @@ serves the oracle, "tuner0", "tuner1", ... for the workers), `KERASTUNER_ORACLE_
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
 from pathlib import Path
 
+from fer_keras.data import sources as fer_data
+from fer_keras.training.settings import resolve_settings
 from fer_keras.tuning.jobs import check_inside, load_job, planned_budget
-from fer_keras.tuning.results import (RESULT_FILES, TRIAL_LOG_DIR, best_row,
-                                    check_results_dir, collect_trials, format_duration,
-                                    format_table, results_folder, write_results)
+from fer_keras.tuning.results import (
+    RESULT_FILES,
+    TRIAL_LOG_DIR,
+    best_row,
+    check_results_dir,
+    collect_trials,
+    format_duration,
+    format_table,
+    results_folder,
+    write_results,
+)
 
 JOB_RECORD = "fer_keras_job.json"
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -113,8 +124,6 @@ def foreign_entries(runs_dir):
 
 def _remove_search_state(runs_dir, parent):
     """Deletes a search state, refusing any folder that holds something else."""
-    import shutil
-
     check_inside(runs_dir, parent, "--runs-dir")
     foreign = foreign_entries(runs_dir)
     if foreign:
@@ -223,6 +232,7 @@ def job_folders(job, runs_dir=None, output_dir=None):
 
 
 def _make_tuner_classes():
+    # Lazy: Keras Tuner imports Keras, which `tune --help` must not.
     import keras_tuner
 
     class TrialRecorder:
@@ -295,6 +305,7 @@ class Progress:
     """Prints a line per finished trial and keeps the result files current."""
 
     def __init__(self, job, role, tuner_id, runs_dir, output_dir, defaults):
+        # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
         from fer_keras.tuning.hypermodel import SEARCHABLE
 
         self.job, self.role, self.tuner_id = job, role, tuner_id
@@ -348,9 +359,9 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
         The summary written to `trials.json`, or None on a distributed worker (the chief
         writes the results).
     """
+    # Lazy: Keras (and the hypermodel, which imports it) must stay out of `tune --help`.
     import keras
 
-    from fer_keras.data import sources as fer_data
     from fer_keras.tuning.hypermodel import FERHyperModel, steps_per_epoch
 
     job = load_job(job_path)
@@ -376,8 +387,6 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
 
     steps = 1
     if role != "chief":
-        from fer_keras.training.settings import resolve_settings
-
         if splits is None:
             # Trials select on the experiment's own selection split (PublicTest under the
             # kaggle protocol), as its fit does.

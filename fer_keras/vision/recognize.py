@@ -1,0 +1,503 @@
+"""Photos and videos in, one record per face out: the library behind `python -m
+fer_keras.predict` (whose docstring describes the records).
+
+`predict` expands the inputs (`expand_paths`), finds the faces (`fer_keras.vision.faces`),
+classifies them in batches with a `fer_keras.serving.runner.Classifier`, samples and
+tracks videos (`predict_video`, `fer_keras.vision.video`) and draws annotated copies
+(`fer_keras.vision.annotate`). `check_outputs` refuses, before any work, output paths that
+would overwrite an input or cannot be written; `write_csv` writes the records as a table.
+"""
+
+import json
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fer_keras.data.labels import FER2013
+from fer_keras.serving.runner import Classifier, find_best_model
+from fer_keras.vision.annotate import (
+    ANNOTATED_SUFFIX,
+    TIMELINE_SUFFIX,
+    AnnotatedVideo,
+    OutputNames,
+    annotate_photo,
+    is_output_name,
+    plot_timeline,
+)
+from fer_keras.vision.faces import MIN_FACE_SIZE, crop_face, detect_faces, load_detector
+from fer_keras.vision.images import IMAGE_SUFFIXES, load_gray
+from fer_keras.vision.video import (
+    VIDEO_SUFFIXES,
+    IoUTracker,
+    Progress,
+    VideoError,
+    check_sampling,
+    is_video,
+    sample_frames,
+)
+
+STDIN_ERROR = "`-` (standard input) is not supported; give a file path (./- for a file named -)"
+
+
+def input_problem(raw):
+    """Why the input `raw` cannot be read, in words for its error record; None if it can.
+
+    Only the path's metadata is looked at (`stat`): a FIFO is never opened, as reading one
+    blocks until something writes to it, and `/dev/zero` would never end.
+    """
+    if str(raw) == "-":
+        return STDIN_ERROR
+    path = Path(raw)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken symbolic link: it points to {os.readlink(path)}, which does not exist"
+        return "no such file or folder"
+    except NotADirectoryError:
+        return "no such file or folder (a part of the path is a file, not a folder)"
+    except OSError as error:
+        return f"cannot be looked at: {error.strerror or error}"
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+    kind = next((words for test, words in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not an image or video file"
+
+
+def expand_paths(paths, annotate=None):
+    """Files to classify, in order: files as given, folders searched recursively.
+
+    Args:
+        paths: files and folders.
+        annotate: the `--annotate` folder, or None. Pictures of ours already in it
+            (`fer_keras.vision.annotate.is_output_name`) are not taken from an input folder that
+            holds it, so a second run does not classify the first one's annotated copies.
+
+    Returns:
+        A list whose items are image file `Path`s or, for a path that cannot be read (does
+        not exist, is a device or FIFO, `-`) or a folder without images, an error record
+        (dict), in the order of `paths`.
+    """
+    skipped_folder = Path(annotate).resolve() if annotate is not None else None
+    entries = []
+    for raw in paths:
+        path = Path(raw)
+        problem = input_problem(raw)
+        if problem is not None:
+            entries.append({"file": str(path), "error": problem})
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_video(p))
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                           and not (skipped_folder is not None and is_output_name(p)
+                                    and p.parent.resolve() == skipped_folder))
+            if not found:
+                entries.append({"file": str(path), "error": "folder holds no image or video "
+                                f"files ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"})
+            entries.extend(found)
+        else:
+            entries.append(path)
+    return entries
+
+
+def faces_of(path, detector, size):
+    """Yields `(record, crop)` for each face of one file, or one `(error_record, None)`."""
+    try:
+        gray = load_gray(path)
+    except ValueError as error:
+        yield {"file": str(path), "error": str(error)}, None
+        return
+    height, width = gray.shape
+    if detector is None:
+        boxes = [[0, 0, width, height]]
+    else:
+        boxes = detect_faces(detector, gray)
+        if not boxes:
+            yield {"file": str(path), "faces": 0,
+                   "error": "no face found (if the image is already a face crop, pass "
+                            "--no-detect)"}, None
+            return
+    yield from face_entries({"file": str(path)}, gray, boxes, size, detector is not None)
+
+
+def face_entries(base, gray, boxes, size, check_size=True):
+    """Yields `(record, crop)` per box, or `(skipped_record, None)` for a too-small face.
+
+    Args:
+        base: fields every record starts with (`file`, and `frame` / `time` for a video).
+        gray: the picture, uint8 `(height, width)`.
+        boxes: `[x, y, width, height]` boxes, in the order the records get.
+        size: the model's `(height, width)`.
+        check_size: report faces under `MIN_FACE_SIZE` as skipped (off for --no-detect,
+            where the whole image is the face crop the user chose).
+    """
+    for index, box in enumerate(boxes):
+        record = {**base, "face": index, "box": box}
+        if check_size and min(box[2], box[3]) < MIN_FACE_SIZE:
+            record["skipped"] = (f"face of {box[2]}x{box[3]} px is smaller than the "
+                                 f"detector's {MIN_FACE_SIZE}x{MIN_FACE_SIZE} px minimum; "
+                                 f"use a larger picture of it")
+            yield record, None
+        else:
+            yield record, crop_face(gray, box, size)
+
+
+def classify_into(records_and_crops, model):
+    """Adds `label`, `class_id` and `probabilities` to each record that has a crop.
+
+    The names are the `model`'s (`Classifier.class_names`, its label set's, in output
+    order).
+    """
+    class_names = model.class_names
+    crops = [crop for _, crop in records_and_crops if crop is not None]
+    probabilities = iter(model(np.stack(crops)) if crops else [])
+    for record, crop in records_and_crops:
+        if crop is not None:
+            row = next(probabilities)
+            class_id = int(np.argmax(row))
+            record.update(label=class_names[class_id], class_id=class_id,
+                          probabilities={name: round(float(p), 6)
+                                         for name, p in zip(class_names, row)})
+
+
+def predict(paths, model=None, batch_size=64, detect=True, output=None, every=None,
+            fps=None, annotate=None, progress=sys.stderr):
+    """Classifies the faces in `paths` (photos and videos) and writes JSON lines.
+
+    Args:
+        paths: files and folders.
+        model: a `Classifier`, or a path for one; None picks `find_best_model()`.
+        batch_size: faces per model call (photos; a video's faces are classified frame by
+            frame, so its annotated copy can be drawn as it is read).
+        detect: find faces with the Haar cascade; False takes each image (or video frame)
+            as one crop.
+        output: a text stream for the JSON lines (default stdout).
+        every: for videos, classify every N-th frame.
+        fps: for videos, classify this many frames per second of video time (default
+            `fer_keras.vision.video.DEFAULT_SAMPLE_FPS` when `every` is not given either).
+        annotate: a folder for annotated copies of the inputs and video timelines (see
+            `fer_keras.vision.annotate`), or None.
+        progress: a stream for the per-video progress bar, or None.
+
+    Returns:
+        The list of records written (dicts), in order.
+
+    Raises:
+        ValueError: for a bad batch size or sampling, no model, no face detector (with
+            `detect`), or an `annotate` folder that cannot be written or would overwrite an
+            input (`check_outputs`).
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: "
+                         f"batch_size={batch_size!r}")
+    check_sampling(every, fps)
+    if annotate is not None:
+        check_outputs(paths, annotate=annotate)
+    output = output or sys.stdout
+    detector = load_detector() if detect else None
+    if not isinstance(model, Classifier):
+        model = Classifier(model if model is not None else find_best_model())
+    names = None
+    if annotate is not None:
+        names = OutputNames(annotate)
+    entries = expand_paths(paths, annotate)
+    written = []
+    pending = []  # (record, crop or None), in input order.
+
+    def emit(record):
+        output.write(json.dumps(record) + "\n")
+        written.append(record)
+
+    def flush():
+        classify_into(pending, model)
+        for record, _ in pending:
+            emit(record)
+        output.flush()
+        pending.clear()
+
+    for entry in entries:
+        if isinstance(entry, dict):
+            pending.append((entry, None))
+            continue
+        if is_video(entry):
+            flush()
+            for record in predict_video(entry, model, detector, every, fps, names, progress):
+                emit(record)
+            output.flush()
+            continue
+        if names is not None:
+            flush()
+            first = len(written)
+        for record, crop in faces_of(entry, detector, model.size):
+            pending.append((record, crop))
+            if sum(crop is not None for _, crop in pending) >= batch_size:
+                flush()
+        if names is not None:
+            # Drawing needs this photo's labels, so its faces are classified now rather
+            # than batched with the next photos'.
+            flush()
+            done = written[first:]
+            if not any("error" in record for record in done):
+                annotate_photo(entry, done, names)
+    flush()
+    return written
+
+
+def predict_video(path, model, detector, every=None, fps=None, names=None,
+                  progress=sys.stderr):
+    """Yields the face records of one video, sampled frame by sampled frame.
+
+    Each record has `frame` (index from 0), `time` (seconds), `track` (an id that follows
+    one person across frames, `fer_keras.vision.video.IoUTracker`), `face`, `box` and the
+    classification. A video that cannot be read gets one error record; one that stops
+    early (truncated) gets its faces so far and then one error record.
+    """
+    # OpenCV is slow to import; it loads only once a video is read.
+    import cv2
+
+    # Only the timeline needs every record of the video; without it, a count will do.
+    info, tracker, records, faces = {}, IoUTracker(), [], 0
+    annotated, bar, latest, sampled_count, stem = None, None, [], 0, None
+    try:
+        frames = sample_frames(path, every=every, fps=fps, decode_all=names is not None,
+                               info=info)
+        for frame in frames:
+            if bar is None:
+                bar = Progress(Path(path).name, info["frame_count"], progress)
+                if names is not None:
+                    stem = names.stem_for(path)
+                    annotated = AnnotatedVideo(f"{stem}{ANNOTATED_SUFFIX}.mp4", info["fps"],
+                                               (info["width"], info["height"]))
+            if frame.sampled:
+                sampled_count += 1
+                gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+                height, width = gray.shape
+                boxes = (detect_faces(detector, gray) if detector is not None
+                         else [[0, 0, width, height]])
+                base = {"file": str(path), "frame": frame.index, "time": round(frame.time, 4)}
+                found = list(face_entries(base, gray, boxes, model.size, detector is not None))
+                classified = [record for record, crop in found if crop is not None]
+                for record, track in zip(classified, tracker.update(
+                        [record["box"] for record in classified])):
+                    record["track"] = track
+                classify_into(found, model)
+                latest = [record for record, _ in found]
+                faces += len(latest)
+                if names is not None:
+                    records.extend(latest)
+                yield from latest
+            if annotated is not None:
+                annotated.write(frame.image, latest)
+            bar.update(frame.index + 1)
+    except VideoError as error:
+        yield {"file": str(path), "error": str(error),
+               **({"frames_read": error.frames_read} if error.frames_read else {})}
+    finally:
+        if bar is not None:
+            bar.close()
+        if annotated is not None:
+            annotated.close()
+    if bar is not None and not faces:
+        yield {"file": str(path), "faces": 0, "frames_sampled": sampled_count,
+               "error": f"no face found in {sampled_count} sampled frame(s)"}
+    if names is not None and records:
+        plot_timeline(records, f"{stem}{TIMELINE_SUFFIX}", title=Path(path).name)
+
+
+CSV_COLUMNS = ("file", "frame", "time", "track", "face", "x", "y", "width", "height",
+               "label", "class_id")
+
+
+def write_csv(records, path, class_names=FER2013.class_names):
+    """Writes records as a table (pandas): one row per record, one column per probability.
+
+    Columns: `CSV_COLUMNS`, then one per class of `class_names` (the model's label set, in
+    output order), then `skipped` and `error`; fields a record lacks (`frame` for a
+    photo, `label` for an error) are left empty.
+
+    The table is written to a hidden file beside `path` and renamed over it when complete,
+    so a failed write leaves `path` as it was, never half-written. A path that exists and
+    is not a regular file (`/dev/stdout`) is written directly. Missing parent folders are
+    made.
+
+    Raises:
+        ValueError: if the file cannot be written (with the reason).
+    """
+    # pandas is slow to import; only --csv needs it.
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        row = {key: value for key, value in record.items()
+               if key not in ("box", "probabilities")}
+        if "box" in record:
+            row.update(zip(("x", "y", "width", "height"), record["box"]))
+        row.update(record.get("probabilities", {}))
+        rows.append(row)
+    columns = [*CSV_COLUMNS, *class_names, "skipped", "error"]
+    table = pd.DataFrame(rows)
+    extra = [column for column in table.columns if column not in columns]
+    table = table.reindex(columns=columns + extra)
+    # Integer columns with gaps would turn into floats ("3.0"); nullable ints keep "3".
+    for column in ("frame", "track", "face", "x", "y", "width", "height", "class_id"):
+        table[column] = table[column].astype("Int64")
+    try:
+        if Path(path).exists() and not Path(path).is_file():
+            table.to_csv(path, index=False)
+            return table
+        # The link's target is what gets replaced, so a --csv that is a symbolic link
+        # stays one.
+        target = Path(path).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        try:
+            table.to_csv(partial, index=False)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write the CSV table {path}: {error.strerror or error}. "
+                         f"Pass a --csv path in a writable folder. Received: --csv {path}"
+                         ) from None
+    return table
+
+
+def file_identity(path):
+    """`(device, inode)` of an existing file, or None: two names of one file (a hard or
+    symbolic link) have the same identity."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def check_writable(path, flag, folder=False):
+    """Refuses an output path that cannot be written, before any work is done.
+
+    A missing file or folder is fine when the nearest folder that exists above it is
+    writable (it and its parents are made); that is tried by creating and removing a
+    hidden file there, as permissions alone do not tell about read-only mounts.
+
+    Args:
+        path: the output file (or folder, with `folder`).
+        flag: the option that named it (`--csv`), for the message.
+        folder: whether a folder is expected rather than a file.
+
+    Raises:
+        ValueError: naming the path and what is wrong with it (a folder where a file is
+            expected or the reverse, a file in the way of its parent folders, read-only).
+    """
+    path = Path(path)
+    received = f"Received: {flag} {path}"
+    try:
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            # A device or FIFO named on purpose (/dev/stdout) is written as it is.
+            if folder or not os.access(path, os.W_OK):
+                raise ValueError(f"{flag} {path} is not a {'folder' if folder else 'file'} "
+                                 f"that can be written; pass another path. {received}")
+            return
+        target = path.resolve()
+        if target.is_dir() and not folder:
+            raise ValueError(f"{flag} {path} is a folder; give the path of a file to write, "
+                             f"such as {path / 'faces.csv'}. {received}")
+        if folder and target.exists() and not target.is_dir():
+            raise ValueError(f"{flag} {path} is a file, not a folder; give a folder for the "
+                             f"pictures. {received}")
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ValueError(f"{flag} {path} is not writable (read-only); pass another path. "
+                             f"{received}")
+        existing = target if folder else target.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{flag} {path} cannot be made: {existing} is a file, not a "
+                             f"folder. {received}")
+        handle, probe = tempfile.mkstemp(prefix=".fer_keras-write-check-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{flag} {path} cannot be written: {error.strerror or error} (in "
+                         f"{getattr(error, 'filename', None) or path}). Pass a path in a "
+                         f"writable folder. {received}") from None
+
+
+def check_outputs(paths, csv=None, annotate=None, stdout=None):
+    """Refuses outputs that would overwrite an input or each other, or cannot be written.
+
+    Runs before anything is classified, so a bad output path costs nothing and no input
+    is ever replaced: an output that is one of the inputs (by path, or as another name of
+    the same file), an `--annotate` folder holding an input named like its pictures, a
+    `--csv` that is the `--annotate` folder, inside it or one of its pictures, or standard
+    output redirected into an input or the `--csv` file. An existing file that is no input
+    and is named exactly by `--csv` is replaced, as asked.
+
+    Args:
+        paths: the inputs (files and folders), as `predict` takes them.
+        csv: the `--csv` file, or None.
+        annotate: the `--annotate` folder, or None.
+        stdout: the stream the JSON lines go to, or None.
+
+    Raises:
+        ValueError: one line naming the output, the clash and the fix.
+    """
+    for flag, value in (("--csv", csv), ("--annotate", annotate)):
+        if value is not None and not str(value).strip():
+            raise ValueError(f"{flag} needs a path. Received: {flag} {value!r}")
+    by_path, by_identity = {}, {}
+    for entry in expand_paths(paths, annotate):
+        if not isinstance(entry, dict):
+            by_path[entry.resolve()] = entry
+            by_identity[file_identity(entry)] = entry
+    by_identity.pop(None, None)
+
+    def input_at(path):
+        return by_path.get(Path(path).resolve()) or by_identity.get(file_identity(path))
+
+    for flag, value in (("--csv", csv), ("--annotate", annotate)):
+        clash = None if value is None else input_at(value)
+        if clash is not None:
+            raise ValueError(f"{flag} {value} is the input {clash}; writing it would destroy "
+                             f"it. Pass another {flag} path. Received: {flag} {value}")
+    if annotate is not None:
+        folder = Path(annotate).resolve()
+        for entry in by_path.values():
+            place = entry.absolute().parent.resolve() / entry.name
+            if place.parent == folder and is_output_name(place):
+                raise ValueError(f"--annotate {annotate} holds the input {entry}, named as "
+                                 f"the annotated pictures written there are, so it could be "
+                                 f"overwritten; pass another --annotate folder. Received: "
+                                 f"--annotate {annotate}")
+        if csv is not None:
+            table = Path(csv).resolve()
+            if table == folder or table in folder.parents or (
+                    table.parent == folder and is_output_name(table)):
+                raise ValueError(f"--csv {csv} clashes with --annotate {annotate}: one would "
+                                 f"overwrite the other; pass a --csv file outside the folder's "
+                                 f"pictures. Received: --csv {csv}")
+    stdout_identity = None
+    try:
+        # Only a regular file can be clobbered; a terminal or pipe is no one's data.
+        if stdout is not None and stat.S_ISREG(os.fstat(stdout.fileno()).st_mode):
+            stdout_identity = file_identity(stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass  # Not a real file (a test's capture, a closed stream).
+    if stdout_identity is not None:
+        if stdout_identity in by_identity:
+            raise ValueError(f"standard output is redirected into the input "
+                             f"{by_identity[stdout_identity]}; the JSON lines would be written "
+                             f"into it. Redirect it to another file.")
+        if csv is not None and file_identity(csv) == stdout_identity:
+            raise ValueError(f"--csv {csv} is the file standard output is redirected to; the "
+                             f"table would replace the JSON lines. Pass another --csv path. "
+                             f"Received: --csv {csv}")
+    if csv is not None:
+        check_writable(csv, "--csv")
+    if annotate is not None:
+        check_writable(annotate, "--annotate", folder=True)
