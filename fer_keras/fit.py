@@ -394,7 +394,8 @@ def check_output_folder(output_dir, overwrite=False, flag="--output-dir"):
 
 def _is_unfinished_run(folder):
     """Whether `folder` is a run of fit's that trained in place (earlier versions did) and
-    can resume: its resume state and a config.json that fit wrote."""
+    can resume: Keras' resume state as fit keeps it (`backup/training_metadata.json`) and a
+    config.json object beside it."""
     config = Path(folder) / "config.json"
     if not (Path(folder) / "backup" / "training_metadata.json").exists() \
             or not config.exists():
@@ -403,7 +404,7 @@ def _is_unfinished_run(folder):
         written = json.loads(config.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(written, dict) and {"experiment", "command"} <= set(written)
+    return isinstance(written, dict)
 
 
 def _remove_stale_staging(staging):
