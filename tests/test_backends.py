@@ -206,7 +206,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(slice_csv, tmp_path):
 
 JAX_PARALLEL_SCRIPT = """
 import sys
-from fer_keras import fit
+from fer_keras.training import loop
 data, out = sys.argv[1:3]
 try:
     loop.train("baseline", data=data, output_dir=out + "/refused", distribute="multi-worker")

@@ -101,7 +101,8 @@ def _refuse_special_file(path, source="--data"):
                         "--data PATH to one.")
 
 
-def resolve_data_path(path=None, recorded=None):
+def resolve_data_path(path: "str | os.PathLike | None" = None,
+                      recorded: "tuple[str, str] | None" = None) -> Path:
     """Finds the FER2013 source.
 
     Args:
@@ -164,7 +165,7 @@ def _file_digest(path):
     return _DIGESTS[key]
 
 
-def source_fingerprint(path):
+def source_fingerprint(path: "str | os.PathLike") -> str:
     """A string that changes when the FER2013 source's content does.
 
     For a CSV it is the file's SHA-256 (the one the decoded-CSV cache is keyed by); for an
@@ -297,7 +298,8 @@ def _decode_pixels(fields):
     return (np.concatenate(rows) if rows else np.zeros((0, NUM_PIXELS), np.uint8)), bad
 
 
-def parse_csv(path, skip_bad_rows=False):
+def parse_csv(path: "str | os.PathLike", skip_bad_rows: bool = False
+              ) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
     """Parses a Kaggle-format FER2013 CSV without a per-pixel Python loop.
 
     Lines are read one at a time and at most `MAX_LINE_BYTES` long, and a value is quoted
@@ -503,7 +505,8 @@ class ImageFiles:
         return ImageFiles(self.paths[rows], self.skip_bad_rows)
 
 
-def load_image_folder(root, skip_bad_rows=False):
+def load_image_folder(root: "str | os.PathLike", skip_bad_rows: bool = False
+                      ) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
     """Loads the image-folder copy of FER2013.
 
     Expects `root/train/<class>/*` and optionally `root/test/<class>/*`, with class folders
@@ -632,7 +635,8 @@ def _write_cache(cache, images, labels, usages, skipped_rows):
         pass  # Caching is an optimisation; a read-only home must not stop training.
 
 
-def load_fer2013(path=None, skip_bad_rows=False, use_cache=True):
+def load_fer2013(path: "str | os.PathLike | None" = None, skip_bad_rows: bool = False,
+                 use_cache: bool = True) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
     """Loads FER2013 from a CSV or an image folder, caching decoded CSVs on disk.
 
     The cache (`~/.cache/fer_keras`, or `FER_KERAS_CACHE`) is keyed by the SHA-256 of the
@@ -718,8 +722,9 @@ def split_indices(labels, usages, protocol="study", seed=SPLIT_SEED):
             "public_test": public_test, "private_test": private_test}
 
 
-def load_splits(path=None, skip_bad_rows=False, limit=None, seed=SPLIT_SEED, protocol="study",
-                stream=False):
+def load_splits(path: "str | os.PathLike | None" = None, skip_bad_rows: bool = False,
+                limit: "int | None" = None, seed: int = SPLIT_SEED, protocol: str = "study",
+                stream: bool = False) -> "dict[str, tuple[np.ndarray, np.ndarray]]":
     """Loads FER2013 and returns the four named splits.
 
     Args:

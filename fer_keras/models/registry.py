@@ -1,5 +1,10 @@
 """The one model registry: every builder registers here under a unique name."""
 
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # Only for the annotations: the registry itself never needs Keras.
+    import keras
+
 _MODELS = {}
 
 
@@ -28,12 +33,12 @@ def register_model(function=None, *, name=None, forwards_to=None):
     return decorate(function) if function is not None else decorate
 
 
-def list_models():
+def list_models() -> "list[str]":
     """Returns the sorted names of all registered models."""
     return sorted(_MODELS)
 
 
-def get_builder(name):
+def get_builder(name: str) -> "Callable[..., keras.Model]":
     """Returns the builder function registered under `name`; unknown names suggest the
     closest ones and list the valid ones."""
     if name not in _MODELS:
@@ -44,7 +49,7 @@ def get_builder(name):
     return _MODELS[name]
 
 
-def get_model(name, **kwargs):
+def get_model(name: str, **kwargs: Any) -> "keras.Model":
     """Builds a registered model.
 
     Args:
@@ -57,7 +62,7 @@ def get_model(name, **kwargs):
     return get_builder(name)(**kwargs)
 
 
-def builder_accepts(name, keyword):
+def builder_accepts(name: str, keyword: str) -> bool:
     """Whether the builder registered as `name` takes `keyword`, directly or through the
     generic builder its `**kwargs` are forwarded to."""
     import inspect
