@@ -50,7 +50,7 @@ def get_label_set(name):
     """The registered `LabelSet` called `name` (ValueError naming the known ones)."""
     if name not in _LABEL_SETS:
         raise ValueError(f"Unknown label set. Use one of {', '.join(_LABEL_SETS)}."
-                         f"{did_you_mean(name, _LABEL_SETS)} Received: labels={name!r}")
+                         f"{did_you_mean(name, list(_LABEL_SETS))} Received: labels={name!r}")
     return _LABEL_SETS[name]
 
 

@@ -61,7 +61,7 @@ def get_protocol(name=None):
         return name
     if name not in PROTOCOLS:
         raise ValueError(f"Unknown protocol. Use one of {', '.join(PROTOCOLS)}."
-                         f"{did_you_mean(name, PROTOCOLS)} Received: protocol={name!r}")
+                         f"{did_you_mean(name, list(PROTOCOLS))} Received: protocol={name!r}")
     return PROTOCOLS[name]
 
 

@@ -75,15 +75,17 @@ def compile_model(model, /, optimizer="adam", learning_rate=1e-3, weight_decay=0
     return model
 
 
-def class_weights(labels, mode):
-    """Returns `{class: weight}` for `mode="balanced"`, or None for no weighting."""
+def class_weights(labels, mode, num_classes=NUM_CLASSES):
+    """Returns `{class: weight}` for `mode="balanced"`, or None for no weighting.
+
+    `num_classes` is the label set's class count (FER2013's 7 by default)."""
     if mode in (None, "none"):
         return None
     if mode != "balanced":
         raise ValueError(f"class_weight must be None or 'balanced'. "
                          f"Received: class_weight={mode!r}")
-    counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
-    weights = len(labels) / (NUM_CLASSES * np.maximum(counts, 1.0))
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
     return {index: float(weight) for index, weight in enumerate(weights)}
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras.data.labels import label_set_for
 from fer_keras.data.protocols import protocol_of
-from fer_keras.data.sources import CLASS_NAMES, NUM_CLASSES, ImageFiles, make_dataset
+from fer_keras.data.sources import ImageFiles, make_dataset
 from fer_keras.training.runs import Run
 
 PROGRESS_MIN_BATCHES = 20
@@ -41,15 +42,18 @@ def predict_probabilities(model, images, batch_size=512, progress_seconds=60.0):
 def score(labels, probabilities):
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 
-    Rows of the confusion matrix are true classes and columns predictions, both in Kaggle
-    id order (`CLASS_NAMES`).
+    Rows of the confusion matrix are true classes and columns predictions, both in the
+    model's output order; the class names are those of the label set with as many classes
+    as `probabilities` has columns (`fer_keras.data.labels.label_set_for`).
     """
     # scikit-learn is heavy and only scoring needs it.
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    class_names = label_set_for(probabilities.shape[1]).class_names
     predicted = np.argmax(probabilities, axis=1)
-    classes = list(range(NUM_CLASSES))
+    classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0)
     return {
@@ -60,10 +64,10 @@ def score(labels, probabilities):
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]),
                    "f1": float(f1[i]), "support": int(support[i])}
-            for i, name in enumerate(CLASS_NAMES)
+            for i, name in enumerate(class_names)
         },
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
-        "class_order": list(CLASS_NAMES),
+        "class_order": list(class_names),
     }
 
 
@@ -170,9 +174,11 @@ def plot_history(history, path, title=""):
 
 
 def plot_confusion(matrix, path, title=""):
-    """Row-normalised confusion matrix with counts, classes in Kaggle id order."""
+    """Row-normalised confusion matrix with counts, classes in the model's output order
+    (named by the label set of that many classes)."""
     plt = _pyplot()
     matrix = np.asarray(matrix, dtype=np.float64)
+    class_names = label_set_for(len(matrix), "the confusion matrix").class_names
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
     figure, axis = plt.subplots(figsize=(6.5, 5.5))
     image = axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -181,8 +187,8 @@ def plot_confusion(matrix, path, title=""):
             axis.text(j, i, f"{100 * rates[i, j]:.0f}%\n{int(matrix[i, j])}", ha="center",
                       va="center", fontsize=7,
                       color="white" if rates[i, j] > 0.5 else "black")
-    axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right")
-    axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+    axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axis.set_yticks(range(len(class_names)), class_names)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true (row-normalised recall)")
     axis.set_title(title + "\n(classes in Kaggle id order)", fontsize=10)
