@@ -47,6 +47,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fer_keras.benchmarks.results import (
     BenchResult,
     Latency,
@@ -244,7 +246,6 @@ def measure_litert(savedmodel_dir: str | Path, tflite_path: str | Path, steps: i
     (int8 kernels do not depend on the values) but not its accuracy (`python -m
     fer_keras.formats` scores trained runs' int8 files).
     """
-    import numpy as np
 
     representative = None
     if quantize == "int8":
@@ -284,7 +285,6 @@ def measure_training(settings: dict, steps: int, seed: int, precision: str,
     """
     # Heavy: Keras and the builder (which imports it) load only when training is timed.
     import keras
-    import numpy as np
 
     from fer_keras.training.builder import build_for_training
     from fer_keras.training.recipe import EpochTimer
@@ -310,7 +310,6 @@ def measure_training(settings: dict, steps: int, seed: int, precision: str,
 def _median_figures(timed: dict[str, list[float]], rounds: int) -> dict[str, TrainingFigures]:
     """Each precision's median over its rounds (rounded as bench writes it), and every
     round where there were several."""
-    import numpy as np
 
     return {precision: TrainingFigures(
         round(float(np.median(values)), 1),

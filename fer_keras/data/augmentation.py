@@ -66,12 +66,14 @@ class Augmentation:
                 "zoom": list(self.zoom), "seed": self.seed}
 
     def _uniform(self, batch, low, high):
+        # TensorFlow loads on first use (and is absent on the JAX and torch extras).
         import tensorflow as tf
 
         return tf.random.uniform([batch], low, high, seed=self.seed)
 
     def matrices(self, batch, height, width):
         """Per-image 3x3 matrices mapping output pixel coordinates to input coordinates."""
+        # TensorFlow loads on first use (and is absent on the JAX and torch extras).
         import tensorflow as tf
 
         def choose(count):
@@ -131,6 +133,7 @@ class Augmentation:
 
     def __call__(self, images, training=True):
         """Augments a float batch `(batch, height, width, channels)`; identity if not training."""
+        # TensorFlow loads on first use (and is absent on the JAX and torch extras).
         import tensorflow as tf
 
         if not training:

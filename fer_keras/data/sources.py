@@ -676,6 +676,7 @@ def split_training(labels, validation_fraction=VALIDATION_FRACTION, seed=SPLIT_S
 
     With the full 28,709 Training rows this gives the study's 22,967 / 5,742.
     """
+    # scikit-learn is heavy and only scoring needs it.
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
@@ -769,6 +770,7 @@ PIPELINES = ("tf.data", "numpy")
 
 def default_pipeline(images=None):
     """"tf.data" on the TensorFlow backend for in-memory arrays, else "numpy"."""
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     if keras.backend.backend() == "tensorflow" and (images is None
@@ -820,6 +822,7 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
         return ArrayBatches(images, labels, batch_size, shuffle=shuffle,
                             augmentation=augmentation, seed=seed, one_hot=one_hot,
                             workers=workers, drop_remainder=drop_remainder)
+    # TensorFlow loads on first use (and is absent on the JAX and torch extras).
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE

@@ -5,6 +5,9 @@ and outputs float32 softmax probabilities over the 7 classes (Kaggle id order) f
 layer named "probabilities" (or from a `MirrorAverage` layer around such a model).
 """
 
+import numbers
+import zipfile
+
 from fer_keras.models import baselines, classic, deep_emotion, dexpression, resnet, vgg  # noqa: F401
 from fer_keras.models.layers import (  # noqa: F401
     LocalResponseNormalization,
@@ -36,7 +39,6 @@ def check_class_probabilities(output_shape, source):
     >>> check_class_probabilities(get_model("baseline").output_shape, "baseline")
     (None, 7)
     """
-    import numbers
 
     from fer_keras.data.sources import CLASS_NAMES
 
@@ -65,7 +67,6 @@ def archive_damage(path, check_contents=True):
         path: an existing file.
         check_contents: also decompress every member and check its CRC (reads it all).
     """
-    import zipfile
 
     if not zipfile.is_zipfile(path):
         return "it is not a complete zip archive, as a .keras file is; its end is missing"
@@ -90,6 +91,7 @@ def with_dtype_policy(model, policy="float32"):
     Returns:
         `model` itself when no layer uses another policy, else a rebuilt copy.
     """
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import json
 
     import keras
@@ -129,6 +131,7 @@ def load_model(path, compile=False, dtype_policy="float32"):
         ValueError: if the file is missing, truncated or damaged, or is not a Keras
             archive.
     """
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     from pathlib import Path
 
     import keras

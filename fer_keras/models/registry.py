@@ -1,5 +1,6 @@
 """The one model registry: every builder registers here under a unique name."""
 
+import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # Only for the annotations: the registry itself never needs Keras.
@@ -65,7 +66,6 @@ def get_model(name: str, **kwargs: Any) -> "keras.Model":
 def builder_accepts(name: str, keyword: str) -> bool:
     """Whether the builder registered as `name` takes `keyword`, directly or through the
     generic builder its `**kwargs` are forwarded to."""
-    import inspect
 
     builder = get_builder(name)
     while builder is not None:

@@ -134,6 +134,7 @@ def check_probabilities(probabilities, source):
 
 def keras_probabilities(model, faces):
     """`model`'s outputs for uint8 `faces`, as NumPy (one eager call, no tracing)."""
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     return keras.ops.convert_to_numpy(model(faces.astype("float32"), training=False))
@@ -154,6 +155,7 @@ def check_keras_model(model, source, what=None):
     Raises:
         ValueError: with one line naming `source` and the fix.
     """
+    # These import Keras; loaded on first use, so --help stays fast.
     from fer_keras.models import check_class_probabilities
 
     shape = keras_input_shape(model, source)

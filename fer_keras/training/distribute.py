@@ -116,6 +116,7 @@ def prepare_model(model, distribution):
 
 
 def _vector_logs(step):
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     def wrapped(data):
@@ -133,6 +134,7 @@ def split_cpu(count):
     TensorFlow initialises its devices. JAX: `XLA_FLAGS=--xla_force_host_platform_device_count`,
     read when JAX first initialises its CPU backend.
     """
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     backend = keras.backend.backend()
@@ -186,6 +188,7 @@ def setup_distribution(name="none", cpu_devices=None):
         ValueError: for an unknown name, a backend without that engine (PyTorch), or
             "multi-worker" without its cluster configuration.
     """
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     name = name or "none"
@@ -207,6 +210,7 @@ def setup_distribution(name="none", cpu_devices=None):
 
 
 def _tensorflow_distribution(name):
+    # TensorFlow loads on first use (and is absent on the JAX and torch extras).
     import tensorflow as tf
 
     if name == "mirrored":
@@ -242,6 +246,7 @@ def _tensorflow_distribution(name):
 
 
 def _jax_distribution(name):
+    # JAX is optional (the jax extra).
     import jax
     import keras
 

@@ -222,6 +222,7 @@ def train_in_staging(job: TrainingJob, staging: Path,
 def run_config(job: TrainingJob, distribution: Distribution) -> dict[str, Any]:
     """The run's `config.json`: its settings, seed, data (path and fingerprint), command
     line, Keras version and backend, and distribution."""
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     data_path = job.data_path
@@ -267,6 +268,7 @@ def _validation_data(x_val: Any, y_val: Any, distribution: Distribution) -> tupl
 def make_callbacks(job: TrainingJob, staging: Path, num_images: int, verbose: int, *,
                    resuming: bool, best_so_far: float | None) -> list:
     """The callbacks of a run training in `staging`, in the order they must run."""
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
     from fer_keras.training.recipe import EpochTimer, ProgressLog, StopOnNaN
@@ -302,6 +304,7 @@ def write_run_outputs(job: TrainingJob, staging: Path, model: Any, splits: dict,
     """Writes a trained run's outputs into `staging`: the best epoch's model.keras without
     its optimizer state, metrics.json (scores of every split), learning_curves.png and
     confusion_matrix.png; prints the per-class reports. Returns the metrics dict."""
+    # These import Keras; loaded on first use, so --help stays fast.
     from fer_keras.models import with_dtype_policy
 
     name = job.experiment_name
@@ -324,6 +327,7 @@ def write_run_outputs(job: TrainingJob, staging: Path, model: Any, splits: dict,
 def _best_model(staging: Path, model: Any) -> Any:
     """The best epoch's model (the checkpoint), re-saved without its optimizer state; the
     trained `model` itself when no epoch was checkpointed."""
+    # These import Keras; loaded on first use, so --help stays fast.
     from fer_keras.models import load_model
 
     checkpoint_path = staging / "model.keras"
@@ -342,6 +346,7 @@ def _best_model(staging: Path, model: Any) -> Any:
 def run_metrics(job: TrainingJob, model: Any, history: dict[str, list], scored: dict,
                 distribution: Distribution) -> dict[str, Any]:
     """The run's `metrics.json`: what trained, how (epochs, time, speed) and its scores."""
+    # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
     import numpy as np
 

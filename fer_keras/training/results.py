@@ -143,6 +143,7 @@ def _pyplot():
     import matplotlib  # heavy, and only the plots need it
 
     matplotlib.use("Agg")
+    # matplotlib loads only where a plot is drawn.
     import matplotlib.pyplot as plt
 
     return plt

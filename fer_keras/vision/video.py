@@ -89,6 +89,7 @@ def open_video(path):
     Raises:
         VideoError: if OpenCV cannot open the file as a video.
     """
+    # OpenCV loads only where images or videos are decoded.
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -128,6 +129,7 @@ def sample_frames(path, every=None, fps=None, decode_all=False, info=None):
         VideoError: for a file that cannot be opened, a video with zero frames, or one
             that ends before the frame count its container gives (truncated).
     """
+    # OpenCV loads only where images or videos are decoded.
     import cv2
 
     every, fps = check_sampling(every, fps)
