@@ -4,6 +4,7 @@ Usage:
 
     python -m fer_keras.fit baseline_deep_dropout [--data PATH] [--epochs N]
         [--batch-size N] [--learning-rate X] [--weight-decay X] [--dropout-rate X]
+        [--labels fer2013|ferplus] [--label-mode majority|probability] [--labels-file F]
         [--hparams BEST.json] [--output-dir DIR] [--overwrite] [--seed N]
         [--distribute mirrored|multi-worker] [--stream]
 
@@ -43,7 +44,14 @@ import argparse
 from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
 from fer_keras.data.protocols import PROTOCOLS
 from fer_keras.training.distribute import DISTRIBUTIONS
-from fer_keras.training.experiments import OPTIMIZERS, PRECISIONS, SCHEDULES, list_experiments
+from fer_keras.training.experiments import (
+    LABEL_MODES,
+    LABEL_SETS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    list_experiments,
+)
 from fer_keras.training.loop import train
 from fer_keras.training.settings import load_hparams
 
@@ -76,6 +84,16 @@ def build_parser():
     parser.add_argument("--protocol", choices=list(PROTOCOLS),
                         help="study: train on 80%% of Training, select on the other 20%%; "
                         "kaggle: train on all of Training, select on PublicTest")
+    parser.add_argument("--labels", choices=list(LABEL_SETS),
+                        help="the labels to learn: fer2013 (one label per face, the CSV's) "
+                        "or ferplus (FER+'s crowd votes, 8 classes with contempt; needs "
+                        "--label-mode and the kaggle protocol)")
+    parser.add_argument("--label-mode", choices=list(LABEL_MODES),
+                        help="FER+ targets: majority (faces most voters agree on, one label "
+                        "each) or probability (each face's vote distribution); validation "
+                        "and test faces always use the majority rule")
+    parser.add_argument("--labels-file", help="FER+ votes file (fer2013new.csv); default "
+                        "$FERPLUS_PATH, then fer2013new.csv beside --data")
     parser.add_argument("--hparams", help="JSON of hyperparameters (e.g. the tuner's "
                         "best_hparams.json); explicit flags win over it")
     parser.add_argument("--output-dir", help="default saved_models/EXPERIMENT")
@@ -116,7 +134,8 @@ def main(argv=None):
         "dropout_rate": args.dropout_rate, "label_smoothing": args.label_smoothing,
         "class_weight": args.class_weight, "optimizer": args.optimizer,
         "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
-        "precision": args.precision, "protocol": args.protocol,
+        "precision": args.precision, "protocol": args.protocol, "labels": args.labels,
+        "label_mode": args.label_mode,
     }
 
     def body():
@@ -126,7 +145,7 @@ def main(argv=None):
               verbose="auto" if args.verbose is None else args.verbose,
               skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
               progress_seconds=args.progress_seconds, distribute=args.distribute,
-              cpu_devices=args.cpu_devices, stream=args.stream)
+              cpu_devices=args.cpu_devices, stream=args.stream, labels_file=args.labels_file)
 
     from fer_keras.training.recipe import TrainingDiverged  # Keras: not for `fit --help`
 

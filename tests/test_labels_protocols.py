@@ -8,26 +8,26 @@ from fer_keras.data import labels, protocols
 from fer_keras.training.results import score
 
 
-@pytest.fixture
-def eight_classes():
-    extra = labels.register_label_set(labels.LabelSet(
-        "test_eight", labels.FER2013.class_names + ("contempt",)))
-    yield extra
-    labels._LABEL_SETS.pop(extra.name)
-
-
 def test_fer2013_is_the_default_seven():
     assert labels.label_set_for(7) is labels.FER2013
     assert labels.FER2013.class_names[3] == "happy"
+    assert labels.label_set_for(8) is labels.FERPLUS
+
+
+def test_ferplus_classes_map_onto_fer2013s_seven():
+    columns = labels.shared_classes(labels.FERPLUS, labels.FER2013)
+    assert [labels.FERPLUS.class_names[i] for i in columns] == list(labels.FER2013.class_names)
+    with pytest.raises(ValueError, match="contempt"):
+        labels.shared_classes(labels.FER2013, labels.FERPLUS)
 
 
 def test_an_output_count_of_no_label_set_is_one_line():
     with pytest.raises(ValueError, match=r"has 5 outputs, which matches no known label set "
-                                         r"\(known: 7 \(fer2013\)\)"):
+                                         r"\(known: 7 \(fer2013\), 8 \(ferplus\)\)"):
         labels.label_set_for(5)
 
 
-def test_scores_name_the_classes_of_the_models_label_set(eight_classes):
+def test_scores_name_the_classes_of_the_models_label_set():
     probabilities = np.eye(8)[[0, 7, 7, 3]]
     scored = score([0, 7, 6, 3], probabilities)
     assert scored["class_order"][-1] == "contempt" and len(scored["per_class"]) == 8

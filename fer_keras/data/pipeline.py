@@ -32,7 +32,7 @@ class ArrayBatches(keras.utils.PyDataset):
         images: uint8 `(N, 48, 48, 1)` array, or any object with `len()` whose
             `images[indices]` returns such an array (`fer_keras.data.sources.ImageFiles` decodes
             the files there, so a folder streams from disk).
-        labels: int `(N,)` Kaggle ids.
+        labels: int `(N,)` label ids, or float `(N, num_classes)` target distributions.
         batch_size: images per batch (the last one may be smaller).
         shuffle: reshuffle every epoch.
         augmentation: an `Augmentation` (its `apply_numpy` is used), or None.
@@ -85,8 +85,11 @@ class ArrayBatches(keras.utils.PyDataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             x = self.augmentation.apply_numpy(x, rng)
         y = self.labels[rows]
-        if self.one_hot:
+        if self.one_hot and y.ndim == 1:
             y = np.eye(self.num_classes, dtype=np.float32)[y]
+        elif y.ndim == 2:
+            # Target distributions (FER+ votes) are already one row per image.
+            y = y.astype(np.float32)
         return x, y
 
     def on_epoch_end(self):

@@ -725,8 +725,16 @@ def split_indices(labels, usages, protocol="study", seed=SPLIT_SEED):
 
 def load_splits(path: "str | os.PathLike | None" = None, skip_bad_rows: bool = False,
                 limit: "int | None" = None, seed: int = SPLIT_SEED, protocol: str = "study",
-                stream: bool = False) -> "dict[str, tuple[np.ndarray, np.ndarray]]":
+                stream: bool = False, labels: str = "fer2013", label_mode: "str | None" = None,
+                labels_file: "str | os.PathLike | None" = None
+                ) -> "dict[str, tuple[np.ndarray, np.ndarray]]":
     """Loads FER2013 and returns the four named splits.
+
+    With `labels="ferplus"` the faces carry FER+'s crowd labels instead (see
+    `fer_keras.data.ferplus.ferplus_splits`, which also adds "train_targets" and
+    "fer2013_private_test"); that needs the Kaggle CSV in its original row order, the
+    kaggle protocol, and the votes file (`labels_file`, `$FERPLUS_PATH`, or
+    `fer2013new.csv` beside the CSV).
 
     Args:
         path: CSV or folder (see `resolve_data_path`).
@@ -741,6 +749,11 @@ def load_splits(path: "str | os.PathLike | None" = None, skip_bad_rows: bool = F
         dict mapping "train", "validation", "public_test", "private_test" to `(x, y)`.
     """
     check_protocol(protocol)
+    if labels == "ferplus":
+        return _load_ferplus_splits(path, skip_bad_rows, limit, protocol, stream, label_mode,
+                                    labels_file)
+    if labels != FER2013.name:
+        raise ValueError(f"labels must be fer2013 or ferplus. Received: labels={labels!r}")
     if stream:
         path = resolve_data_path(path)
         if not path.is_dir():
@@ -763,6 +776,31 @@ def load_splits(path: "str | os.PathLike | None" = None, skip_bad_rows: bool = F
     return splits
 
 
+def _load_ferplus_splits(path, skip_bad_rows, limit, protocol, stream, label_mode,
+                         labels_file):
+    """`load_splits` with FER+ labels; every refusal is one line naming the fix."""
+    from fer_keras.data import ferplus
+
+    if not get_protocol(protocol).validation_is_public_test:
+        raise ValueError(f"FER+ labels select on PublicTest and score PrivateTest, as FER+ "
+                         f"does: use --protocol kaggle. Received: protocol={protocol!r}")
+    if label_mode not in ferplus.LABEL_MODES:
+        raise ValueError(f"--label-mode must be one of {', '.join(ferplus.LABEL_MODES)} with "
+                         f"FER+ labels. Received: label_mode={label_mode!r}")
+    path = resolve_data_path(path)
+    if stream or path.is_dir():
+        raise ValueError(f"FER+ votes are matched to FER2013 rows by position, so --labels "
+                         f"ferplus needs the Kaggle CSV (fer2013.csv[.gz]), not an image "
+                         f"folder{' or --stream' if stream else ''}. Received: data={str(path)!r}")
+    if skip_bad_rows:
+        raise ValueError("--skip-bad-rows would shift FER2013 rows against the FER+ votes, "
+                         "which are matched by position: fix or restore the CSV instead.")
+    votes_path = ferplus.find_votes(labels_file, path)
+    images, fer2013_labels, usages = load_fer2013(path)
+    votes = ferplus.load_votes(votes_path, usages)
+    return ferplus.ferplus_splits(images, fer2013_labels, usages, votes, label_mode, limit)
+
+
 PIPELINES = ("tf.data", "numpy")
 """Input pipelines: `tf.data` (TensorFlow backend, in-memory arrays) and "numpy", the
 `keras.utils.PyDataset` of `fer_keras.data.pipeline` that needs no TensorFlow."""
@@ -780,7 +818,8 @@ def default_pipeline(images=None):
 
 
 def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=None, seed=None,
-                 one_hot=True, cache=True, pipeline=None, workers=None, drop_remainder=False):
+                 one_hot=True, cache=True, pipeline=None, workers=None, drop_remainder=False,
+                 num_classes=NUM_CLASSES):
     """Builds the input pipeline used by fit, tune and bench.
 
     Batches first and augments whole batches (one vectorised affine warp per batch), which
@@ -790,12 +829,14 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
 
     Args:
         images: uint8 `(N, 48, 48, 1)`, or `ImageFiles` to stream from disk.
-        labels: int `(N,)` Kaggle ids.
+        labels: int `(N,)` label ids, or float `(N, num_classes)` target distributions
+            (FER+ votes), which are passed through as they are.
         batch_size: batch size.
         shuffle: reshuffle every epoch.
         augmentation: a callable on a float32 batch (e.g. `StudyAugmentation()`), or None.
         seed: shuffle seed.
         one_hot: yield one-hot float targets (needed for label smoothing) instead of ids.
+        num_classes: the width of one-hot targets (the label set's class count).
         cache: cache the un-augmented batches in memory (`tf.data` only).
         pipeline: "tf.data" or "numpy" (see `PIPELINES`); None picks
             `default_pipeline(images)`.
@@ -821,7 +862,8 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
             workers = 4 if not isinstance(images, np.ndarray) else 2 if augmentation else 1
         return ArrayBatches(images, labels, batch_size, shuffle=shuffle,
                             augmentation=augmentation, seed=seed, one_hot=one_hot,
-                            workers=workers, drop_remainder=drop_remainder)
+                            workers=workers, drop_remainder=drop_remainder,
+                            num_classes=num_classes)
     # TensorFlow loads on first use (and is absent on the JAX and torch extras).
     import tensorflow as tf
 
@@ -832,8 +874,10 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=autotune)
 
+    soft = np.ndim(labels) == 2
+
     def to_float(x, y):
-        y = tf.one_hot(y, NUM_CLASSES) if one_hot else y
+        y = tf.one_hot(y, num_classes) if one_hot and not soft else y
         return tf.cast(x, tf.float32), y
 
     dataset = dataset.map(to_float, num_parallel_calls=autotune)

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from fer_keras.data.augmentation import Augmentation
+from fer_keras.data.labels import get_label_set
 from fer_keras.data.sources import make_dataset
 from fer_keras.models import get_model
 from fer_keras.training.distribute import Distribution, prepare_model
@@ -52,6 +53,11 @@ class TrainingSetup:
     steps_per_epoch: int
 
 
+def num_classes_of(settings: Mapping[str, Any]) -> int:
+    """Outputs of the model of `settings`: its label set's class count."""
+    return get_label_set(settings.get("labels", "fer2013")).num_classes
+
+
 def default_steps_per_epoch(num_images: int, batch_size: int, drop_remainder: bool = False) -> int:
     """Optimizer steps in one epoch: whole batches only with `drop_remainder`."""
     if drop_remainder:
@@ -68,7 +74,8 @@ def build_model(settings: Mapping[str, Any], *, steps_per_epoch: int,
     """
     distribution = distribution or Distribution()
     with precision_policy(settings["precision"]), distribution.scope():
-        model = get_model(settings["model"], **settings["model_kwargs"])
+        model = get_model(settings["model"], num_classes=num_classes_of(settings),
+                          **settings["model_kwargs"])
         compile_model(model, steps_per_epoch=steps_per_epoch, **settings)
         prepare_model(model, distribution)
     return model
@@ -86,8 +93,9 @@ def build_inputs(settings: Mapping[str, Any], x_train: Any, y_train: np.ndarray,
     augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None
     train_data = make_dataset(x_train, y_train, int(settings["batch_size"]), shuffle=shuffle,
                               augmentation=augmentation, seed=seed, pipeline=pipeline,
-                              drop_remainder=drop_remainder)
-    weights = class_weights(y_train, settings["class_weight"])
+                              drop_remainder=drop_remainder,
+                              num_classes=num_classes_of(settings))
+    weights = class_weights(y_train, settings["class_weight"], num_classes_of(settings))
     return train_data, weights, augmentation
 
 
@@ -102,7 +110,7 @@ def build_for_training(settings: Mapping[str, Any], x_train: Any, y_train: np.nd
             its "precision", "model", "model_kwargs", the compile fields, "augmentation",
             "batch_size" and "class_weight" are used.
         x_train: uint8 `(N, 48, 48, 1)` images, or `ImageFiles` to stream.
-        y_train: int `(N,)` label ids.
+        y_train: int `(N,)` label ids, or `(N, classes)` target distributions.
         seed: shuffle seed of the pipeline (set Keras' global seed first, as `fit` does,
             for reproducible weights).
         steps_per_epoch: steps the learning-rate schedule spans per epoch; default the

@@ -56,6 +56,7 @@ class TrainingJob:
         splits: already loaded splits, or None to load `data_path`.
         progress_seconds: at verbose 2, a progress line within an epoch this often.
         stream: decode an image folder a batch at a time.
+        labels_file: FER+ votes file (`--labels-file`), or None to look for it.
     """
 
     experiment_name: str
@@ -69,6 +70,7 @@ class TrainingJob:
     splits: dict | None = None
     progress_seconds: float | None = 60.0
     stream: bool = False
+    labels_file: Path | None = None
 
 
 def train(experiment_name: str, data: str | Path | None = None,
@@ -77,7 +79,8 @@ def train(experiment_name: str, data: str | Path | None = None,
           verbose: int | str = "auto", skip_bad_rows: bool = False, splits: dict | None = None,
           overwrite: bool = False, progress_seconds: float | None = 60.0,
           distribute: str = "none", cpu_devices: int | None = None,
-          stream: bool = False) -> dict[str, Any] | None:
+          stream: bool = False, labels_file: str | Path | None = None
+          ) -> dict[str, Any] | None:
     """Trains an experiment and writes every output file. Returns the metrics dict.
 
     The run trains in `staging_folder(output_dir)` and moves into `output_dir` once every
@@ -103,6 +106,8 @@ def train(experiment_name: str, data: str | Path | None = None,
             the end, and returns None.
         cpu_devices: split the CPU into this many logical devices first.
         stream: decode an image folder a batch at a time (`fer_keras.data.sources.ImageFiles`).
+        labels_file: with FER+ labels, the votes file; None looks for `$FERPLUS_PATH`, then
+            `fer2013new.csv` beside the data (`fer_keras.data.ferplus.find_votes`).
 
     Raises:
         ValueError: for out-of-range settings, a finished run in `output_dir` without
@@ -119,9 +124,18 @@ def train(experiment_name: str, data: str | Path | None = None,
         raise ValueError(f"--stream reads an image folder (train/<class>/*); a CSV is parsed "
                          f"into memory anyway. Drop --stream, or pass a folder. Received: "
                          f"data={str(data_path)!r}")
+    if settings["labels"] == "ferplus" and splits is None:
+        # Refused here, before any file is written: no votes file, or votes for other rows.
+        from fer_keras.data.ferplus import find_votes
+
+        labels_file = find_votes(labels_file, data_path)
+    elif labels_file is not None:
+        raise ValueError(f"--labels-file is the FER+ votes file: it goes with --labels "
+                         f"ferplus. Received: labels={settings['labels']!r}")
     job = TrainingJob(experiment_name, settings, output_dir, data_path=data_path, seed=seed,
                       limit=limit, verbose=verbose, skip_bad_rows=skip_bad_rows,
-                      splits=splits, progress_seconds=progress_seconds, stream=stream)
+                      splits=splits, progress_seconds=progress_seconds, stream=stream,
+                      labels_file=labels_file)
 
     # Before any tensor exists: multi-worker TensorFlow configures its collectives here.
     distribution = setup_distribution(distribute, cpu_devices)
@@ -164,7 +178,7 @@ def train_in_staging(job: TrainingJob, staging: Path,
     """
     import keras  # Lazy, as every Keras import here (see the module docstring).
 
-    from fer_keras.training.builder import build_for_training
+    from fer_keras.training.builder import build_for_training, num_classes_of
 
     settings = job.settings
     config = run_config(job, distribution)
@@ -177,15 +191,19 @@ def train_in_staging(job: TrainingJob, staging: Path,
     if splits is None:
         splits = fer_data.load_splits(job.data_path, skip_bad_rows=job.skip_bad_rows,
                                       limit=job.limit, protocol=settings["protocol"],
-                                      stream=job.stream)
-    x_train, y_train = splits["train"]
+                                      stream=job.stream, labels=settings["labels"],
+                                      label_mode=settings["label_mode"],
+                                      labels_file=job.labels_file)
+    # FER+ splits add the faces and targets to train on under the label mode.
+    x_train, y_train = splits.get("train_targets", splits["train"])
     _check_replica_batches(settings, len(x_train), distribution)
     # Distributed, every step is a full global batch split evenly across the replicas
     # (the last, partial batch of an epoch is left out).
     setup = build_for_training(settings, x_train, y_train, seed=job.seed,
                                distribution=distribution,
                                drop_remainder=distribution.replicas > 1)
-    val_data, val_count = _validation_data(*splits["validation"], distribution)
+    val_data, val_count = _validation_data(*splits["validation"], distribution,
+                                          num_classes_of(settings))
 
     verbose = job.verbose
     if verbose == "auto":
@@ -225,9 +243,16 @@ def run_config(job: TrainingJob, distribution: Distribution) -> dict[str, Any]:
     # Keras loads on first use, so a command's --help and start-up stay fast.
     import keras
 
+    from fer_keras.data.labels import get_label_set
+
     data_path = job.data_path
     fingerprint = None if data_path is None else fer_data.source_fingerprint(data_path)
+    labels_file = job.labels_file
     config = dict(job.settings, seed=job.seed, limit=job.limit,
+                  class_names=list(get_label_set(job.settings["labels"]).class_names),
+                  labels_file=None if labels_file is None else str(labels_file),
+                  labels_fingerprint=None if labels_file is None
+                  else fer_data.source_fingerprint(labels_file),
                   skip_bad_rows=bool(job.skip_bad_rows),
                   data_path=None if data_path is None else str(data_path),
                   data_fingerprint=fingerprint,
@@ -252,7 +277,8 @@ def _check_replica_batches(settings: dict[str, Any], num_images: int,
             f"{num_images} training images. Received: batch_size={batch_size}")
 
 
-def _validation_data(x_val: Any, y_val: Any, distribution: Distribution) -> tuple[Any, int]:
+def _validation_data(x_val: Any, y_val: Any, distribution: Distribution,
+                     num_classes: int) -> tuple[Any, int]:
     """The validation pipeline that selects the best epoch, and how many images it holds."""
     batch_size = VALIDATION_BATCH_SIZE
     if distribution.even_batches:
@@ -262,7 +288,8 @@ def _validation_data(x_val: Any, y_val: Any, distribution: Distribution) -> tupl
         batch_size = VALIDATION_BATCH_SIZE // replicas * replicas
         kept = len(x_val) // replicas * replicas
         x_val, y_val = x_val[:kept], y_val[:kept]
-    return fer_data.make_dataset(x_val, y_val, batch_size), len(x_val)
+    return (fer_data.make_dataset(x_val, y_val, batch_size, num_classes=num_classes),
+            len(x_val))
 
 
 def make_callbacks(job: TrainingJob, staging: Path, num_images: int, verbose: int, *,
@@ -311,8 +338,14 @@ def write_run_outputs(job: TrainingJob, staging: Path, model: Any, splits: dict,
     history = results.read_history(staging / "history.csv")
     # Scores come from float32 inference, as evaluate, export and predict run the model.
     best_model = with_dtype_policy(_best_model(staging, model), "float32")
-    scored = results.evaluate_splits(best_model, splits)
+    scored = results.evaluate_splits(best_model, splits, names=[
+        name for name in ("train", "validation", "public_test", "private_test")
+        if name in splits])
     metrics = run_metrics(job, best_model, history, scored, distribution)
+    if "fer2013_private_test" in splits:
+        # A FER+ model on FER2013's labels, over the 7 classes the two sets share.
+        metrics["fer2013_private_test"] = results.score_shared_classes(
+            best_model, *splits["fer2013_private_test"])
     results.write_json(staging / "metrics.json", metrics)
     results.plot_history(history, staging / "learning_curves.png", title=name)
     results.plot_confusion(scored["validation"]["confusion_matrix"],
@@ -365,6 +398,8 @@ def run_metrics(job: TrainingJob, model: Any, history: dict[str, list], scored: 
         "distribute": distribution.name,
         "replicas": distribution.replicas,
         "selection_split": get_protocol(settings["protocol"]).selection_split,
+        "labels": settings.get("labels", "fer2013"),
+        "label_mode": settings.get("label_mode"),
         "epochs_run": len(val_history),
         "best_epoch": None if best_index is None else best_index + 1,
         "train_minutes": round(float(np.nansum(seconds)) / 60.0, 2),

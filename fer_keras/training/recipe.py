@@ -78,13 +78,19 @@ def compile_model(model, /, optimizer="adam", learning_rate=1e-3, weight_decay=0
 def class_weights(labels, mode, num_classes=NUM_CLASSES):
     """Returns `{class: weight}` for `mode="balanced"`, or None for no weighting.
 
-    `num_classes` is the label set's class count (FER2013's 7 by default)."""
+    `labels` are int ids or `(N, num_classes)` target distributions; `num_classes` is the
+    label set's class count (FER2013's 7 by default)."""
     if mode in (None, "none"):
         return None
     if mode != "balanced":
         raise ValueError(f"class_weight must be None or 'balanced'. "
                          f"Received: class_weight={mode!r}")
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        # Target distributions (FER+ votes): a face counts for each class by its share.
+        counts = labels.sum(axis=0).astype(np.float64)
+    else:
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
     return {index: float(weight) for index, weight in enumerate(weights)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import label_set_for
+from fer_keras.data.labels import FER2013, label_set_for, shared_classes
 from fer_keras.data.protocols import protocol_of
 from fer_keras.data.sources import ImageFiles, make_dataset
 from fer_keras.training.runs import Run
@@ -108,6 +108,18 @@ def evaluate_splits(model, splits, names=None, batch_size=512, transform=None):
     `split_probabilities`."""
     return {name: score(splits[name][1], probabilities) for name, probabilities in
             split_probabilities(model, splits, names, batch_size, transform).items()}
+
+
+def score_shared_classes(model, images, labels, label_set=FER2013, batch_size=512):
+    """Scores `model` on `label_set`'s labels over the classes both label sets share.
+
+    The model's probabilities are cut to the columns of `label_set`'s classes
+    (`fer_keras.data.labels.shared_classes`) and the argmax taken among them: an 8-class
+    FER+ model scored on FER2013's 7 emotions leaves contempt out. Same keys as `score`.
+    """
+    probabilities = predict_probabilities(model, images, batch_size)
+    columns = shared_classes(label_set_for(probabilities.shape[1]), label_set)
+    return score(labels, probabilities[:, columns])
 
 
 def format_report(metrics, title=""):

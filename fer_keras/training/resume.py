@@ -7,12 +7,13 @@ import sys
 
 from fer_keras.training.results import read_history
 
-DATA_KEYS = ("data_fingerprint", "limit", "skip_bad_rows")
+DATA_KEYS = ("data_fingerprint", "labels_fingerprint", "limit", "skip_bad_rows")
 # How a run is spread over devices and read from disk changes neither its data nor its
 # optimisation (the batch is global), so a run may resume with other devices or --stream.
 
 
-RESUME_IGNORED_KEYS = ("command", "data_path", "distribute", "replicas", "stream") + DATA_KEYS
+RESUME_IGNORED_KEYS = ("command", "data_path", "labels_file", "distribute", "replicas",
+                       "stream") + DATA_KEYS
 
 
 def _recover_torn_backup(backup):

@@ -13,6 +13,8 @@ from typing import Any
 from fer_keras.data.augmentation import POLICIES
 from fer_keras.data.protocols import PROTOCOLS
 from fer_keras.training.experiments import (
+    LABEL_MODES,
+    LABEL_SETS,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
@@ -73,6 +75,10 @@ def resolve_settings(experiment_name: str, overrides: Mapping[str, Any] | None =
                                  f"{experiment.model!r}. Received: {key}={value!r}")
     if settings["class_weight"] == "none":
         settings["class_weight"] = None
+    if settings["labels"] == "fer2013" and not any(
+            source.get("label_mode") is not None for source in (hparams or {}, overrides or {})):
+        # `--labels fer2013` on a FER+ experiment: its label mode goes with its labels.
+        settings["label_mode"] = None
     return settings
 
 
@@ -80,14 +86,16 @@ def setting_choices() -> dict[str, tuple]:
     """The allowed values of the categorical training settings (None: the feature is off)."""
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
             "protocol": tuple(PROTOCOLS), "augmentation": (None, *POLICIES),
-            "class_weight": (None, "balanced")}
+            "class_weight": (None, "balanced"), "labels": LABEL_SETS,
+            "label_mode": (None, *LABEL_MODES)}
 
 
 def check_settings(settings: Mapping[str, Any], seed: Any = 0, limit: Any = None) -> None:
     """Raises a `ValueError` naming the first bad setting and what it may be.
 
     Categorical settings (optimizer, schedule, precision, protocol, augmentation,
-    class_weight) must be one of `setting_choices()`; numeric ones lie in `SETTING_RANGES`.
+    class_weight, labels, label_mode) must be one of `setting_choices()`; numeric ones lie
+    in `SETTING_RANGES`; a FER+ run names its label mode and a FER2013 run none.
 
     Args:
         settings: a `resolve_settings` dict.
@@ -100,6 +108,11 @@ def check_settings(settings: Mapping[str, Any], seed: Any = 0, limit: Any = None
             shown = ", ".join("none" if each is None else str(each) for each in allowed)
             raise ValueError(f"{key} (--{key.replace('_', '-')}) must be one of {shown}. "
                              f"Received: {key}={value!r}")
+    if (settings.get("labels") == "ferplus") != (settings.get("label_mode") is not None):
+        raise ValueError(
+            "--label-mode (majority or probability) goes with --labels ferplus, and only with "
+            f"it. Received: labels={settings.get('labels')!r}, "
+            f"label_mode={settings.get('label_mode')!r}")
     checks = [(key, settings.get(key), *bounds) for key, bounds in SETTING_RANGES.items()]
     checks += [(key, value, False, 0, 1, False, True)
                for key, value in settings["model_kwargs"].items()

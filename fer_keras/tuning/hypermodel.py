@@ -28,7 +28,7 @@ import keras_tuner
 from fer_keras.data.sources import make_dataset
 from fer_keras.models import get_model
 from fer_keras.models.layers import all_layers
-from fer_keras.training.builder import build_inputs, build_model
+from fer_keras.training.builder import build_inputs, build_model, num_classes_of
 from fer_keras.training.experiments import get_experiment
 from fer_keras.training.recipe import StopOnNaN, TrainingDiverged
 from fer_keras.training.settings import resolve_settings
@@ -282,7 +282,8 @@ class FERHyperModel(keras_tuner.HyperModel):
             x, weights, _ = build_inputs(self.settings, x, y, seed=self.seed)
             kwargs.setdefault("class_weight", weights)
         if isinstance(validation_data, tuple) and len(validation_data) == 2:
-            validation_data = make_dataset(*validation_data, 512)
+            validation_data = make_dataset(*validation_data, 512,
+                                           num_classes=num_classes_of(self.settings))
         callbacks = [StopOnNaN()] + list(callbacks or [])
         kwargs.setdefault("verbose", self.verbose)
         kwargs.setdefault("shuffle", False)  # The pipeline shuffles; Keras cannot.
