@@ -7,6 +7,8 @@ Usage:
     python -m fer_keras.evaluate --verify saved_models/*/model.keras
     python -m fer_keras.evaluate .../serving/1/assets.extra/model_int8.tflite
         [--split private_test] [--threads N]
+    python -m fer_keras.evaluate saved_models/*/model.keras --labels ferplus \
+        --split private_test [--labels-file fer2013new.csv] [--save FILE.json]
 
 Prints accuracy, macro-F1 and the per-class precision / recall table (classes in Kaggle
 id order); `--json` prints the same as one JSON object instead. `--verify` scores each
@@ -16,14 +18,22 @@ it, so anyone can check the committed results (exit status 1 if any differs by m
 (`MirrorAverage`) on one pass per face, to show what the averaging adds. A `.tflite` file
 (float, float16 or int8, from `python -m fer_keras.export [--quantize ...]`) is run with
 LiteRT (`fer_keras.serving.litert`), so the accuracy cost of quantization is measured the same way.
+
+`--labels ferplus` scores on FER+'s crowd labels (majority rule, kaggle splits: validation
+is PublicTest) instead of FER2013's: an 8-class FER+ model on all majority faces, a 7-class
+FER2013 model on the faces whose majority is one of its 7 emotions (contempt left out). It
+takes several models; `--save FILE` merges each one's scores into a JSON file by run name,
+which `python -m fer_keras.report` reads from `saved_models/label_scores.json`.
 """
 
 import argparse
 import json
+import sys
 
 from fer_keras.cli import command_prog, entry_point, int_at_least, run_command
+from fer_keras.data.labels import list_label_sets
 from fer_keras.data.sources import SPLITS
-from fer_keras.serving.evaluation import data_for, evaluate, verify
+from fer_keras.serving.evaluation import data_for, evaluate, save_scores, saved_entry, verify
 from fer_keras.training.results import format_report
 
 
@@ -45,6 +55,12 @@ def build_parser():
     parser.add_argument("--no-mirror", action="store_true",
                         help="score the network inside a MirrorAverage layer alone (one "
                         "pass per face instead of the average with its mirror)")
+    parser.add_argument("--labels", default="fer2013", choices=list_label_sets(),
+                        help="the labels to score on: FER2013's, or FER+'s majority labels")
+    parser.add_argument("--labels-file", help="FER+ votes file (default: $FERPLUS_PATH, "
+                        "then fer2013new.csv beside the data)")
+    parser.add_argument("--save", help="merge the scores of each model into this JSON file "
+                        "(by run name; e.g. saved_models/label_scores.json)")
     parser.add_argument("--verify", action="store_true",
                         help="compare validation and PrivateTest accuracy with the "
                         "metrics.json beside each model (tolerance 0.1 points)")
@@ -55,6 +71,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
+        if args.labels_file and args.labels != "ferplus":
+            raise ValueError(f"--labels-file is the FER+ votes file: it goes with --labels "
+                             f"ferplus. Received: labels={args.labels!r}")
         args.data = data_for(args.model[0], args.data)
         if args.verify:
             rows = verify(args.model, args.data, args.batch_size)
@@ -62,17 +81,33 @@ def main(argv=None):
                 print(f"{'ok' if agrees else 'DIFFERS':<8}{model}  {split:<13} recorded "
                       f"{before:6.2f}  measured {measured:6.2f}")
             return 0 if all(row[-1] for row in rows) else 1
-        if len(args.model) > 1:
-            raise ValueError("Give one model (or use --verify for several).")
-        metrics = evaluate(args.model[0], args.split, args.data, args.limit, args.batch_size,
-                           mirror=not args.no_mirror, num_threads=args.threads)
-        if args.json:
-            print(json.dumps(metrics, sort_keys=True))
-        else:
+        if len(args.model) > 1 and not args.save:
+            raise ValueError("Give one model (or several with --save, or with --verify).")
+        if args.save and args.limit:
+            raise ValueError("--save keeps scores of whole splits: drop --limit.")
+        saved = {}
+        for model in args.model:
+            metrics = evaluate(model, args.split, args.data, args.limit, args.batch_size,
+                               mirror=not args.no_mirror, num_threads=args.threads,
+                               labels=args.labels, labels_file=args.labels_file)
+            if args.save:
+                # Saved as each model is scored, so a failure later keeps these.
+                name, entry = saved_entry(model, metrics)
+                saved[name] = entry
+                save_scores(args.save, {name: entry})
+            if args.json:
+                print(json.dumps(metrics, sort_keys=True))
+                continue
             how = ", one pass per face (--no-mirror)" if args.no_mirror else ""
             if "runtime" in metrics:
                 how += f", {metrics['runtime']}, {metrics['file_bytes']:,} bytes"
-            print(format_report(metrics, title=f"{args.model[0]} on {args.split}{how}"))
+            if args.labels != "fer2013":
+                how += f", {args.labels} labels"
+            if metrics.get("left_out"):
+                how += f" ({metrics['left_out']} faces of classes the model lacks left out)"
+            print(format_report(metrics, title=f"{model} on {args.split}{how}"))
+        if args.save:
+            print(f"wrote the scores of {len(saved)} model(s) to {args.save}", file=sys.stderr)
 
     return run_command(body)
 

@@ -97,6 +97,8 @@ SLOW_TESTS = (
     "tests/test_fit_guards.py::test_help_names_the_console_script_and_does_not_import_keras",
     "tests/test_fit_guards.py::test_tensorflow_start_up_logs_are_quiet_unless_asked_for*",
     "tests/test_fit_safety.py::test_the_lock_is_released_when_its_holder_is_killed",
+    "tests/test_ferplus.py::test_an_eight_class_run_round_trips_through_evaluate_export_and_"
+    "predict",
     "tests/test_litert.py::*",
 )
 

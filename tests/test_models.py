@@ -178,7 +178,7 @@ def test_mirror_average_averages_face_and_mirror_at_inference_only(tmp_path):
     np.testing.assert_allclose(np.asarray(reloaded(images, training=False)), inferred, atol=1e-6)
 
 
-def test_check_class_probabilities_accepts_only_one_seven_class_output():
+def test_check_class_probabilities_accepts_one_output_of_a_label_set():
     import tensorflow as tf
 
     from fer_keras.models import check_class_probabilities
@@ -186,9 +186,11 @@ def test_check_class_probabilities_accepts_only_one_seven_class_output():
     assert check_class_probabilities(get_model("baseline").output_shape, "m") == (None, 7)
     assert check_class_probabilities(tf.TensorShape([None, 7]), "m") == (None, 7)
     assert check_class_probabilities((np.int32(1), np.int64(7)), "m") == (1, 7)
+    assert check_class_probabilities((None, 8), "m") == (None, 8)  # FER+
     for shape in [(None, 10), (None, 48, 48, 7), [(None, 7), (None, 7)],
                   tf.TensorShape(None), tf.TensorShape([None])]:
-        with pytest.raises(ValueError, match="does not output 7 class probabilities"):
+        with pytest.raises(ValueError, match=r"does not output class probabilities of a "
+                                             r"known label set.*7 \(fer2013\) or 8"):
             check_class_probabilities(shape, "m")
 
 
@@ -231,6 +233,6 @@ def test_evaluate_predict_and_export_refuse_a_ten_class_model(tmp_path, tiny_csv
                        (export.main, [str(path), "--no-tflite"])]:
         assert main(argv) == 2, main.__module__
         error = capsys.readouterr().err
-        assert f"{path} does not output 7 class probabilities" in error, error
+        assert f"{path} does not output class probabilities of a known label set" in error, error
         assert "Received: output_shape=(None, 10)" in error, error
     assert not (tmp_path / "ten").exists()  # export wrote nothing

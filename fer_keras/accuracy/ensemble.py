@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras.data.labels import FER2013
 from fer_keras.data.protocols import protocol_of
-from fer_keras.data.sources import load_splits, resolve_data_path
-from fer_keras.training.results import save_derived_run, score, split_probabilities
+from fer_keras.data.sources import labels_of, resolve_data_path, splits_for_run
+from fer_keras.training.results import save_derived_run, score, score_on, split_probabilities
 from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
 
 MAX_CANDIDATES = 12
@@ -56,10 +57,32 @@ def member_paths(runs):
     return paths
 
 
+def member_config(model_path):
+    """The `config.json` of the run holding `model_path` (empty if none)."""
+    config_path = Path(model_path).with_name("config.json")
+    return json.loads(config_path.read_text()) if config_path.exists() else {}
+
+
 def member_protocol(model_path):
     """The `Protocol` the run holding `model_path` recorded (the default if none)."""
-    config_path = Path(model_path).with_name("config.json")
-    return protocol_of(json.loads(config_path.read_text()) if config_path.exists() else None)
+    return protocol_of(member_config(model_path))
+
+
+def shared_labels(paths):
+    """`(label set name, config of a member)` the members all trained on.
+
+    Raises:
+        ValueError: naming each member's label set, when they differ (their outputs mean
+            different classes, so their probabilities cannot be averaged).
+    """
+    configs = {str(path.parent): member_config(path) for path in paths}
+    labels = {member: labels_of(config) for member, config in configs.items()}
+    if len(set(labels.values())) > 1:
+        listed = ", ".join(f"{member} ({name})" for member, name in labels.items())
+        raise ValueError(f"Ensemble members must share a label set (their outputs are "
+                         f"averaged class by class). Received: {listed}")
+    first = next(iter(configs))
+    return labels[first], configs[first]
 
 
 def shared_protocol(protocols):
@@ -147,8 +170,12 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False, comman
     protocol = shared_protocol(list(protocols.values()))
     selection_split = protocol.selection_split
     data_path = resolve_data_path(data)
+    labels, labelled = shared_labels(paths)
     members = [load_model(path) for path in paths]
-    splits = load_splits(data_path, protocol=protocol.name)
+    splits = splits_for_run(data_path, {**labelled, "protocol": protocol.name})
+    # A FER+ ensemble is also scored on FER2013's labels, over the 7 shared classes.
+    scored_splits = list(SCORED_SPLITS) + (["fer2013_private_test"]
+                                           if "fer2013_private_test" in splits else [])
     # Probabilities already computed for each member, by split (the selection split's, after
     # selecting), so they are not predicted again.
     known = [None] * len(members)
@@ -173,9 +200,14 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False, comman
     # Each member predicts each split once; the ensemble's scores come from the mean of
     # those probabilities, which is what its Average layer computes (`evaluate --verify`
     # scores the written model itself).
-    member_probabilities = [split_probabilities(member, splits, list(SCORED_SPLITS),
+    member_probabilities = [split_probabilities(member, splits, scored_splits,
                                                 known=already)
                             for member, already in zip(members, known)]
+    shared = {}
+    for by_split in member_probabilities:
+        shared_probabilities = by_split.pop("fer2013_private_test", None)
+        if shared_probabilities is not None:
+            shared.setdefault("fer2013_private_test", []).append(shared_probabilities)
     member_scores = {
         str(path.parent): {split: score(splits[split][1], probabilities)["accuracy"]
                            for split, probabilities in by_split.items()}
@@ -183,6 +215,8 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False, comman
     scored = {split: score(splits[split][1], np.mean(
                   [by_split[split] for by_split in member_probabilities], axis=0))
               for split in member_probabilities[0]}
+    extra = {name: score_on(splits[name][1], FER2013, np.mean(probabilities, axis=0))
+             for name, probabilities in shared.items()}
     metrics = {
         "experiment": output.name,
         "model": "ensemble",
@@ -191,17 +225,21 @@ def make_ensemble(runs, output, data=None, overwrite=False, select=False, comman
         "parameters": int(ensemble.count_params()),
         "forward_passes_per_face": sum(forward_passes(member) for member in members),
         "protocol": protocol.name,
+        "labels": labels,
         "precision": "float32",
         "selection_split": selection_split,
         "train_minutes": 0.0,
         "splits": scored,
+        **extra,
     }
     if selection:
         metrics["member_selection"] = selection
     config = {"experiment": output.name, "model": "ensemble",
               "members": metrics["members"],
               "member_protocols": {path: each.name for path, each in protocols.items()},
-              "protocol": protocol.name, "data_path": str(data_path), "command": command}
+              "protocol": protocol.name, "labels": labels,
+              "labels_file": labelled.get("labels_file"), "data_path": str(data_path),
+              "command": command}
     write_run_folder(output, lambda folder: save_derived_run(
         folder, ensemble, config, metrics, "private_test", f"{output.name}: PrivateTest"),
         overwrite)

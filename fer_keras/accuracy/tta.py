@@ -12,8 +12,9 @@ and `confusion_matrix.png`; `merge_table` keeps a JSON table of measurements, ru
 import json
 from pathlib import Path
 
+from fer_keras.data.labels import FER2013
 from fer_keras.data.protocols import protocol_of
-from fer_keras.data.sources import load_splits
+from fer_keras.data.sources import labels_of, splits_for_run
 from fer_keras.training.results import evaluate_splits, save_derived_run, source_run
 from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
 
@@ -55,9 +56,15 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False, command
     views = resolve_views(view_set)
     source_config, inherited = source_run(run)
     protocol = inherited["protocol"]
-    splits = load_splits(data, protocol=protocol)
+    splits = splits_for_run(data, source_config or inherited)
     wrapped = wrap_with_views(load_model(run / "model.keras"), views)
     scored = evaluate_splits(wrapped, splits, list(WRAPPED_SPLITS))
+    shared = {}
+    if "fer2013_private_test" in splits:
+        # A FER+ run is also scored on FER2013's labels, over the 7 shared classes.
+        shared["fer2013_private_test"] = evaluate_splits(
+            wrapped, splits, ["fer2013_private_test"],
+            label_set=FER2013)["fer2013_private_test"]
     metrics = {
         "experiment": output.name,
         "model": "tta",
@@ -68,10 +75,12 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False, command
         "parameters": int(wrapped.count_params()),
         **inherited,
         "splits": scored,
+        **shared,
     }
     config = {"experiment": output.name, "model": "tta", "source": str(run),
               "source_experiment": source_config.get("experiment"), "view_set": view_set,
-              "views": list(views), "protocol": protocol, "data_path": str(data),
+              "views": list(views), "protocol": protocol, "labels": inherited["labels"],
+              "labels_file": source_config.get("labels_file"), "data_path": str(data),
               "command": command}
 
     write_run_folder(output, lambda folder: save_derived_run(
@@ -86,8 +95,8 @@ def measure(run, view_sets, splits_by_protocol, data=None, progress=None):
     Args:
         run: a run folder holding `model.keras`.
         view_sets: view set names or 'a|b|c' lists of views.
-        splits_by_protocol: `{protocol name: splits}`, filled as protocols are met so that
-            several runs load each protocol's splits once.
+        splits_by_protocol: `{(protocol name, label set): splits}`, filled as they are
+            met so that several runs load each one's splits once.
         data: the FER2013 CSV or image folder.
         progress: called as `progress(run, view_set, result)` after each view set.
 
@@ -101,11 +110,12 @@ def measure(run, view_sets, splits_by_protocol, data=None, progress=None):
 
     run = Path(run)
     config_path = run / "config.json"
-    protocol = protocol_of(json.loads(config_path.read_text())
-                           if config_path.exists() else None).name
-    if protocol not in splits_by_protocol:
-        splits_by_protocol[protocol] = load_splits(data, protocol=protocol)
-    splits = splits_by_protocol[protocol]
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    protocol = protocol_of(config).name
+    key = (protocol, labels_of(config))
+    if key not in splits_by_protocol:
+        splits_by_protocol[key] = splits_for_run(data, config)
+    splits = splits_by_protocol[key]
     model = load_model(run / "model.keras")
     results = {}
     for view_set in view_sets:
@@ -119,7 +129,7 @@ def measure(run, view_sets, splits_by_protocol, data=None, progress=None):
         }
         if progress is not None:
             progress(run, view_set, results[view_set])
-    return {"protocol": protocol, "views": results}
+    return {"protocol": protocol, "labels": key[1], "views": results}
 
 
 def merge_table(path, table):

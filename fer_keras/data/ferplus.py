@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import FER2013, FERPLUS
+from fer_keras.data.labels import FERPLUS
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
                 "contempt", "unknown", "NF")
@@ -156,14 +156,6 @@ def training_targets(mode, votes):
         return kept, targets
     raise ValueError(f"FER+ label mode must be one of {', '.join(LABEL_MODES)}. "
                      f"Received: label_mode={mode!r}")
-
-
-def in_fer2013_ids(ferplus_labels):
-    """FER+ majority labels as FER2013 ids (-1 for contempt and dropped faces), for scoring
-    a 7-class FER2013 model on the faces whose majority is one of its classes."""
-    to_fer2013 = np.array([FER2013.class_names.index(name) if name in FER2013.class_names
-                           else -1 for name in FERPLUS.class_names] + [-1])
-    return to_fer2013[np.asarray(ferplus_labels)]
 
 
 def label_counts(votes, usages):

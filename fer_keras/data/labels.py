@@ -55,6 +55,11 @@ register_label_set(FER2013)
 register_label_set(FERPLUS)
 
 
+def list_label_sets():
+    """Names of the registered label sets, in registration order."""
+    return list(_LABEL_SETS)
+
+
 def get_label_set(name):
     """The registered `LabelSet` called `name` (ValueError naming the known ones)."""
     if name not in _LABEL_SETS:

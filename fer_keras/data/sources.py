@@ -776,6 +776,30 @@ def load_splits(path: "str | os.PathLike | None" = None, skip_bad_rows: bool = F
     return splits
 
 
+def labels_of(record) -> str:
+    """The label set a run's `config.json` or `metrics.json` dict records ("fer2013" for
+    runs from before label sets were recorded)."""
+    return (record or {}).get("labels") or FER2013.name
+
+
+def splits_for_run(data, record, limit=None):
+    """`load_splits` as a run was scored: its protocol and its label set.
+
+    FER+ runs get FER+'s majority labels on every split (test labels are always the
+    majority rule); the votes file is the one the run recorded where it still exists,
+    else found as `fer_keras.data.ferplus.find_votes` says.
+    """
+    labels = labels_of(record)
+    if labels == FER2013.name:
+        return load_splits(data, limit=limit, protocol=get_protocol(
+            (record or {}).get("protocol")).name)
+    recorded = (record or {}).get("labels_file")
+    labels_file = recorded if recorded and Path(recorded).is_file() else None
+    return load_splits(data, limit=limit, protocol=get_protocol(
+        (record or {}).get("protocol")).name, labels=labels, label_mode="majority",
+        labels_file=labels_file)
+
+
 def _load_ferplus_splits(path, skip_bad_rows, limit, protocol, stream, label_mode,
                          labels_file):
     """`load_splits` with FER+ labels; every refusal is one line naming the fix."""

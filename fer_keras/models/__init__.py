@@ -20,11 +20,13 @@ from fer_keras.models.schedules import WarmupCosine  # noqa: F401  (registers it
 
 
 def check_class_probabilities(output_shape, source):
-    """Raises a `ValueError` unless a model outputs one `(batch, 7)` probability vector.
+    """Raises a `ValueError` unless a model outputs one `(batch, classes)` probability
+    vector whose length is that of a registered label set (7 for FER2013, 8 for FER+).
 
-    Scoring, prediction and export read each output row as the probabilities of the 7
-    FER2013 classes in Kaggle order, so a model with another output (10 classes, several
-    heads) would otherwise be scored or served wrongly without a word.
+    Scoring, prediction and export read each output row as the probabilities of a label
+    set's classes in its order (`fer_keras.data.labels.label_set_for`), so a model with
+    another output (10 classes, several heads) would otherwise be scored or served wrongly
+    without a word.
 
     Args:
         output_shape: a Keras `model.output_shape` (a list of shapes for several outputs),
@@ -39,22 +41,22 @@ def check_class_probabilities(output_shape, source):
     >>> check_class_probabilities(get_model("baseline").output_shape, "baseline")
     (None, 7)
     """
+    from fer_keras.data.labels import get_label_set, list_label_sets
 
-    from fer_keras.data.sources import CLASS_NAMES
-
+    known = {get_label_set(name).num_classes: name for name in reversed(list_label_sets())}
     if hasattr(output_shape, "as_list"):
         output_shape = output_shape.as_list() if output_shape.rank is not None else None
     shape = output_shape
     if isinstance(shape, (list, tuple)) and all(
             size is None or isinstance(size, numbers.Integral) for size in shape):
         shape = tuple(None if size is None else int(size) for size in shape)
-        if len(shape) == 2 and shape[-1] == len(CLASS_NAMES):
+        if len(shape) == 2 and shape[-1] in known:
             return shape
-    raise ValueError(f"{source} does not output {len(CLASS_NAMES)} class probabilities: "
-                     f"fer_keras reads a model's output as shape (batch, {len(CLASS_NAMES)}), "
-                     f"one probability per FER2013 class ({', '.join(CLASS_NAMES)}). Pass a "
-                     f"model trained by `python -m fer_keras.fit` (num_classes="
-                     f"{len(CLASS_NAMES)}). Received: output_shape={output_shape}")
+    counts = " or ".join(f"{count} ({name})" for count, name in sorted(known.items()))
+    raise ValueError(f"{source} does not output class probabilities of a known label set: "
+                     f"fer_keras reads a model's output as shape (batch, classes) with "
+                     f"{counts} classes. Pass a model trained by `python -m fer_keras.fit`. "
+                     f"Received: output_shape={output_shape}")
 
 
 def archive_damage(path, check_contents=True):

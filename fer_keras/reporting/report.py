@@ -21,6 +21,7 @@ from fer_keras.benchmarks.bench import table_rows
 from fer_keras.benchmarks.results import BenchReport, read_bench_report
 from fer_keras.data.labels import label_set_for
 from fer_keras.data.protocols import Protocol, protocol_of
+from fer_keras.data.sources import source_fingerprint
 from fer_keras.serving.formats import FORMATS_FILE, formats_table
 from fer_keras.training.experiments import get_experiment, list_experiments
 from fer_keras.tuning.results import format_hyperparameters
@@ -47,6 +48,8 @@ TUNING_START, TUNING_END = markers("tuning")
 REFERENCE_DIR = "fer_package"
 PROBES_DIR = "probes"
 TTA_FILE = "tta.json"
+LABEL_SCORES_FILE = "label_scores.json"
+"""Scores of runs on another label set's labels (`evaluate --labels ferplus --save`)."""
 
 DERIVED = ("ensemble", "rebalanced", "tta")
 """`metrics.json` "model" values of runs built from other runs by `fer_keras.ensemble`,
@@ -86,7 +89,26 @@ def has_study_validation(protocol: Protocol) -> bool:
     return not protocol.validation_is_public_test
 
 
-def _row(name, metrics, config, link_root):
+def labels_of_run(run: Run) -> str:
+    """The label set a run trained on ("fer2013" where none is recorded)."""
+    return run[1].get("labels") or "fer2013"
+
+
+def runs_with_labels(runs: list[Run], labels: str) -> list[Run]:
+    """The runs trained on `labels`: each label set's runs get a table of their own, since
+    their scores are on other labels."""
+    return [run for run in runs if labels_of_run(run) == labels]
+
+
+def _crowd(crowd, name):
+    """A run's FER+ majority PrivateTest cell from `read_crowd_scores`'s dict."""
+    if crowd is None or name not in crowd:
+        return ""
+    entry = crowd[name]
+    return "stale" if entry is None else _percent(entry["accuracy"])
+
+
+def _row(name, metrics, config, link_root, crowd=None):
     ensemble = metrics.get("model") == "ensemble"
     rebalanced = metrics.get("model") == "rebalanced"
     viewed = metrics.get("model") == "tta"
@@ -135,6 +157,7 @@ def _row(name, metrics, config, link_root):
         "" if ensemble else f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
         f"{public} (sel.)" if public_selects and public else public,
         _percent(splits.get("private_test", {}).get("accuracy")),
+        _crowd(crowd, name),
         _percent(selection.get("macro_f1")),
         f"{metrics.get('train_minutes', 0):.1f}",
         f"{metrics.get('train_images_per_second') or 0:.0f}",
@@ -145,7 +168,7 @@ def _row(name, metrics, config, link_root):
 
 HEADER = ["row", "experiment", "protocol, precision", "study Val", "study Train",
           "study epoch", "Val", "Train", "best/run epochs", "PublicTest", "PrivateTest",
-          "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
+          "FER+ PrivateTest", "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
 
 
 def comparable_split(runs: list[Run]) -> str:
@@ -156,12 +179,54 @@ def comparable_split(runs: list[Run]) -> str:
     return "validation" if same_validation else "private_test"
 
 
-def results_table(runs: list[Run], link_root: str = "") -> str:
-    """The side-by-side markdown table."""
+def results_table(runs: list[Run], link_root: str = "", crowd: dict | None = None) -> str:
+    """The side-by-side markdown table; `crowd` (`read_crowd_scores`) fills the FER+
+    PrivateTest column."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for name, metrics, config in runs:
-        lines.append("| " + " | ".join(_row(name, metrics, config, link_root)) + " |")
+        lines.append("| " + " | ".join(_row(name, metrics, config, link_root, crowd)) + " |")
     return "\n".join(lines)
+
+
+FERPLUS_HEADER = ["experiment", "label mode, precision", "best/run epochs",
+                  "FER+ PublicTest (sel.)", "FER+ PrivateTest", "FER+ PrivateTest macro-F1",
+                  "FER2013 PrivateTest (7 shared classes)", "train min", "plots"]
+
+
+def ferplus_table(runs: list[Run], link_root: str = "") -> str:
+    """The table of runs trained on FER+'s labels: FER+ majority scores, and FER2013's
+    PrivateTest on the 7 classes the label sets share."""
+    lines = ["| " + " | ".join(FERPLUS_HEADER) + " |", "|" + "---|" * len(FERPLUS_HEADER)]
+    for name, metrics, config in runs:
+        splits = metrics["splits"]
+        derived = metrics.get("model") in DERIVED
+        mode = metrics.get("label_mode") or config.get("label_mode") or ""
+        what = f"`{name}`"
+        if metrics.get("model") == "ensemble":
+            what += " = " + " + ".join(f"`{Path(m).name}`" for m in metrics["members"])
+        elif metrics.get("model") == "tta":
+            what += (f" = `{Path(metrics['source']).name}` + test-time views "
+                     f"{metrics['view_set']} ({metrics['forward_passes_per_face']} "
+                     f"passes/face)")
+        curves = "" if derived else f"[curves]({link_root}{name}/learning_curves.png) · "
+        lines.append("| " + " | ".join([
+            what, f"{mode}, {metrics.get('precision', 'float32')}",
+            "" if derived else f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
+            _percent(splits.get("public_test", {}).get("accuracy")),
+            _percent(splits.get("private_test", {}).get("accuracy")),
+            _percent(splits.get("private_test", {}).get("macro_f1")),
+            _percent(metrics.get("fer2013_private_test", {}).get("accuracy")),
+            f"{metrics.get('train_minutes', 0):.1f}",
+            f"{curves}[confusion]({link_root}{name}/confusion_matrix.png)"]) + " |")
+    return "\n".join(lines)
+
+
+FERPLUS_NOTE = (
+    "FER+ runs train on the crowd votes of `fer2013new.csv` (8 classes with contempt; "
+    "`fit --labels ferplus`). FER+ PublicTest picked the epoch; FER+ PrivateTest is the "
+    "PrivateTest faces under FER+'s majority rule (3,153 faces with the published votes); "
+    "FER2013 PrivateTest scores the same model on FER2013's labels over the 7 classes both "
+    "label sets have (contempt's output left out).")
 
 
 def single_models(runs: list[Run]) -> list[Run]:
@@ -343,8 +408,12 @@ def tta_table(tta: dict) -> str:
 def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
                           reference: dict | None = None, formats: dict | None = None,
                           probes: list[tuple[str, dict]] | None = None, tta: dict | None = None,
-                          serving: BenchReport | None = None) -> str:
-    """The full text of `saved_models/README.md`."""
+                          serving: BenchReport | None = None,
+                          crowd: dict | None = None) -> str:
+    """The full text of `saved_models/README.md`: FER2013-label runs in the main table
+    (with each one's FER+ majority accuracy from `crowd`), FER+ runs in their own."""
+    ferplus_runs = runs_with_labels(runs, "ferplus")
+    runs = runs_with_labels(runs, "fer2013")
     parts = [
         "# Results on FER2013",
         "",
@@ -361,11 +430,19 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
         "PrivateTest compares with every other run. Selection macro-F1 is on the split "
         "that picked the epoch. Ensembles (`python -m fer_keras.ensemble`) list their "
         "members; logit-adjusted runs (`python -m fer_keras.rebalance`) name the run they "
-        "adjust, and their minutes are that run's training.",
+        "adjust, and their minutes are that run's training. FER+ PrivateTest scores the "
+        "same model on FER+'s crowd labels (majority rule) over the PrivateTest faces whose "
+        "majority is one of FER2013's 7 emotions (3,137 faces with the published votes; "
+        f"`{LABEL_SCORES_FILE}`, written by `python -m fer_keras.evaluate "
+        f"saved_models/*/model.keras --labels ferplus --split private_test --save "
+        f"saved_models/{LABEL_SCORES_FILE}`; \"stale\" where the model changed since).",
         "",
-        results_table(runs),
+        results_table(runs, crowd=crowd),
         "",
     ]
+    if ferplus_runs:
+        parts += ["## Trained on FER+ crowd labels", "", FERPLUS_NOTE, "",
+                  ferplus_table(ferplus_runs), ""]
     large = uncommitted_models(runs)
     if large:
         listed = ", ".join(f"`{name}` ({size:.0f} MB)" for name, size in large)
@@ -407,17 +484,21 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
     return "\n".join(parts)
 
 def render_headline(runs: list[Run], root: str, reference: dict | None = None,
-                    link_root: str | None = None, serving: BenchReport | None = None) -> str:
-    """The block for the top-level README: best rows and a link to the full table.
+                    link_root: str | None = None, serving: BenchReport | None = None,
+                    crowd: dict | None = None) -> str:
+    """The block for the top-level README: best rows and a link to the full table, then
+    the FER+ runs.
 
     Links go to `link_root` (default `root`), the runs folder seen from the page.
     """
+    ferplus_runs = runs_with_labels(runs, "ferplus")
+    runs = runs_with_labels(runs, "fer2013")
     if not runs:
         return f"{START}\nNo trained runs yet.\n{END}"
     link_root = link_root or root
     split = comparable_split(runs)
     ranked = sorted(runs, key=lambda run: -run[1]["splits"][split]["accuracy"])[:5]
-    table = results_table(ranked, link_root=f"{link_root}/")
+    table = results_table(ranked, link_root=f"{link_root}/", crowd=crowd)
     against = ""
     best = best_run(single_models(runs), "private_test")
     if reference is not None and best is not None:
@@ -429,6 +510,10 @@ def render_headline(runs: list[Run], root: str, reference: dict | None = None,
     if serving is not None:
         against += (f"\n\n{serving_summary(serving)} "
                     f"([every net]({link_root}/README.md#serving-latency-of-every-experiment))")
+    if ferplus_runs:
+        against += (f"\n\nTrained on FER+ crowd labels ([details]({link_root}/README.md"
+                    f"#trained-on-fer-crowd-labels)):\n\n"
+                    f"{ferplus_table(ferplus_runs, link_root=f'{link_root}/')}")
     ranking = "validation accuracy" if split == "validation" else \
         "PrivateTest accuracy (the split no protocol trains or selects on)"
     return (f"{START}\nTop runs by {ranking} (all {len(runs)} runs, with the "
@@ -449,6 +534,25 @@ def read_json(path: str | Path) -> Any:
     """The JSON at `path`, or None when there is no such file."""
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_crowd_scores(path: str | Path) -> dict[str, dict | None]:
+    """`{run: entry}` of FER+ majority PrivateTest scores in `LABEL_SCORES_FILE`, with None
+    for a run whose `model.keras` is no longer the file that was scored (its fingerprint
+    differs): such a score is shown as stale, not as the run's."""
+    path = Path(path)
+    saved = read_json(path)
+    if not saved:
+        return {}
+    entries = saved.get("scores", {}).get("ferplus", {}).get("private_test", {})
+    crowd = {}
+    for name, entry in entries.items():
+        model = path.parent / name / "model.keras"
+        # A model too large to commit is not there to check; its score stands.
+        fresh = (not model.is_file()
+                 or source_fingerprint(model) == entry.get("model_fingerprint"))
+        crowd[name] = entry if fresh else None
+    return crowd
 
 
 def read_saved_benchmark(path: str | Path) -> BenchReport | None:
@@ -502,6 +606,7 @@ SOURCES = (
     Source("formats", FORMATS_FILE, read_json),
     Source("probes", f"{PROBES_DIR}/*/metrics.json", load_probes),
     Source("tta", TTA_FILE, read_json),
+    Source("crowd", LABEL_SCORES_FILE, read_crowd_scores),
     Source("comparisons", "*/comparison.json", load_comparisons, folder="tuning"),
 )
 """Everything the report reads, each once: run folders, the `fer` package's scores
@@ -522,6 +627,7 @@ class ReportInputs:
     formats: dict | None
     probes: list[tuple[str, dict]]
     tta: dict | None
+    crowd: dict
     comparisons: list[tuple[str, dict]]
 
 
@@ -644,7 +750,8 @@ def _saved(spec: SavedBenchmark, marker: str, source: str) -> Block:
 
 BLOCKS = (
     Block("results", "runs", lambda inputs, root, link: render_headline(
-        inputs.runs, root, inputs.reference, link, inputs.serving), on_readme=True),
+        inputs.runs, root, inputs.reference, link, inputs.serving, inputs.crowd),
+        on_readme=True),
     _saved(BENCHMARK, "bench", "benchmark"),
     _saved(SERVING, "serving", "serving"),
     _saved(PRECISION, "precision", "precision"),
@@ -671,7 +778,7 @@ def render_pages(root: str, readme: str | Path, docs: str | Path | None = None,
     inputs = load_inputs(root, tuning_root)
     outputs = {Path(root) / "README.md": render_results_readme(
         inputs.runs, inputs.benchmark, inputs.reference, inputs.formats, inputs.probes,
-        inputs.tta, inputs.serving)}
+        inputs.tta, inputs.serving, inputs.crowd)}
     readme = Path(readme)
     docs = Path(docs) if docs else readme.parent / "docs"
     folders = {"root": root, "tuning": tuning_root}

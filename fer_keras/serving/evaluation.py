@@ -18,10 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras.data.labels import FER2013, get_label_set
 from fer_keras.data.protocols import protocol_of
-from fer_keras.data.sources import load_fer2013, load_splits, resolve_data_path
+from fer_keras.data.sources import (
+    labels_of,
+    load_fer2013,
+    load_splits,
+    resolve_data_path,
+    splits_for_run,
+)
 from fer_keras.serving.runner import Classifier, model_format
-from fer_keras.training.results import evaluate_splits, score
+from fer_keras.training.results import evaluate_splits, score_on
 
 VERIFIED_SPLITS = ("validation", "private_test")
 TOLERANCE_POINTS = 0.1
@@ -118,22 +125,24 @@ def verify(model_paths: list, data: str | os.PathLike | None = None,
         if metrics.get("limit"):
             raise ValueError(f"{metrics_path} comes from a --limit run; its numbers are for "
                              "a slice of the data and cannot be verified on the full splits.")
-        recorded[path] = (accuracies, protocol_of(metrics))
+        recorded[path] = (accuracies, metrics)
     loaded = {}
     rows = []
-    for path, (scored, protocol) in recorded.items():
+    for path, (scored, metrics) in recorded.items():
         # Each run is rescored under its own protocol (its "validation" is PublicTest
-        # under the kaggle protocol); the data are decoded once.
-        if protocol.name not in loaded:
-            loaded[protocol.name] = load_splits(data, protocol=protocol.name)
+        # under the kaggle protocol) and label set (FER+ runs on FER+ majority labels);
+        # the data are decoded once for each.
+        key = (protocol_of(metrics).name, labels_of(metrics))
+        if key not in loaded:
+            loaded[key] = splits_for_run(data, metrics)
             for split in VERIFIED_SPLITS:
-                split_of(loaded[protocol.name], split, data)
+                split_of(loaded[key], split, data)
         model = Classifier(path, purpose="evaluate").model
         if model is None:
             raise ValueError(f"{path}: --verify rescores the .keras file fit wrote, not an "
                              f"exported one. Pass RUN_FOLDER/model.keras. Received: {path}")
-        measured = evaluate_splits(model, loaded[protocol.name], VERIFIED_SPLITS,
-                                   batch_size)
+        measured = evaluate_splits(model, loaded[key], VERIFIED_SPLITS, batch_size,
+                                   label_set=get_label_set(key[1]))
         for split in VERIFIED_SPLITS:
             before = 100 * scored[split]
             now = 100 * measured[split]["accuracy"]
@@ -158,7 +167,8 @@ def without_mirror(model, model_path):
 def evaluate(model_path: str | os.PathLike, split: str = "validation",
              data: str | os.PathLike | None = None, limit: int | None = None,
              batch_size: int = 512, mirror: bool = True,
-             num_threads: int | None = None) -> dict:
+             num_threads: int | None = None, labels: str = FER2013.name,
+             labels_file: str | os.PathLike | None = None) -> dict:
     """Loads a model and scores it; returns `fer_keras.training.results.score`'s dict.
 
     Args:
@@ -171,10 +181,16 @@ def evaluate(model_path: str | os.PathLike, split: str = "validation",
         mirror: False scores the network inside the model's test-time views
             (`MirrorAverage`) alone, one pass per face (a Keras model only).
         num_threads: LiteRT threads for a `.tflite` file (None: the runtime's choice).
+        labels: "fer2013" (FER2013's labels, under the study protocol's splits) or
+            "ferplus" (FER+ majority labels, under the kaggle protocol's splits: validation
+            is PublicTest). A model of the other label set is scored on the classes the
+            two share (`fer_keras.training.results.score_on`): a 7-class FER2013 model on
+            the faces whose FER+ majority is one of its 7 emotions.
+        labels_file: the FER+ votes file (default: `$FERPLUS_PATH`, then beside the data).
 
     Returns:
-        The scores, with `model` and `split`; for a `.tflite` file also `runtime` and
-        `file_bytes`.
+        The scores, with `model`, `split` and `labels` (and `left_out`, the faces of
+        classes the model lacks); for a `.tflite` file also `runtime` and `file_bytes`.
 
     Raises:
         ValueError: for a model that cannot be loaded or fails the checks (48x48 gray
@@ -193,10 +209,16 @@ def evaluate(model_path: str | os.PathLike, split: str = "validation",
         extra = {"runtime": classifier.runtime, "file_bytes": Path(model_path).stat().st_size}
     if not mirror:
         classifier.model = without_mirror(classifier.model, model_path)
-    images, labels = split_of(load_splits(data, limit=limit), split, data)
+    label_set = get_label_set(labels)
+    if label_set is FER2013:
+        splits = load_splits(data, limit=limit)
+    else:
+        splits = load_splits(data, limit=limit, protocol="kaggle", labels=labels,
+                             label_mode="majority", labels_file=labels_file)
+    images, truth = split_of(splits, split, data)
     probabilities = classifier.predict(images, batch_size)
-    metrics = score(labels, probabilities)
-    metrics.update(model=str(model_path), split=split, **extra)
+    metrics = score_on(truth, label_set, probabilities)
+    metrics.update(model=str(model_path), split=split, labels=labels, **extra)
     return metrics
 
 
@@ -221,3 +243,64 @@ def data_for(model_path, data=None):
         print(f"Scoring on {path}, the data {config_path} records (pass --data for other "
               f"data).", file=sys.stderr)
     return path
+
+
+SCORES_KIND = "fer_keras.evaluate scores"
+"""The `kind` of the JSON file `evaluate --save` writes (a file without it is not ours)."""
+
+
+def model_fingerprint(model_path) -> str | None:
+    """SHA-256 of a model file (None for a folder or a missing file): ties a saved score to
+    the weights it was measured on."""
+    path = Path(model_path)
+    if not path.is_file():
+        return None
+    # The CSV hash of fer_keras.data.sources serves any file.
+    from fer_keras.data.sources import source_fingerprint
+
+    return source_fingerprint(path)
+
+
+def save_scores(path, entries) -> Path:
+    """Merges `entries` (`{run name: scores}`) into the JSON file `path` run by run.
+
+    The file holds `{"kind": SCORES_KIND, "scores": {labels: {split: {run: entry}}}}`;
+    an entry measured again replaces the old one, the others stay. `path` is created if
+    absent; an existing file that is not such a file is refused and left as it is.
+
+    Raises:
+        ValueError: in one line naming `path`, for a file that is not one `save_scores`
+            wrote.
+    """
+    path = Path(path)
+    stored = {"kind": SCORES_KIND, "scores": {}}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            stored = None
+        if not isinstance(stored, dict) or stored.get("kind") != SCORES_KIND:
+            raise ValueError(f"{path} exists and is not a scores file written by evaluate "
+                             f"--save; it is left as it is. Pass another --save path.")
+    for name, entry in entries.items():
+        by_split = stored["scores"].setdefault(entry["labels"], {}).setdefault(
+            entry["split"], {})
+        by_split[name] = entry
+        stored["scores"][entry["labels"]][entry["split"]] = dict(sorted(by_split.items()))
+    text = json.dumps(stored, indent=2, sort_keys=True) + "\n"
+    # Written beside it under a name no one else uses, then moved over it in one step.
+    partial = path.with_name(f".{path.name}.evaluate-partial")
+    partial.write_text(text)
+    partial.replace(path)
+    return path
+
+
+def saved_entry(model_path, metrics) -> tuple[str, dict]:
+    """`(run name, entry)` of one `evaluate` result for `save_scores`: the run folder's
+    name, the scores without the per-class tables, and the model file's fingerprint."""
+    model_path = Path(model_path)
+    run = model_path.parent if model_path.suffix == ".keras" else model_path
+    entry = {key: metrics[key] for key in ("accuracy", "macro_f1", "count", "labels", "split")}
+    entry["left_out"] = metrics.get("left_out", 0)
+    entry["model_fingerprint"] = model_fingerprint(model_path)
+    return run.name, entry

@@ -10,7 +10,7 @@ import numpy as np
 
 from fer_keras.data.labels import FER2013, label_set_for, shared_classes
 from fer_keras.data.protocols import protocol_of
-from fer_keras.data.sources import ImageFiles, make_dataset
+from fer_keras.data.sources import ImageFiles, labels_of, make_dataset
 from fer_keras.training.runs import Run
 
 PROGRESS_MIN_BATCHES = 20
@@ -103,23 +103,54 @@ def _same_images(a, b):
     return a is b or (a.shape == b.shape and np.array_equal(a, b))
 
 
-def evaluate_splits(model, splits, names=None, batch_size=512, transform=None):
+def evaluate_splits(model, splits, names=None, batch_size=512, transform=None,
+                    label_set=None):
     """Scores `model` on each named split of `splits` (a `load_splits` dict); see
-    `split_probabilities`."""
-    return {name: score(splits[name][1], probabilities) for name, probabilities in
+    `split_probabilities`. With `label_set` (that of the splits' labels) a model of another
+    label set is scored on the classes they share (`score_on`)."""
+    return {name: (score(splits[name][1], probabilities) if label_set is None
+                   else score_on(splits[name][1], label_set, probabilities))
+            for name, probabilities in
             split_probabilities(model, splits, names, batch_size, transform).items()}
 
 
-def score_shared_classes(model, images, labels, label_set=FER2013, batch_size=512):
-    """Scores `model` on `label_set`'s labels over the classes both label sets share.
+def score_on(labels, label_set, probabilities):
+    """Scores a model's probabilities on labels of `label_set`, whatever the model's own
+    label set (found from its output count).
 
-    The model's probabilities are cut to the columns of `label_set`'s classes
-    (`fer_keras.data.labels.shared_classes`) and the argmax taken among them: an 8-class
-    FER+ model scored on FER2013's 7 emotions leaves contempt out. Same keys as `score`.
+    The same set: `score`. A model with more classes (an 8-class FER+ model on FER2013's
+    7): its columns are cut to `label_set`'s classes (`shared_classes`) and the argmax taken
+    among them. A model with fewer (a 7-class FER2013 model on FER+ labels): only the faces
+    whose label is one of its classes are scored, their ids mapped to its order;
+    `left_out` says how many were not.
+
+    Raises:
+        ValueError: when neither label set holds the other's classes.
     """
-    probabilities = predict_probabilities(model, images, batch_size)
-    columns = shared_classes(label_set_for(probabilities.shape[1]), label_set)
-    return score(labels, probabilities[:, columns])
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    model_set = label_set_for(probabilities.shape[1])
+    if model_set.class_names == label_set.class_names:
+        return score(labels, probabilities)
+    if set(label_set.class_names) <= set(model_set.class_names):
+        return score(labels, probabilities[:, shared_classes(model_set, label_set)])
+    if set(model_set.class_names) <= set(label_set.class_names):
+        to_model = np.array([model_set.class_names.index(name)
+                             if name in model_set.class_names else -1
+                             for name in label_set.class_names])
+        mapped = to_model[labels]
+        kept = mapped >= 0
+        scored = score(mapped[kept], probabilities[kept])
+        scored["left_out"] = int((~kept).sum())
+        return scored
+    raise ValueError(f"A {model_set.name} model ({model_set.num_classes} classes) cannot be "
+                     f"scored on {label_set.name} labels: neither holds the other's classes.")
+
+
+def score_shared_classes(model, images, labels, label_set=FER2013, batch_size=512):
+    """Scores `model` on `label_set`'s labels over the classes both label sets share (see
+    `score_on`): an 8-class FER+ model scored on FER2013's 7 emotions leaves contempt out."""
+    return score_on(labels, label_set, predict_probabilities(model, images, batch_size))
 
 
 def format_report(metrics, title=""):
@@ -222,14 +253,18 @@ def source_run(run):
 
     Returns:
         `(config, inherited)`: the source's `config.json` (empty if missing), and the
-        fields a derived run's `metrics.json` copies: protocol, precision, selection split,
-        epochs and training minutes and speed.
+        fields a derived run's `metrics.json` copies: protocol, label set (and FER+ label
+        mode), precision, selection split, epochs and training minutes and speed.
     """
     source = Run(run)
     config, metrics = source.config, source.metrics
     protocol = protocol_of(config)
+    labels = {"labels": labels_of(config)}
+    if config.get("label_mode"):
+        labels["label_mode"] = config["label_mode"]
     return config, {
         "protocol": protocol.name,
+        **labels,
         "precision": config.get("precision", "float32"),
         "selection_split": protocol.selection_split,
         "best_epoch": metrics.get("best_epoch"),
