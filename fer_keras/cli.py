@@ -21,6 +21,15 @@ BAD_INPUT = 2
 INTERRUPTED = 130
 
 
+def add_mixing_flags(parser, modes):
+    """`--mixing` (one of `modes`, or none) and `--mixing-alpha`, shared by fit and distill."""
+    parser.add_argument("--mixing", choices=["none", *modes],
+                        help="mix pairs of training images and their targets: mixup "
+                        "(blend), cutmix (paste a box) or both (half the batches each)")
+    parser.add_argument("--mixing-alpha", type=number_in(0, low_open=True),
+                        help="Beta(alpha, alpha) of the mixing proportion (default 1.0)")
+
+
 def int_at_least(minimum):
     """An argparse `type` for integers >= `minimum`; a bad value names the flag and range.
 

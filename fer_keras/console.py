@@ -7,7 +7,8 @@ Installing the package (`pip install -e .`) puts `fer-keras` on the PATH (declar
     fer-keras tune tuning/smoke.toml --dry-run
     fer-keras fit --help
 
-`python -m fer_keras COMMAND ...` does the same without the script.
+`python -m fer_keras COMMAND ...` does the same without the script. `fer-keras --version`
+prints the package's version and the model packaged with it.
 """
 
 import ast
@@ -18,7 +19,9 @@ import re
 import sys
 from pathlib import Path
 
+from fer_keras import __version__
 from fer_keras.cli import BAD_INPUT, INVOKED_AS_SWITCH, did_you_mean, quiet_tensorflow_start
+from fer_keras.serving.packaged import describe_packaged_model
 
 RUNS_AS_SCRIPT = re.compile(r'^if __name__ == "__main__":', re.MULTILINE)
 
@@ -43,7 +46,7 @@ def summary(command):
 
 def usage():
     lines = ["usage: fer-keras COMMAND [ARGS...]   (fer-keras COMMAND --help for its flags)",
-             "", "commands:"]
+             "       fer-keras --version", "", "commands:"]
     names = commands()
     width = max(map(len, names))
     lines += [f"  {command.ljust(width)}  {summary(command)}" for command in names]
@@ -56,6 +59,9 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else BAD_INPUT
+    if argv[0] == "--version":
+        print(f"fer_keras {__version__}\n{describe_packaged_model()}")
+        return 0
     command, args, names = argv[0], argv[1:], commands()
     if command not in names:
         print(f"error: unknown command {command!r}.{did_you_mean(command, names)} "

@@ -5,6 +5,8 @@ Usage:
     python -m fer_keras.fit baseline_deep_dropout [--data PATH] [--epochs N]
         [--batch-size N] [--learning-rate X] [--weight-decay X] [--dropout-rate X]
         [--labels fer2013|ferplus] [--label-mode majority|probability] [--labels-file F]
+        [--mixing mixup|cutmix|both] [--mixing-alpha X]
+        [--teachers RUN ...] [--distill-temperature X] [--distill-weight X]
         [--hparams BEST.json] [--output-dir DIR] [--overwrite] [--seed N]
         [--distribute mirrored|multi-worker] [--stream]
 
@@ -34,6 +36,10 @@ the global batch, split across replicas; only the chief writes the run folder).
 `--stream` reads an image folder from disk a batch at a time instead of decoding it all
 first, for folders larger than memory.
 
+`--mixing` trains on mixup or CutMix batches (`fer_keras.data.mixing`); `--teachers`
+distils the given runs into this one (`fer_keras.training.distill`; `python -m
+fer_keras.distill` is the same with the teachers first).
+
 On a terminal Keras shows a progress bar within each epoch; in a log there is a line per
 epoch, plus one every `--progress-seconds` within it (steps, images/s, time left).
 """
@@ -41,12 +47,20 @@ epoch, plus one every `--progress-seconds` within it (steps, images/s, time left
 import argparse
 
 # None of these imports Keras, so `fit --help` answers at once.
-from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
+from fer_keras.cli import (
+    add_mixing_flags,
+    command_prog,
+    entry_point,
+    int_at_least,
+    number_in,
+    run_command,
+)
 from fer_keras.data.protocols import PROTOCOLS
 from fer_keras.training.distribute import DISTRIBUTIONS
 from fer_keras.training.experiments import (
     LABEL_MODES,
     LABEL_SETS,
+    MIXINGS,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
@@ -94,6 +108,16 @@ def build_parser():
                         "and test faces always use the majority rule")
     parser.add_argument("--labels-file", help="FER+ votes file (fer2013new.csv); default "
                         "$FERPLUS_PATH, then fer2013new.csv beside --data")
+    add_mixing_flags(parser, MIXINGS)
+    parser.add_argument("--teachers", nargs="+", metavar="RUN",
+                        help="distil these run folders (their averaged, softened "
+                        "probabilities mixed with the labels) into this run")
+    parser.add_argument("--distill-temperature", type=number_in(0, low_open=True),
+                        help="temperature that softens the teachers' probabilities "
+                        "(default 2.0 with --teachers)")
+    parser.add_argument("--distill-weight", type=number_in(0, 1),
+                        help="share of the teachers' soft targets in the target, the rest "
+                        "the label (default 0.7 with --teachers)")
     parser.add_argument("--hparams", help="JSON of hyperparameters (e.g. the tuner's "
                         "best_hparams.json); explicit flags win over it")
     parser.add_argument("--output-dir", help="default saved_models/EXPERIMENT")
@@ -135,7 +159,10 @@ def main(argv=None):
         "class_weight": args.class_weight, "optimizer": args.optimizer,
         "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
         "precision": args.precision, "protocol": args.protocol, "labels": args.labels,
-        "label_mode": args.label_mode,
+        "label_mode": args.label_mode, "mixing": args.mixing,
+        "mixing_alpha": args.mixing_alpha, "teachers": args.teachers,
+        "distill_temperature": args.distill_temperature,
+        "distill_weight": args.distill_weight,
     }
 
     def body():

@@ -4,7 +4,7 @@ Usage:
 
     python -m fer_keras.predict PATH [PATH ...] [--model DIR_OR_FILE] [--batch-size N]
         [--no-detect] [--litert] [--threads N] [--every N | --fps X] [--csv PATH]
-        [--annotate DIR] [--no-progress]
+        [--annotate DIR] [--min-confidence P] [--no-progress]
 
 Videos (.mp4, .avi, .mov, .mkv, .webm and the other `fer_keras.vision.video.VIDEO_SUFFIXES`,
 anything OpenCV opens) are read one frame at a time; every N-th frame (`--every`) or X
@@ -27,17 +27,19 @@ Output: one JSON object a line on stdout, in input order, one per face:
     {"file": "a.jpg", "face": 0, "box": [x, y, width, height], "label": "happy",
      "class_id": 3, "probabilities": {"angry": 0.01, ..., "neutral": 0.02}}
 
-`box` is in pixels of the (EXIF-rotated) image. A file that cannot be used gets one record
-with an `error` field instead (not an image, truncated, no face found, missing, a device or
-FIFO, `-`), and the other files still get results. The exit status is 0 when every file
-gave a result, 1 when some gave an error record, and 2 for a usage error (no model, bad
-flags, an output path that is an input or cannot be written: outputs are checked before
-anything is classified).
+`box` is in pixels of the (EXIF-rotated) image. With `--min-confidence P` each face's
+record also gets `"uncertain"`: true when its top probability is below P. A file that
+cannot be used gets one record with an `error` field instead (not an image, truncated, no
+face found, missing, a device or FIFO, `-`), and the other files still get results. The
+exit status is 0 when every file gave a result, 1 when some gave an error record, and 2
+for a usage error (no model, bad flags, an output path that is an input or cannot be
+written: outputs are checked before anything is classified).
 
 `--model` takes a run folder (holding `model.keras`), a `.keras` file, an exported
 SavedModel folder (`.../serving/VERSION`) or a `.tflite` file (run with LiteRT; `--litert`
 picks the one exported beside a SavedModel or run folder). Without it, the run under
-`saved_models/` whose `metrics.json` has the highest validation accuracy is used. The
+`saved_models/` whose `metrics.json` has the highest validation accuracy is used, else the
+model packaged with fer_keras (`fer_keras/assets/default_model.keras`). The
 summary line on stderr gives faces/s, end to end and inside the model.
 """
 
@@ -46,7 +48,7 @@ import sys
 import time
 
 from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
-from fer_keras.serving.runner import Classifier, find_best_model
+from fer_keras.serving.runner import Classifier, default_model
 from fer_keras.vision.recognize import check_outputs, predict, write_csv
 from fer_keras.vision.video import DEFAULT_SAMPLE_FPS, MAX_SAMPLE_FPS
 
@@ -58,7 +60,7 @@ def build_parser():
                         help="image or video files, or folders of them")
     parser.add_argument("--model", help="run folder, .keras file, exported SavedModel "
                         "folder or .tflite file; default: the run under saved_models/ with "
-                        "the best validation accuracy")
+                        "the best validation accuracy, else the packaged model")
     parser.add_argument("--litert", action="store_true",
                         help="run the TFLite file exported beside the --model SavedModel "
                         "(or the run folder's newest export) with LiteRT")
@@ -83,6 +85,9 @@ def build_parser():
     parser.add_argument("--annotate", metavar="DIR",
                         help="write annotated copies (photos: NAME.annotated.png; videos: "
                         "NAME.annotated.mp4 and a NAME.timeline.png plot) into DIR")
+    parser.add_argument("--min-confidence", type=number_in(0, 1), metavar="P",
+                        help="mark each face whose top probability is below P with "
+                        '"uncertain": true (the others false)')
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar for videos")
     return parser
@@ -96,12 +101,13 @@ def main(argv=None):
         # can be overwritten by an output.
         check_outputs(args.paths, csv=args.csv, annotate=args.annotate, stdout=sys.stdout)
         start = time.perf_counter()
-        model = Classifier(args.model if args.model is not None else find_best_model(),
+        model = Classifier(args.model if args.model is not None else default_model(),
                            litert=args.litert, num_threads=args.threads)
         records = predict(args.paths, model=model, batch_size=args.batch_size,
                           detect=not args.no_detect, every=args.every, fps=args.fps,
                           annotate=args.annotate,
-                          progress=None if args.no_progress else sys.stderr)
+                          progress=None if args.no_progress else sys.stderr,
+                          min_confidence=args.min_confidence)
         seconds = time.perf_counter() - start
         if args.csv is not None:
             write_csv(records, args.csv, model.class_names)

@@ -34,6 +34,7 @@ SLOW_TESTS = (
     "tests/test_accuracy.py::test_tta_output_writes_a_run_folder_with_its_views",
     "tests/test_accuracy.py::test_view_sets_average_every_view_and_count_passes",
     "tests/test_bench.py::test_rounds_take_turns_and_keep_each_precisions_median",
+    "tests/test_calibration.py::test_calibrate_command_writes_a_run_folder_that_verifies",
     "tests/test_data.py::test_augmentation_eager_and_in_dataset_map[study]",
     "tests/test_fit.py::test_evaluate_no_mirror_scores_the_wrapped_network_alone",
     "tests/test_fit_guards.py::test_a_stale_staging_folder_without_a_finished_epoch_is_cleaned",
@@ -85,6 +86,7 @@ SLOW_TESTS = (
     "tests/test_bench.py::test_bench_measures_one_experiment_through_fits_pipeline",
     "tests/test_bench.py::test_model_only_times_the_network_without_augmentation",
     "tests/test_bench.py::test_serving_only_times_the_export_without_training",
+    "tests/test_calibration.py::test_savedmodel_and_tflite_serve_the_calibrated_probabilities",
     "tests/test_data_safety.py::test_sparse_file_without_newline_is_refused_quickly",
     "tests/test_export.py::*",
     "tests/test_export_safety.py::test_remove_stale_partials_keeps_running_exports",
@@ -99,7 +101,10 @@ SLOW_TESTS = (
     "tests/test_fit_safety.py::test_the_lock_is_released_when_its_holder_is_killed",
     "tests/test_ferplus.py::test_an_eight_class_run_round_trips_through_evaluate_export_and_"
     "predict",
+    "tests/test_distill.py::test_a_distilled_run_records_its_teachers_and_trains",
     "tests/test_litert.py::*",
+    "tests/test_packaging.py::test_the_installed_wheel_predicts_from_an_empty_folder",
+    "tests/test_packaging.py::test_the_wheel_holds_the_packaged_model_and_stays_small",
 )
 
 

@@ -35,6 +35,7 @@ LAYERS = {
     "fer_keras.benchmarks": 7,
     "fer_keras.reporting": 8,
     # Top-level modules that are not commands.
+    "fer_keras.api": 5,                 # the Python API (`Recognizer`), over vision/serving
     "fer_keras.cli": DOOR_HELPERS,      # argparse types, run_command, entry_point: doors only
     "fer_keras.console": DOOR_HELPERS,  # `fer-keras COMMAND`: runs the doors by name
     "fer_keras": SPECIAL,               # the package's __init__.py

@@ -245,6 +245,7 @@ def test_cli_exit_codes(tmp_path, run_dir, monkeypatch, capsys):
         predict.main([str(tmp_path / "face.png"), *args, "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert "--batch-size" in capsys.readouterr().err
-    monkeypatch.chdir(tmp_path)  # No saved_models/ here, so no default model.
+    monkeypatch.chdir(tmp_path)  # No saved_models/ here and, below, no packaged model.
+    monkeypatch.setattr(runner, "packaged_model_file", lambda: None)
     assert predict.main([str(tmp_path / "face.png"), "--no-detect"]) == 2
     assert "No trained model found" in capsys.readouterr().err

@@ -41,11 +41,12 @@ class ArrayBatches(keras.utils.PyDataset):
         workers: threads preparing batches ahead of the model (decoding releases the GIL).
         drop_remainder: leave out the last, partial batch.
         num_classes: the width of one-hot targets (the label set's class count).
+        mixing: a `fer_keras.data.mixing.BatchMixing` for each batch and its targets, or None.
     """
 
     def __init__(self, images, labels, batch_size=128, shuffle=False, augmentation=None,
                  seed=None, one_hot=True, workers=1, drop_remainder=False,
-                 num_classes=FER2013.num_classes):
+                 num_classes=FER2013.num_classes, mixing=None):
         super().__init__(workers=workers, use_multiprocessing=False,
                          max_queue_size=max(10, 2 * workers))
         if len(images) != len(labels):
@@ -61,6 +62,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.one_hot = one_hot
         self.drop_remainder = drop_remainder
         self.num_classes = int(num_classes)
+        self.mixing = mixing
         self.epoch = 0
         self._order = self._permutation()
 
@@ -90,6 +92,10 @@ class ArrayBatches(keras.utils.PyDataset):
         elif y.ndim == 2:
             # Target distributions (FER+ votes) are already one row per image.
             y = y.astype(np.float32)
+        if self.mixing is not None:
+            # Its own stream, so adding mixing leaves the augmentation draws as they were.
+            x, y = self.mixing.apply_numpy(x, y, np.random.default_rng(
+                [self.seed, self.epoch, index, 1]))
         return x, y
 
     def on_epoch_end(self):

@@ -843,7 +843,7 @@ def default_pipeline(images=None):
 
 def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=None, seed=None,
                  one_hot=True, cache=True, pipeline=None, workers=None, drop_remainder=False,
-                 num_classes=NUM_CLASSES):
+                 num_classes=NUM_CLASSES, mixing=None):
     """Builds the input pipeline used by fit, tune and bench.
 
     Batches first and augments whole batches (one vectorised affine warp per batch), which
@@ -868,12 +868,17 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
             augmentation) and 4 for `ImageFiles` (decoding releases the GIL).
         drop_remainder: leave out the last, partial batch (distributed training splits
             only full batches evenly across replicas).
+        mixing: a `fer_keras.data.mixing.BatchMixing` applied to each augmented batch and
+            its (one-hot or distribution) targets, or None.
 
     Returns:
         A `tf.data.Dataset` or a `keras.utils.PyDataset` of `(float32 images 0-255,
         targets)`.
     """
     pipeline = pipeline or default_pipeline(images)
+    if mixing is not None and not one_hot and np.ndim(labels) != 2:
+        raise ValueError("Mixing blends targets: it needs one_hot=True or distribution "
+                         "targets.")
     if pipeline not in PIPELINES:
         raise ValueError(f"Unknown input pipeline. Use one of {PIPELINES}. "
                          f"Received: pipeline={pipeline!r}")
@@ -887,7 +892,7 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
         return ArrayBatches(images, labels, batch_size, shuffle=shuffle,
                             augmentation=augmentation, seed=seed, one_hot=one_hot,
                             workers=workers, drop_remainder=drop_remainder,
-                            num_classes=num_classes)
+                            num_classes=num_classes, mixing=mixing)
     # TensorFlow loads on first use (and is absent on the JAX and torch extras).
     import tensorflow as tf
 
@@ -910,4 +915,6 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, augmentation=Non
     if augmentation is not None:
         dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y),
                               num_parallel_calls=autotune)
+    if mixing is not None:
+        dataset = dataset.map(mixing, num_parallel_calls=autotune)
     return dataset.prefetch(autotune)

@@ -7,8 +7,8 @@ probe batch) and gives class probabilities for uint8 face crops. `predict`, `eva
 
 Example:
 
->>> from fer_keras.serving.runner import Classifier, find_best_model
->>> classify = Classifier(find_best_model())
+>>> from fer_keras.serving.runner import Classifier, default_model
+>>> classify = Classifier(default_model())
 >>> classify(crops).shape  # crops: uint8 (batch, 48, 48, 1)
 (8, 7)
 """
@@ -41,6 +41,7 @@ from fer_keras.serving.layout import (
     TFLITE_FILE,
 )
 from fer_keras.serving.litert import TFLiteClassifier
+from fer_keras.serving.packaged import ASSET_FOLDER, MODEL_ASSET, packaged_model_file
 from fer_keras.training.loop import DEFAULT_ROOT
 from fer_keras.training.results import predict_probabilities
 from fer_keras.utils.backend import require_tensorflow
@@ -80,6 +81,27 @@ def find_best_model(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
                          f"metrics.json and model.keras. Train one with `python -m "
                          f"fer_keras.fit EXPERIMENT`, or pass --model DIR_OR_FILE.")
     return best
+
+
+def default_model(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """The model to run when none is named: the best run under `root` (`find_best_model`),
+    else the model packaged with fer_keras (`fer_keras/assets/default_model.keras`, see
+    `fer_keras.serving.packaged`).
+
+    Raises:
+        ValueError: in one line, if there is neither.
+    """
+    try:
+        return find_best_model(root)
+    except ValueError:
+        packaged = packaged_model_file()
+        if packaged is not None:
+            return packaged
+    raise ValueError(f"No trained model found: no run folder under {root}/ has both "
+                     f"metrics.json and model.keras, and this fer_keras has no packaged model "
+                     f"(fer_keras/{ASSET_FOLDER}/{MODEL_ASSET}). Train one with `python -m "
+                     f"fer_keras.fit EXPERIMENT`, pass --model DIR_OR_FILE, or reinstall "
+                     f"fer_keras.")
 
 
 def find_exported_tflite(path: str | os.PathLike) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 
 from fer_keras.data.augmentation import Augmentation
 from fer_keras.data.labels import get_label_set
+from fer_keras.data.mixing import BatchMixing
 from fer_keras.data.sources import make_dataset
 from fer_keras.models import get_model
 from fer_keras.training.distribute import Distribution, prepare_model
@@ -87,14 +88,18 @@ def build_inputs(settings: Mapping[str, Any], x_train: Any, y_train: np.ndarray,
                  ) -> tuple[Any, dict[int, float] | None, Augmentation | None]:
     """The training inputs of resolved `settings`: `(train_data, class_weight, augmentation)`.
 
-    `x_train` is uint8 images (or `ImageFiles`), `y_train` label ids; `seed` is the
-    shuffle seed; `pipeline` is passed to `make_dataset` (None picks the backend's).
+    `x_train` is uint8 images (or `ImageFiles`), `y_train` label ids or target
+    distributions (FER+ votes, distillation); `seed` is the shuffle seed; mixup / CutMix
+    (`settings["mixing"]`) mixes the augmented batches; `pipeline` is passed to
+    `make_dataset` (None picks the backend's).
     """
     augmentation = Augmentation(settings["augmentation"]) if settings["augmentation"] else None
+    mixing = (BatchMixing(settings["mixing"], settings.get("mixing_alpha", 1.0))
+              if settings.get("mixing") else None)
     train_data = make_dataset(x_train, y_train, int(settings["batch_size"]), shuffle=shuffle,
                               augmentation=augmentation, seed=seed, pipeline=pipeline,
                               drop_remainder=drop_remainder,
-                              num_classes=num_classes_of(settings))
+                              num_classes=num_classes_of(settings), mixing=mixing)
     weights = class_weights(y_train, settings["class_weight"], num_classes_of(settings))
     return train_data, weights, augmentation
 

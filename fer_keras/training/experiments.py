@@ -63,6 +63,16 @@ class Experiment:
             "ferplus" (FER+'s crowd votes, 8 classes; see `fer_keras.data.ferplus`).
         label_mode: with FER+ labels, "majority" or "probability" (the vote distribution
             as the target); None with FER2013's.
+        mixing: None, "mixup", "cutmix" or "both" (half the batches each): pairs of
+            training images blended (mixup) or pasted into each other (CutMix), their
+            targets mixed in the same proportion (`fer_keras.data.mixing`).
+        mixing_alpha: the Beta(alpha, alpha) that draws each batch's mixing proportion.
+        teachers: run folders whose averaged, tempered probabilities are the soft targets
+            of knowledge distillation (`fer_keras.training.distill`); empty for none.
+        distill_temperature: the temperature the teachers' probabilities are softened by
+            (None without teachers).
+        distill_weight: the share of the teachers' soft targets in the training target,
+            the rest being the hard label (None without teachers).
         study: the study's reported result, or None for recipes of our own.
         notes: why the settings differ from the study, where they do.
     """
@@ -84,6 +94,11 @@ class Experiment:
     protocol: str = "study"
     labels: str = "fer2013"
     label_mode: Optional[str] = None
+    mixing: Optional[str] = None
+    mixing_alpha: float = 1.0
+    teachers: tuple = ()
+    distill_temperature: Optional[float] = None
+    distill_weight: Optional[float] = None
     study: Optional[StudyResult] = None
     notes: str = ""
 
@@ -93,8 +108,14 @@ class Experiment:
 
 TRAINING_KEYS = ("augmentation", "optimizer", "learning_rate", "weight_decay", "schedule",
                  "warmup_epochs", "batch_size", "epochs", "label_smoothing", "class_weight",
-                 "precision", "protocol", "labels", "label_mode")
+                 "precision", "protocol", "labels", "label_mode", "mixing", "mixing_alpha",
+                 "teachers", "distill_temperature", "distill_weight")
 """Fields of an `Experiment` that a command line or a tuner may override."""
+
+MIXINGS = ("mixup", "cutmix", "both")
+"""Batch mixing of training images and targets (`fer_keras.data.mixing`)."""
+DISTILL_DEFAULTS = {"distill_temperature": 2.0, "distill_weight": 0.7}
+"""Distillation settings a run with teachers takes when none is given."""
 
 LABEL_SETS = ("fer2013", "ferplus")
 """Label sets a run can train on (`fer_keras.data.labels`; FER+ with a `LABEL_MODES` mode)."""

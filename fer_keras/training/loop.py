@@ -57,6 +57,7 @@ class TrainingJob:
         progress_seconds: at verbose 2, a progress line within an epoch this often.
         stream: decode an image folder a batch at a time.
         labels_file: FER+ votes file (`--labels-file`), or None to look for it.
+        teacher_fingerprints: `{teacher run: model fingerprint}` of a distilled run.
     """
 
     experiment_name: str
@@ -71,6 +72,7 @@ class TrainingJob:
     progress_seconds: float | None = 60.0
     stream: bool = False
     labels_file: Path | None = None
+    teacher_fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def train(experiment_name: str, data: str | Path | None = None,
@@ -132,10 +134,15 @@ def train(experiment_name: str, data: str | Path | None = None,
     elif labels_file is not None:
         raise ValueError(f"--labels-file is the FER+ votes file: it goes with --labels "
                          f"ferplus. Received: labels={settings['labels']!r}")
+    teacher_fingerprints = {}
+    if settings["teachers"]:
+        from fer_keras.training.distill import check_teachers
+
+        teacher_fingerprints = check_teachers(settings["teachers"], settings)
     job = TrainingJob(experiment_name, settings, output_dir, data_path=data_path, seed=seed,
                       limit=limit, verbose=verbose, skip_bad_rows=skip_bad_rows,
                       splits=splits, progress_seconds=progress_seconds, stream=stream,
-                      labels_file=labels_file)
+                      labels_file=labels_file, teacher_fingerprints=teacher_fingerprints)
 
     # Before any tensor exists: multi-worker TensorFlow configures its collectives here.
     distribution = setup_distribution(distribute, cpu_devices)
@@ -196,6 +203,16 @@ def train_in_staging(job: TrainingJob, staging: Path,
                                       labels_file=job.labels_file)
     # FER+ splits add the faces and targets to train on under the label mode.
     x_train, y_train = splits.get("train_targets", splits["train"])
+    if settings["teachers"]:
+        # Distillation: the teachers' softened probabilities mixed with the hard labels.
+        from fer_keras.training import distill
+
+        y_train = distill.distillation_targets(
+            distill.teacher_probabilities(settings["teachers"], x_train,
+                                          cache=staging / distill.CACHE_FILE,
+                                          fingerprints=job.teacher_fingerprints),
+            y_train, num_classes_of(settings), settings["distill_temperature"],
+            settings["distill_weight"])
     _check_replica_batches(settings, len(x_train), distribution)
     # Distributed, every step is a full global batch split evenly across the replicas
     # (the last, partial batch of an epoch is left out).
@@ -234,6 +251,8 @@ def train_in_staging(job: TrainingJob, staging: Path,
     distribution.finish()
     if not distribution.is_chief:
         return None
+    # The teachers' cached probabilities are not part of the run.
+    (staging / "teacher_targets.npz").unlink(missing_ok=True)
     return write_run_outputs(job, staging, setup.model, splits, distribution)
 
 
@@ -253,6 +272,7 @@ def run_config(job: TrainingJob, distribution: Distribution) -> dict[str, Any]:
                   labels_file=None if labels_file is None else str(labels_file),
                   labels_fingerprint=None if labels_file is None
                   else fer_data.source_fingerprint(labels_file),
+                  teacher_fingerprints=dict(job.teacher_fingerprints),
                   skip_bad_rows=bool(job.skip_bad_rows),
                   data_path=None if data_path is None else str(data_path),
                   data_fingerprint=fingerprint,

@@ -13,8 +13,10 @@ from typing import Any
 from fer_keras.data.augmentation import POLICIES
 from fer_keras.data.protocols import PROTOCOLS
 from fer_keras.training.experiments import (
+    DISTILL_DEFAULTS,
     LABEL_MODES,
     LABEL_SETS,
+    MIXINGS,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
@@ -31,7 +33,13 @@ SETTING_RANGES = {
     "learning_rate": (False, 0, None, True, False),
     "weight_decay": (False, 0, None, False, False),
     "label_smoothing": (False, 0, 1, False, True),
+    "mixing_alpha": (False, 0, None, True, False),
 }
+DISTILL_RANGES = {
+    "distill_temperature": (False, 0, None, True, False),
+    "distill_weight": (False, 0, 1, False, False),
+}
+"""Ranges of the distillation settings, which are set only on runs with teachers."""
 """Allowed values of the numeric training settings, whether they come from a flag, an
 --hparams file or the experiment table. Any builder argument named `*dropout_rate` must be
 in [0, 1)."""
@@ -75,6 +83,13 @@ def resolve_settings(experiment_name: str, overrides: Mapping[str, Any] | None =
                                  f"{experiment.model!r}. Received: {key}={value!r}")
     if settings["class_weight"] == "none":
         settings["class_weight"] = None
+    if settings["mixing"] == "none":
+        settings["mixing"] = None
+    settings["teachers"] = [str(teacher) for teacher in settings["teachers"] or ()]
+    if settings["teachers"]:
+        for key, default in DISTILL_DEFAULTS.items():
+            if settings[key] is None:
+                settings[key] = default
     if settings["labels"] == "fer2013" and not any(
             source.get("label_mode") is not None for source in (hparams or {}, overrides or {})):
         # `--labels fer2013` on a FER+ experiment: its label mode goes with its labels.
@@ -87,7 +102,7 @@ def setting_choices() -> dict[str, tuple]:
     return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS,
             "protocol": tuple(PROTOCOLS), "augmentation": (None, *POLICIES),
             "class_weight": (None, "balanced"), "labels": LABEL_SETS,
-            "label_mode": (None, *LABEL_MODES)}
+            "label_mode": (None, *LABEL_MODES), "mixing": (None, *MIXINGS)}
 
 
 def check_settings(settings: Mapping[str, Any], seed: Any = 0, limit: Any = None) -> None:
@@ -113,7 +128,16 @@ def check_settings(settings: Mapping[str, Any], seed: Any = 0, limit: Any = None
             "--label-mode (majority or probability) goes with --labels ferplus, and only with "
             f"it. Received: labels={settings.get('labels')!r}, "
             f"label_mode={settings.get('label_mode')!r}")
+    teachers = settings.get("teachers") or []
+    if not teachers:
+        given = [key for key in DISTILL_RANGES if settings.get(key) is not None]
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} goes with --teachers (the runs "
+                             f"to distil from). Received: {given[0]}={settings[given[0]]!r}, "
+                             f"teachers=[]")
     checks = [(key, settings.get(key), *bounds) for key, bounds in SETTING_RANGES.items()]
+    if teachers:
+        checks += [(key, settings.get(key), *bounds) for key, bounds in DISTILL_RANGES.items()]
     checks += [(key, value, False, 0, 1, False, True)
                for key, value in settings["model_kwargs"].items()
                if key.endswith("dropout_rate") and value is not None]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_keras.data.labels import FER2013
-from fer_keras.serving.runner import Classifier, find_best_model
+from fer_keras.serving.runner import Classifier, default_model
 from fer_keras.vision.annotate import (
     ANNOTATED_SUFFIX,
     TIMELINE_SUFFIX,
@@ -148,11 +148,12 @@ def face_entries(base, gray, boxes, size, check_size=True):
             yield record, crop_face(gray, box, size)
 
 
-def classify_into(records_and_crops, model):
+def classify_into(records_and_crops, model, min_confidence=None):
     """Adds `label`, `class_id` and `probabilities` to each record that has a crop.
 
     The names are the `model`'s (`Classifier.class_names`, its label set's, in output
-    order).
+    order). With a `min_confidence`, each also gets `uncertain`: whether its top
+    probability is below it.
     """
     class_names = model.class_names
     crops = [crop for _, crop in records_and_crops if crop is not None]
@@ -164,15 +165,36 @@ def classify_into(records_and_crops, model):
             record.update(label=class_names[class_id], class_id=class_id,
                           probabilities={name: round(float(p), 6)
                                          for name, p in zip(class_names, row)})
+            if min_confidence is not None:
+                record["uncertain"] = bool(row[class_id] < min_confidence)
+
+
+def check_confidence(min_confidence):
+    """Validates a `min_confidence` (None, or a finite number in [0, 1]) and returns it.
+
+    Raises:
+        ValueError: naming the bad value.
+    """
+    if min_confidence is None:
+        return None
+    try:
+        valid = (not isinstance(min_confidence, bool)
+                 and 0.0 <= float(min_confidence) <= 1.0)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"min_confidence must be a probability in [0, 1] (or None for no "
+                         f"uncertain marks). Received: min_confidence={min_confidence!r}")
+    return float(min_confidence)
 
 
 def predict(paths, model=None, batch_size=64, detect=True, output=None, every=None,
-            fps=None, annotate=None, progress=sys.stderr):
+            fps=None, annotate=None, progress=sys.stderr, min_confidence=None):
     """Classifies the faces in `paths` (photos and videos) and writes JSON lines.
 
     Args:
         paths: files and folders.
-        model: a `Classifier`, or a path for one; None picks `find_best_model()`.
+        model: a `Classifier`, or a path for one; None picks `default_model()`.
         batch_size: faces per model call (photos; a video's faces are classified frame by
             frame, so its annotated copy can be drawn as it is read).
         detect: find faces with the Haar cascade; False takes each image (or video frame)
@@ -184,6 +206,8 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         annotate: a folder for annotated copies of the inputs and video timelines (see
             `fer_keras.vision.annotate`), or None.
         progress: a stream for the per-video progress bar, or None.
+        min_confidence: a probability in [0, 1], or None; with one, each classified
+            face's record gets `uncertain`: whether its top probability is below it.
 
     Returns:
         The list of records written (dicts), in order.
@@ -197,12 +221,13 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         raise ValueError(f"batch_size must be a positive integer. Received: "
                          f"batch_size={batch_size!r}")
     check_sampling(every, fps)
+    check_confidence(min_confidence)
     if annotate is not None:
         check_outputs(paths, annotate=annotate)
     output = output or sys.stdout
     detector = load_detector() if detect else None
     if not isinstance(model, Classifier):
-        model = Classifier(model if model is not None else find_best_model())
+        model = Classifier(model if model is not None else default_model())
     names = None
     if annotate is not None:
         names = OutputNames(annotate)
@@ -215,7 +240,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         written.append(record)
 
     def flush():
-        classify_into(pending, model)
+        classify_into(pending, model, min_confidence)
         for record, _ in pending:
             emit(record)
         output.flush()
@@ -227,7 +252,8 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
             continue
         if is_video(entry):
             flush()
-            for record in predict_video(entry, model, detector, every, fps, names, progress):
+            for record in predict_video(entry, model, detector, every, fps, names, progress,
+                                        min_confidence):
                 emit(record)
             output.flush()
             continue
@@ -250,13 +276,14 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
 
 
 def predict_video(path, model, detector, every=None, fps=None, names=None,
-                  progress=sys.stderr):
+                  progress=sys.stderr, min_confidence=None):
     """Yields the face records of one video, sampled frame by sampled frame.
 
     Each record has `frame` (index from 0), `time` (seconds), `track` (an id that follows
     one person across frames, `fer_keras.vision.video.IoUTracker`), `face`, `box` and the
-    classification. A video that cannot be read gets one error record; one that stops
-    early (truncated) gets its faces so far and then one error record.
+    classification (with `uncertain` given a `min_confidence`, as `classify_into`). A
+    video that cannot be read gets one error record; one that stops early (truncated)
+    gets its faces so far and then one error record.
     """
     # OpenCV is slow to import; it loads only once a video is read.
     import cv2
@@ -286,7 +313,7 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
                 for record, track in zip(classified, tracker.update(
                         [record["box"] for record in classified])):
                     record["track"] = track
-                classify_into(found, model)
+                classify_into(found, model, min_confidence)
                 latest = [record for record, _ in found]
                 faces += len(latest)
                 if names is not None:
