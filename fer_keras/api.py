@@ -1,9 +1,10 @@
 """The Python API: `Recognizer`, the facial expressions of photos, arrays and videos.
 
 `Recognizer` runs what `python -m fer_keras.predict` runs (the same face detection, 48x48
-crops and records, `fer_keras.vision.recognize`) on image files, NumPy images and videos,
-and returns the records instead of printing them. Without a `model` it uses the default
-lookup: the best run under `saved_models/`, else the model packaged with fer_keras.
+crops and records, `fer_keras.vision.recognize`; `detector="mtcnn"` as `--detector mtcnn`)
+on image files, NumPy images and videos, and returns the records instead of printing them.
+Without a `model` it uses the default lookup: the best run under `saved_models/`, else the
+model packaged with fer_keras.
 
 Example (`photo` is the path of a picture with one face in it):
 
@@ -37,14 +38,22 @@ from PIL import Image
 
 from fer_keras.serving.packaged import packaged_model_file, packaged_model_info, run_summary
 from fer_keras.serving.runner import Classifier, default_model
-from fer_keras.vision.faces import detect_faces, load_detector
-from fer_keras.vision.images import load_gray, to_uint8
+from fer_keras.vision.episodes import (
+    DEFAULT_MARGIN,
+    DEFAULT_MIN_TRACK_SECONDS,
+    check_smoothing,
+    find_episodes,
+)
+from fer_keras.vision.images import load_gray, load_gray_and_rgb, to_uint8
 from fer_keras.vision.recognize import (
+    DEFAULT_DETECTOR,
     check_confidence,
     classify_into,
+    detect_boxes,
     face_entries,
     input_problem,
     predict_video,
+    resolve_detector,
 )
 from fer_keras.vision.video import check_sampling, is_video
 
@@ -71,6 +80,16 @@ def to_gray(image, where="x"):
         ValueError: for another shape, an empty image, a boolean or complex array, or
             values outside 0-255 (or NaN, infinite).
     """
+    return to_gray_and_rgb(image, where)[0]
+
+
+def to_gray_and_rgb(image, where="x"):
+    """`(to_gray(image), rgb)`: `rgb` is the picture as uint8 RGB `(height, width, 3)`
+    (RGBA composited over white) for a colour image, None for a gray one.
+
+    Raises:
+        ValueError: as `to_gray`.
+    """
     image = np.asarray(image)
     received = f"Received: {where} with shape {image.shape} and dtype {image.dtype}"
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -95,17 +114,25 @@ def to_gray(image, where="x"):
                              f"span {low:g} to {high:g}. Rescale the image. {received}")
         image = to_uint8(image, 1.0 if floats and high <= 1.0 else 255.0)
     if image.ndim == 2:
-        return image
+        return image, None
     if image.shape[-1] == 4:
         white = Image.new("RGBA", (image.shape[1], image.shape[0]), (255, 255, 255, 255))
         picture = Image.alpha_composite(white, Image.fromarray(image, "RGBA"))
+        rgb = np.asarray(picture.convert("RGB"), dtype=np.uint8)
     else:
-        picture = Image.fromarray(np.ascontiguousarray(image), "RGB")
-    return np.asarray(picture.convert("L"), dtype=np.uint8)
+        rgb = np.ascontiguousarray(image)
+        picture = Image.fromarray(rgb, "RGB")
+    return np.asarray(picture.convert("L"), dtype=np.uint8), rgb
 
 
 def read_gray(path, where="x"):
     """An image file as uint8 gray, as `predict` reads it; one-line ValueErrors."""
+    return read_pictures(path, where)[0]
+
+
+def read_pictures(path, where="x", colour=False):
+    """`(gray, rgb)` of an image file, as `predict` reads it: `rgb` (uint8 RGB) only with
+    `colour`, else None; one-line ValueErrors."""
     received = f"Received: {where}={str(path)!r}"
     problem = input_problem(path)
     if problem is None and Path(path).is_dir():
@@ -114,7 +141,7 @@ def read_gray(path, where="x"):
         problem = "is a video; use Recognizer.predict_video for videos"
     if problem is None:
         try:
-            return load_gray(path)
+            return load_gray_and_rgb(path) if colour else (load_gray(path), None)
         except ValueError as error:
             problem = " ".join(str(error).split())
     raise ValueError(f"Cannot read the image {path}: {problem}. Pass an image file or a "
@@ -135,27 +162,36 @@ class Recognizer:
             file or a loaded `fer_keras.serving.runner.Classifier`; None: the best run
             under `saved_models/`, else the packaged model
             (`fer_keras.serving.runner.default_model`).
-        detect: find faces with OpenCV's Haar cascade; False takes each whole image as one
-            face crop.
+        detect: find faces with `detector`; False takes each whole image as one face
+            crop.
         min_confidence: a probability in [0, 1]: faces whose top probability is below it
             get `uncertain: True`. None marks none uncertain.
         batch_size: at most this many faces per model call.
         litert: run the TFLite file exported beside `model` with LiteRT.
         num_threads: LiteRT threads (None: the runtime's choice).
+        detector: the face detector: "haar" (default, OpenCV's Haar cascade) or "mtcnn"
+            (finds more faces and fewer false ones; needs `pip install "fer_keras[mtcnn]"`
+            and Keras's TensorFlow backend), or a detector object of
+            `fer_keras.vision.detectors.get_detector`. Boxes that are not square (MTCNN's)
+            are made square about their centre.
+
+    Example: `Recognizer(detector="mtcnn").predict("group.jpg")`.
 
     Raises:
         ValueError: in one line, for no model, a model file that fails to load or the
-            checks, a bad `min_confidence` or `batch_size`, or no face detector.
+            checks, a bad `min_confidence` or `batch_size`, or an unknown or uninstalled
+            face detector.
     """
 
     def __init__(self, model=None, detect=True, min_confidence=None, batch_size=64,
-                 litert=False, num_threads=None):
+                 litert=False, num_threads=None, detector=DEFAULT_DETECTOR):
         self.min_confidence = check_confidence(min_confidence)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer. Received: "
                              f"batch_size={batch_size!r}")
         self.batch_size = batch_size
-        self.detector = load_detector() if detect else None
+        # Before the model loads: an unknown or uninstalled detector is refused at no cost.
+        self.detector = resolve_detector(detector, detect)
         if isinstance(model, Classifier):
             self.classifier = model
         else:
@@ -217,11 +253,13 @@ class Recognizer:
         return self._predict_many([x], "x")[0]
 
     def _predict_many(self, items, where):
-        grays = [self._gray(item, where.format(index)) for index, item in enumerate(items)]
+        colour = self.detector is not None and self.detector.input_mode == "rgb"
+        pictures = [self._pictures(item, where.format(index), colour)
+                    for index, item in enumerate(items)]
         per_image, pending = [], []
-        for gray in grays:
+        for gray, rgb in pictures:
             height, width = gray.shape
-            boxes = (detect_faces(self.detector, gray) if self.detector is not None
+            boxes = (detect_boxes(self.detector, gray, rgb) if self.detector is not None
                      else [[0, 0, width, height]])
             entries = list(face_entries({}, gray, boxes, self.classifier.size,
                                         self.detector is not None))
@@ -240,15 +278,16 @@ class Recognizer:
                       0.0 if self.min_confidence is None else self.min_confidence)
 
     @staticmethod
-    def _gray(item, where):
+    def _pictures(item, where, colour):
         if isinstance(item, (str, os.PathLike)):
-            return read_gray(item, where)
+            return read_pictures(item, where, colour)
         if isinstance(item, np.ndarray):
-            return to_gray(item, where)
+            return to_gray_and_rgb(item, where)
         raise ValueError(f"Pass an image file path, a NumPy image or a list of them. "
                          f"Received: {where} of type {type(item).__name__}")
 
-    def predict_video(self, path, fps=None, every=None):
+    def predict_video(self, path, fps=None, every=None, smooth=None,
+                      smooth_method="exponential"):
         """Yields the faces of a video, sampled frame by sampled frame.
 
         Frames are read one at a time (a long video is never held in memory) and sampled
@@ -259,6 +298,9 @@ class Recognizer:
             path: a video file OpenCV can open.
             fps: frames per second of video to classify.
             every: classify every N-th frame instead.
+            smooth: smooth each track's probabilities over this many seconds (each face
+                gets `smoothed` and `smoothed_label`; `fer_keras.vision.episodes`).
+            smooth_method: "exponential" (default) or "window".
 
         Yields:
             `{"frame": index, "time": seconds, "faces": [face dicts]}` for each sampled
@@ -270,6 +312,8 @@ class Recognizer:
                 or a video that ends early (after the frames it did decode).
         """
         every, fps = check_sampling(every, fps)
+        if smooth is not None:
+            check_smoothing(smooth, smooth_method)
         problem = input_problem(path)
         if problem is None and Path(path).is_dir():
             problem = "is a folder, not a video file"
@@ -280,7 +324,8 @@ class Recognizer:
         for record in predict_video(path, self.classifier, self.detector, every, fps,
                                     progress=None,
                                     min_confidence=(0.0 if self.min_confidence is None
-                                                    else self.min_confidence)):
+                                                    else self.min_confidence),
+                                    smooth=smooth, smooth_method=smooth_method):
             if "error" in record:
                 if frame is not None:
                     yield frame
@@ -297,3 +342,18 @@ class Recognizer:
             frame["faces"].append(face_dict(record))
         if frame is not None:
             yield frame
+
+    def episodes(self, path, fps=None, every=None, smooth=1.0, smooth_method="exponential",
+                 margin=DEFAULT_MARGIN, min_track_seconds=DEFAULT_MIN_TRACK_SECONDS):
+        """The episodes of a video: one dict per stretch of one label on one track.
+
+        The video is classified as `predict_video` does (smoothed over `smooth` seconds,
+        None for raw labels), then cut as `fer_keras.vision.episodes.find_episodes` says:
+        `file`, `track`, `label`, `start`, `end`, `duration` (seconds), `records`,
+        `peak_probability` and `mean_probability`. Tracks seen for less than
+        `min_track_seconds` are left out.
+        """
+        records = [dict(face, file=str(path), frame=frame["frame"], time=frame["time"])
+                   for frame in self.predict_video(path, fps, every, smooth, smooth_method)
+                   for face in frame["faces"]]
+        return find_episodes(records, margin=margin, min_track_seconds=min_track_seconds)

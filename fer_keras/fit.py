@@ -6,7 +6,7 @@ Usage:
         [--batch-size N] [--learning-rate X] [--weight-decay X] [--dropout-rate X]
         [--labels fer2013|ferplus] [--label-mode majority|probability] [--labels-file F]
         [--mixing mixup|cutmix|both] [--mixing-alpha X]
-        [--teachers RUN ...] [--distill-temperature X] [--distill-weight X]
+        [--teachers RUN ...] [--distill-temperature X] [--distill-weight X] [--calibrate]
         [--hparams BEST.json] [--output-dir DIR] [--overwrite] [--seed N]
         [--distribute mirrored|multi-worker] [--stream]
 
@@ -66,7 +66,8 @@ from fer_keras.training.experiments import (
     SCHEDULES,
     list_experiments,
 )
-from fer_keras.training.loop import train
+from fer_keras.training.loop import DEFAULT_ROOT, train
+from fer_keras.training.run_folder import refuse_finished_run, run_folder_path
 from fer_keras.training.settings import load_hparams
 
 
@@ -118,6 +119,10 @@ def build_parser():
     parser.add_argument("--distill-weight", type=number_in(0, 1),
                         help="share of the teachers' soft targets in the target, the rest "
                         "the label (default 0.7 with --teachers)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="after training, fit a temperature on the selection split and "
+                        "write the calibrated model as the run folder DIR_calibrated "
+                        "(python -m fer_keras.calibrate)")
     parser.add_argument("--hparams", help="JSON of hyperparameters (e.g. the tuner's "
                         "best_hparams.json); explicit flags win over it")
     parser.add_argument("--output-dir", help="default saved_models/EXPERIMENT")
@@ -167,12 +172,24 @@ def main(argv=None):
 
     def body():
         hparams = load_hparams(args.hparams) if args.hparams else None
-        train(args.experiment, data=args.data, output_dir=args.output_dir, seed=args.seed,
+        run = run_folder_path(args.output_dir or DEFAULT_ROOT / args.experiment)
+        output = run.with_name(f"{run.name}_calibrated")
+        if args.calibrate:
+            refuse_finished_run(output, args.overwrite)  # Before hours of training.
+        metrics = train(args.experiment, data=args.data, output_dir=args.output_dir, seed=args.seed,
               limit=args.limit, overrides=overrides, hparams=hparams,
               verbose="auto" if args.verbose is None else args.verbose,
               skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
               progress_seconds=args.progress_seconds, distribute=args.distribute,
               cpu_devices=args.cpu_devices, stream=args.stream, labels_file=args.labels_file)
+        if args.calibrate and metrics is not None:
+            # The accuracy layer sits above training: the command joins the two.
+            from fer_keras.accuracy.calibration import calibrate_run
+
+            calibrate_run(run, output, data=args.data, overwrite=args.overwrite,
+                          command=" ".join(["python -m fer_keras.calibrate", str(run),
+                                            "--output", str(output)]))
+            print(f"Wrote the calibrated model to {output}")
 
     from fer_keras.training.recipe import TrainingDiverged  # Keras: not for `fit --help`
 

@@ -36,6 +36,15 @@ SLOW_TESTS = (
     "tests/test_bench.py::test_rounds_take_turns_and_keep_each_precisions_median",
     "tests/test_calibration.py::test_calibrate_command_writes_a_run_folder_that_verifies",
     "tests/test_data.py::test_augmentation_eager_and_in_dataset_map[study]",
+    "tests/test_detectors.py::test_command_compares_both_detectors_on_the_shared_photos",
+    "tests/test_detectors.py::test_command_measures_haar_on_the_shared_photos",
+    "tests/test_detectors.py::"
+    "test_haar_boxes_a_pixel_off_square_are_kept_as_the_cascade_gives_them",
+    "tests/test_detectors.py::"
+    "test_haar_gives_the_records_of_the_default_call_with_the_cascades_boxes",
+    "tests/test_detectors.py::test_haar_wrapper_gives_the_boxes_of_faces_py_on_real_photos",
+    "tests/test_detectors.py::"
+    "test_mtcnn_finds_faces_in_rgb_and_gray_and_none_in_a_blank_picture",
     "tests/test_fit.py::test_evaluate_no_mirror_scores_the_wrapped_network_alone",
     "tests/test_fit_guards.py::test_a_stale_staging_folder_without_a_finished_epoch_is_cleaned",
     "tests/test_fit_guards.py::test_a_user_folder_named_like_a_retired_run_is_not_removed",
@@ -102,6 +111,8 @@ SLOW_TESTS = (
     "tests/test_ferplus.py::test_an_eight_class_run_round_trips_through_evaluate_export_and_"
     "predict",
     "tests/test_distill.py::test_a_distilled_run_records_its_teachers_and_trains",
+    "tests/test_calibration.py::test_fit_calibrate_writes_the_calibrated_run_beside_it",
+    "tests/test_video.py::test_the_real_video_is_one_person_in_its_episodes",
     "tests/test_litert.py::*",
     "tests/test_packaging.py::test_the_installed_wheel_predicts_from_an_empty_folder",
     "tests/test_packaging.py::test_the_wheel_holds_the_packaged_model_and_stays_small",

@@ -208,6 +208,27 @@ def test_an_eight_class_run_round_trips_through_evaluate_export_and_predict(
     assert "is not a scores file written by evaluate --save" in capsys.readouterr().err
     assert notes.read_text() == '{"mine": 1}'
 
+    # Test-time views and ensembles score FER+ runs on FER+ labels, and on FER2013's 7.
+    from fer_keras import ensemble, tta
+
+    viewed = tmp_path / "runs" / "crowd_mirror"
+    assert tta.main([str(run), "--views", "mirror", "--output", str(viewed),
+                     "--data", str(data)]) == 0
+    for folder in (viewed,):
+        derived = json.loads((folder / "metrics.json").read_text())
+        assert derived["labels"] == "ferplus"
+        assert derived["splits"]["private_test"]["count"] == majority_private
+        assert derived["fer2013_private_test"]["count"] == 28
+    both = tmp_path / "runs" / "crowd_ensemble"
+    assert ensemble.main([str(run), str(viewed), "--output", str(both),
+                          "--data", str(data)]) == 0
+    joined = json.loads((both / "metrics.json").read_text())
+    assert joined["labels"] == "ferplus"
+    assert joined["splits"]["private_test"]["class_order"] == list(FERPLUS.class_names)
+    assert joined["fer2013_private_test"]["class_order"] == list(FER2013.class_names)
+    assert evaluate.main(["--verify", str(both / "model.keras"), str(viewed / "model.keras")]) == 0
+    capsys.readouterr()
+
     # export: the signature and labels.txt name FER+'s 8 classes.
     assert export.main([str(run), "--no-tflite"]) == 0
     labels_txt = run / "serving" / "1" / "assets" / "labels.txt"

@@ -233,3 +233,71 @@ def test_frames_are_read_one_at_a_time(clip, monkeypatch):
     # Frames that are not sampled are skipped without being decoded into images (the
     # fourth read is the one that finds the end).
     assert reads.count("read") == 4 and reads.count("grab") == FRAMES - 3
+
+
+def test_smooth_and_episodes_on_a_clip(clip, classifier, tmp_path, capsys):
+    episodes_path, folder = tmp_path / "episodes.csv", tmp_path / "pictures"
+    assert predict.main([str(clip), "--model", str(classifier.path), "--every", "2",
+                         "--smooth", "0.5", "--episodes", str(episodes_path),
+                         "--annotate", str(folder)]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert all(set(record["smoothed"]) == set(CLASS_NAMES) for record in records)
+    assert all(record["smoothed_label"] in CLASS_NAMES for record in records)
+    # The first record of a track is its own smoothed value.
+    first = records[0]
+    assert first["smoothed"] == pytest.approx(first["probabilities"], abs=1e-6)
+    table = pd.read_csv(episodes_path)
+    assert set(table["track"]) == {0, 1}
+    for track, rows in table.groupby("track"):
+        # Episodes of a track follow each other and cover its records.
+        assert rows["records"].sum() == sum(r["track"] == track for r in records)
+        assert (rows["start"].iloc[1:].to_numpy() > rows["end"].iloc[:-1].to_numpy()).all()
+    assert "episode(s) written to" in captured.err
+    assert cv2.imread(str(folder / "clip.timeline.png")) is not None
+
+
+def test_episodes_and_csv_must_be_two_files(clip, classifier, tmp_path, capsys):
+    table = tmp_path / "out.csv"
+    assert predict.main([str(clip), "--model", str(classifier.path), "--csv", str(table),
+                         "--episodes", str(table)]) == 2
+    assert "is also the --csv file" in capsys.readouterr().err
+    assert predict.main([str(clip), "--model", str(classifier.path), "--episodes",
+                         str(clip)]) == 2
+    assert "would destroy it" in capsys.readouterr().err
+    assert not table.exists()
+
+
+def test_the_real_video_is_one_person_in_its_episodes(tmp_path, capsys):
+    """../shared/video/woman2.mp4 (one woman's face): every episode is of one track, and the
+    short tracks the Haar cascade makes up elsewhere in the frame are left out."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "video" / "woman2.mp4"
+    if not path.exists():
+        pytest.skip(f"the shared video is not at {path}")
+    keras.utils.set_random_seed(3)
+    model = tmp_path / "baseline.keras"
+    get_model("baseline").save(model)
+    episodes_path = tmp_path / "episodes.csv"
+    assert predict.main([str(path), "--model", str(model), "--fps", "5", "--smooth", "1",
+                         "--episodes", str(episodes_path), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    table = pd.read_csv(episodes_path)
+    assert table["track"].nunique() == 1
+    [track] = table["track"].unique()
+    # That track is the woman's: it holds most of the records and spans the video.
+    assert sum(r.get("track") == track for r in records) > 0.8 * len(records)
+    assert table["end"].max() - table["start"].min() > 10
+
+
+def test_the_api_gives_smoothed_faces_and_episodes(clip, classifier):
+    from fer_keras.api import Recognizer
+
+    recognizer = Recognizer(classifier)
+    frames = list(recognizer.predict_video(clip, every=5, smooth=0.5))
+    assert all("smoothed_label" in face for frame in frames for face in frame["faces"])
+    found = recognizer.episodes(clip, every=5, smooth=0.5, min_track_seconds=0)
+    assert {row["track"] for row in found} == {0, 1}
+    assert all(row["file"] == str(clip) for row in found)
+    with pytest.raises(ValueError, match="--smooth takes a positive number"):
+        next(recognizer.predict_video(clip, smooth=-1))

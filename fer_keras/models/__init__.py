@@ -9,6 +9,7 @@ import numbers
 import zipfile
 
 from fer_keras.models import baselines, classic, deep_emotion, dexpression, resnet, vgg  # noqa: F401
+from fer_keras.models.calibration import TemperatureScaling  # noqa: F401  (for load_model)
 from fer_keras.models.layers import (  # noqa: F401
     LocalResponseNormalization,
     MirrorAverage,

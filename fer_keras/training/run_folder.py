@@ -23,9 +23,9 @@ RETIRED_SUFFIX = ".replaced"
 
 RUN_ENTRIES = frozenset({"model.keras", "history.csv", "config.json", "metrics.json",
                          "learning_curves.png", "confusion_matrix.png", "backup",
-                         "model.tmp.keras", "tau_sweep.png"})
+                         "model.tmp.keras", "tau_sweep.png", "reliability.png"})
 """What fit (and the commands that publish run folders the same way: ensemble, tta,
-rebalance) write into a run folder. A folder holding anything else is never replaced, not
+rebalance, calibrate) write into a run folder. A folder holding anything else is never replaced, not
 even with --overwrite: it holds files that are not ours."""
 
 

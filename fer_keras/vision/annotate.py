@@ -87,8 +87,10 @@ def draw_faces(image, records):
         track = record.get("track")
         colour = TRACK_COLOURS[(track or record.get("face", 0)) % len(TRACK_COLOURS)]
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, thickness)
-        probability = record["probabilities"][record["label"]]
-        text = f"{record['label']} {100 * probability:.0f}%"
+        # Smoothed over time (predict --smooth), a video shows the smoothed label.
+        label = record.get("smoothed_label", record["label"])
+        probability = record.get("smoothed", record["probabilities"])[label]
+        text = f"{label} {100 * probability:.0f}%"
         if track is not None:
             text = f"#{track} {text}"
         scale = max(0.4, min(1.5, w / 160))
@@ -174,15 +176,26 @@ def plot_timeline(records, path, title=""):
     for axis, track in zip(axes[:, 0], shown):
         rows = by_track[track]
         times = [row["time"] for row in rows]
-        for name in class_names:
-            axis.plot(times, [row["probabilities"][name] for row in rows], label=name,
+        smoothed = all("smoothed" in row for row in rows)
+        for index, name in enumerate(class_names):
+            colour = f"C{index}"
+            # With smoothing, raw probabilities are thin and faint, smoothed ones bold.
+            axis.plot(times, [row["probabilities"][name] for row in rows],
+                      label=None if smoothed else name, color=colour,
+                      alpha=0.35 if smoothed else 1.0, linewidth=0.8 if smoothed else 1.5,
                       marker="." if len(rows) < 30 else None)
+            if smoothed:
+                axis.plot(times, [row["smoothed"][name] for row in rows], color=colour,
+                          label=name, linewidth=2.0)
         axis.set_ylim(0, 1)
         axis.set_ylabel(f"track {track}\nprobability")
         axis.grid(alpha=0.3)
     axes[0, 0].legend(ncol=len(class_names), fontsize="small", loc="lower left",
                       bbox_to_anchor=(0, 1.02))
     axes[-1, 0].set_xlabel("time (s)")
+    if any("smoothed" in row for rows in by_track.values() for row in rows):
+        title = f"{title}: smoothed (bold) and raw (faint)" if title else \
+            "smoothed (bold) and raw (faint)"
     if title:
         figure.suptitle(title, y=0.995)
     figure.tight_layout()

@@ -1,5 +1,5 @@
-"""Image files decoded as a photo viewer shows them: uint8 gray for the classifier, BGR
-for the pictures `--annotate` draws on.
+"""Image files decoded as a photo viewer shows them: uint8 gray for the classifier, RGB
+for the face detectors that work on colour, BGR for the pictures `--annotate` draws on.
 
 Any size, gray or colour; EXIF orientation is applied and transparency is composited over
 white; gray of more than 8 bits is scaled to 8 (`to_uint8`). The suffixes taken from a
@@ -59,20 +59,61 @@ def load_gray(path):
     Raises:
         ValueError: if the file is not an image or is truncated or corrupt.
     """
+    return _decode(path, colour=False)[0]
+
+
+def load_rgb(path):
+    """Decodes an image file to uint8 RGB `(height, width, 3)`, as `load_gray` sees it.
+
+    The same EXIF orientation and compositing over white; gray files (of any bit depth)
+    give their `load_gray` picture in all three channels.
+
+    >>> load_rgb("photo_500x375.jpg").shape
+    (375, 500, 3)
+
+    Raises:
+        ValueError: if the file is not an image or is truncated or corrupt.
+    """
+    return _decode(path, colour=True)[1]
+
+
+def load_gray_and_rgb(path):
+    """`(load_gray(path), load_rgb(path))`, decoding the file once.
+
+    Raises:
+        ValueError: if the file is not an image or is truncated or corrupt.
+    """
+    return _decode(path, colour=True)
+
+
+def load_colour(path):
+    """A photo as uint8 BGR (OpenCV's order, for drawing on), as `load_rgb` decodes it.
+
+    Raises:
+        ValueError: if the file is not an image or is truncated or corrupt.
+    """
+    return np.ascontiguousarray(load_rgb(path)[..., ::-1])
+
+
+def _decode(path, colour):
+    """`(gray, rgb)` of an image file; `rgb` is None unless `colour` (see `load_gray`)."""
     try:
         with Image.open(path) as image:
             # load() decodes every byte, so a truncated file fails here, not later.
             image.load()
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-                return to_uint8(np.asarray(image),
+                gray = to_uint8(np.asarray(image),
                                 65535 if image.mode.startswith("I;16") else None)
+                return gray, (np.repeat(gray[..., None], 3, axis=-1) if colour else None)
             if image.mode in TRANSPARENT_MODES or (
                     image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, rgba)
-            return np.asarray(image.convert("L"), dtype=np.uint8)
+            gray = np.asarray(image.convert("L"), dtype=np.uint8)
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8) if colour else None
+            return gray, rgb
     except UnidentifiedImageError:
         raise ValueError("not an image (no known image format)") from None
     except Image.DecompressionBombError as error:
@@ -80,20 +121,3 @@ def load_gray(path):
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # Pillow reports truncated and corrupt data as OSError, SyntaxError or ValueError.
         raise ValueError(f"truncated or corrupt image: {error}") from None
-
-
-def load_colour(path):
-    """A photo as uint8 BGR, EXIF-rotated and composited over white, as `load_gray` sees it."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in TRANSPARENT_MODES or (
-                image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
-                                          rgba)
-        elif image.mode.startswith("I"):
-            # 16- and 32-bit gray: the gray the classifier saw, shown as 8-bit.
-            gray = load_gray(path)
-            return np.repeat(gray[..., None], 3, axis=-1)
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgb[..., ::-1])

@@ -1,9 +1,10 @@
 """Photos and videos in, one record per face out: the library behind `python -m
 fer_keras.predict` (whose docstring describes the records).
 
-`predict` expands the inputs (`expand_paths`), finds the faces (`fer_keras.vision.faces`),
-classifies them in batches with a `fer_keras.serving.runner.Classifier`, samples and
-tracks videos (`predict_video`, `fer_keras.vision.video`) and draws annotated copies
+`predict` expands the inputs (`expand_paths`), finds the faces with a detector of
+`fer_keras.vision.detectors` (`resolve_detector`, `detect_boxes`), classifies them in
+batches with a `fer_keras.serving.runner.Classifier`, samples and tracks videos
+(`predict_video`, `fer_keras.vision.video`) and draws annotated copies
 (`fer_keras.vision.annotate`). `check_outputs` refuses, before any work, output paths that
 would overwrite an input or cannot be written; `write_csv` writes the records as a table.
 """
@@ -28,8 +29,10 @@ from fer_keras.vision.annotate import (
     is_output_name,
     plot_timeline,
 )
-from fer_keras.vision.faces import MIN_FACE_SIZE, crop_face, detect_faces, load_detector
-from fer_keras.vision.images import IMAGE_SUFFIXES, load_gray
+from fer_keras.vision.detectors import detector_options, get_detector
+from fer_keras.vision.episodes import TrackSmoother, check_smoothing
+from fer_keras.vision.faces import MIN_FACE_SIZE, crop_face
+from fer_keras.vision.images import IMAGE_SUFFIXES, load_gray, load_gray_and_rgb
 from fer_keras.vision.video import (
     VIDEO_SUFFIXES,
     IoUTracker,
@@ -106,10 +109,99 @@ def expand_paths(paths, annotate=None):
     return entries
 
 
+DEFAULT_DETECTOR = "haar"
+"""The face detector `predict`, the `predict` command and `Recognizer` use unless told
+otherwise: OpenCV's Haar cascade, which needs nothing beyond OpenCV. mtcnn finds more faces
+and fewer false ones (docs/prediction.md, "Face detectors") but needs the mtcnn extra and
+Keras's TensorFlow backend."""
+
+SQUARE_BOX_DETECTORS = ("haar",)
+"""Detectors whose boxes are square by construction (the Haar cascade searches square
+windows): their boxes are used as found, to the pixel, as before detectors could be chosen.
+Scaling a large photo's boxes back can leave them a pixel off square, which `square_box`
+would otherwise move. Every other detector's boxes are made square (`square_box`)."""
+
+
+def resolve_detector(detector, detect=True):
+    """The face detector to use: built from a registered name, or given as one.
+
+    Args:
+        detector: a name of `fer_keras.vision.detectors.list_detectors()` ("haar",
+            "mtcnn"), or a detector object (`get_detector(...)`'s: `name`, `input_mode`
+            and `detect`), returned as it is.
+        detect: False for no detection (each image is one face crop): returns None
+            without building the detector, though a bad name is still refused.
+
+    Returns:
+        The detector, or None.
+
+    Raises:
+        ValueError: in one line, for an unknown name (listing the known ones), a detector
+            whose package is not installed (naming the install), or an object that is no
+            detector.
+    """
+    if isinstance(detector, str):
+        if not detect:
+            detector_options(detector)  # Refuses an unknown name at no cost.
+            return None
+        return get_detector(detector)
+    if not all(hasattr(detector, field) for field in ("name", "input_mode", "detect")):
+        raise ValueError(f"A face detector is a name ({DEFAULT_DETECTOR!r} or another of "
+                         f"fer_keras.vision.detectors.list_detectors()) or an object of "
+                         f"get_detector(). Received: detector of type "
+                         f"{type(detector).__name__}")
+    return detector if detect else None
+
+
+def square_box(box, width, height):
+    """`box` made square about its centre, for a crop that does not squash the face.
+
+    The side is the box's larger one (at most the picture's smaller side); a square that
+    would stick out of the `width` x `height` picture is moved inside it, so it stays
+    square. A square box comes back unchanged.
+
+    Example: MTCNN's 3:4 box `[178, 110, 173, 220]` in a 512x600 photo is
+    `[155, 110, 220, 220]`.
+    """
+    x, y, w, h = box
+    side = min(max(w, h), width, height)
+    left = min(max(0, x - (side - w) // 2), width - side)
+    top = min(max(0, y - (side - h) // 2), height - side)
+    return [left, top, side, side]
+
+
+def detect_boxes(detector, gray, rgb=None):
+    """The face boxes `detector` finds, left to right, as `face_entries` takes them.
+
+    Args:
+        detector: a detector (`resolve_detector`).
+        gray: the picture, uint8 `(height, width)`.
+        rgb: the same picture in colour, uint8 RGB `(height, width, 3)`, or None; an
+            `input_mode` "rgb" detector works on it when given (else on `gray`).
+
+    Returns:
+        `[x, y, width, height]` boxes; square ones (`square_box`) unless the detector is
+        of `SQUARE_BOX_DETECTORS`.
+    """
+    picture = rgb if detector.input_mode == "rgb" and rgb is not None else gray
+    boxes = detector.detect(picture)
+    if detector.name in SQUARE_BOX_DETECTORS:
+        return boxes
+    height, width = gray.shape
+    return sorted(square_box(box, width, height) for box in boxes)
+
+
 def faces_of(path, detector, size):
-    """Yields `(record, crop)` for each face of one file, or one `(error_record, None)`."""
+    """Yields `(record, crop)` for each face of one file, or one `(error_record, None)`.
+
+    `detector` is a detector (`resolve_detector`), or None to take the image as one crop.
+    An "rgb" detector gets the photo in colour; the crops are cut from its gray.
+    """
     try:
-        gray = load_gray(path)
+        if detector is not None and detector.input_mode == "rgb":
+            gray, rgb = load_gray_and_rgb(path)
+        else:
+            gray, rgb = load_gray(path), None
     except ValueError as error:
         yield {"file": str(path), "error": str(error)}, None
         return
@@ -117,7 +209,7 @@ def faces_of(path, detector, size):
     if detector is None:
         boxes = [[0, 0, width, height]]
     else:
-        boxes = detect_faces(detector, gray)
+        boxes = detect_boxes(detector, gray, rgb)
         if not boxes:
             yield {"file": str(path), "faces": 0,
                    "error": "no face found (if the image is already a face crop, pass "
@@ -189,7 +281,8 @@ def check_confidence(min_confidence):
 
 
 def predict(paths, model=None, batch_size=64, detect=True, output=None, every=None,
-            fps=None, annotate=None, progress=sys.stderr, min_confidence=None):
+            fps=None, annotate=None, progress=sys.stderr, min_confidence=None, smooth=None,
+            smooth_method="exponential", detector=DEFAULT_DETECTOR):
     """Classifies the faces in `paths` (photos and videos) and writes JSON lines.
 
     Args:
@@ -197,8 +290,8 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         model: a `Classifier`, or a path for one; None picks `default_model()`.
         batch_size: faces per model call (photos; a video's faces are classified frame by
             frame, so its annotated copy can be drawn as it is read).
-        detect: find faces with the Haar cascade; False takes each image (or video frame)
-            as one crop.
+        detect: find faces with `detector`; False takes each image (or video frame) as
+            one crop.
         output: a text stream for the JSON lines (default stdout).
         every: for videos, classify every N-th frame.
         fps: for videos, classify this many frames per second of video time (default
@@ -208,24 +301,33 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         progress: a stream for the per-video progress bar, or None.
         min_confidence: a probability in [0, 1], or None; with one, each classified
             face's record gets `uncertain`: whether its top probability is below it.
+        smooth: for videos, smooth each track's probabilities over this many seconds
+            (`predict_video`), or None.
+        smooth_method: "exponential" or "window" (`fer_keras.vision.episodes`).
+        detector: the face detector, a name ("haar", the default, or "mtcnn", which needs
+            the mtcnn extra and TensorFlow) or a detector object (`resolve_detector`).
+            Boxes not square by construction are made square (`detect_boxes`).
 
     Returns:
         The list of records written (dicts), in order.
 
     Raises:
-        ValueError: for a bad batch size or sampling, no model, no face detector (with
-            `detect`), or an `annotate` folder that cannot be written or would overwrite an
-            input (`check_outputs`).
+        ValueError: for a bad batch size or sampling, no model, an unknown or
+            uninstalled face detector, or an `annotate` folder that cannot be written or
+            would overwrite an input (`check_outputs`).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer. Received: "
                          f"batch_size={batch_size!r}")
     check_sampling(every, fps)
     check_confidence(min_confidence)
+    if smooth is not None:
+        check_smoothing(smooth, smooth_method)
     if annotate is not None:
         check_outputs(paths, annotate=annotate)
     output = output or sys.stdout
-    detector = load_detector() if detect else None
+    # Before the model loads: an unknown or uninstalled detector is refused at no cost.
+    detector = resolve_detector(detector, detect)
     if not isinstance(model, Classifier):
         model = Classifier(model if model is not None else default_model())
     names = None
@@ -253,7 +355,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         if is_video(entry):
             flush()
             for record in predict_video(entry, model, detector, every, fps, names, progress,
-                                        min_confidence):
+                                        min_confidence, smooth, smooth_method):
                 emit(record)
             output.flush()
             continue
@@ -275,21 +377,31 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
     return written
 
 
-def predict_video(path, model, detector, every=None, fps=None, names=None,
-                  progress=sys.stderr, min_confidence=None):
+def predict_video(path, model, detector=DEFAULT_DETECTOR, every=None, fps=None, names=None,
+                  progress=sys.stderr, min_confidence=None, smooth=None,
+                  smooth_method="exponential"):
     """Yields the face records of one video, sampled frame by sampled frame.
+
+    `detector` is a detector name or object (`resolve_detector`), or None to take each
+    frame as one crop; an "rgb" detector gets each frame in RGB (OpenCV decodes BGR), the
+    crops are cut from its gray.
 
     Each record has `frame` (index from 0), `time` (seconds), `track` (an id that follows
     one person across frames, `fer_keras.vision.video.IoUTracker`), `face`, `box` and the
-    classification (with `uncertain` given a `min_confidence`, as `classify_into`). A
-    video that cannot be read gets one error record; one that stops early (truncated)
-    gets its faces so far and then one error record.
+    classification (with `uncertain` given a `min_confidence`, as `classify_into`). With
+    `smooth` (seconds), each track's probabilities are also smoothed over time
+    (`fer_keras.vision.episodes.TrackSmoother`, `smooth_method`): the record gets
+    `smoothed` and `smoothed_label`, which the annotated copy shows. A video that cannot
+    be read gets one error record; one that stops early (truncated) gets its faces so far
+    and then one error record.
     """
     # OpenCV is slow to import; it loads only once a video is read.
     import cv2
 
+    detector = None if detector is None else resolve_detector(detector)
     # Only the timeline needs every record of the video; without it, a count will do.
     info, tracker, records, faces = {}, IoUTracker(), [], 0
+    smoother = TrackSmoother(smooth, smooth_method) if smooth else None
     annotated, bar, latest, sampled_count, stem = None, None, [], 0, None
     try:
         frames = sample_frames(path, every=every, fps=fps, decode_all=names is not None,
@@ -305,8 +417,13 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
                 sampled_count += 1
                 gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
                 height, width = gray.shape
-                boxes = (detect_faces(detector, gray) if detector is not None
-                         else [[0, 0, width, height]])
+                if detector is None:
+                    boxes = [[0, 0, width, height]]
+                else:
+                    # MTCNN was trained on RGB and finds fewer faces in OpenCV's BGR.
+                    rgb = (cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+                           if detector.input_mode == "rgb" else None)
+                    boxes = detect_boxes(detector, gray, rgb)
                 base = {"file": str(path), "frame": frame.index, "time": round(frame.time, 4)}
                 found = list(face_entries(base, gray, boxes, model.size, detector is not None))
                 classified = [record for record, crop in found if crop is not None]
@@ -314,6 +431,9 @@ def predict_video(path, model, detector, every=None, fps=None, names=None,
                         [record["box"] for record in classified])):
                     record["track"] = track
                 classify_into(found, model, min_confidence)
+                if smoother is not None:
+                    for record in classified:
+                        smoother.update(record)
                 latest = [record for record, _ in found]
                 faces += len(latest)
                 if names is not None:
@@ -455,7 +575,7 @@ def check_writable(path, flag, folder=False):
                          f"writable folder. {received}") from None
 
 
-def check_outputs(paths, csv=None, annotate=None, stdout=None):
+def check_outputs(paths, csv=None, annotate=None, stdout=None, episodes=None):
     """Refuses outputs that would overwrite an input or each other, or cannot be written.
 
     Runs before anything is classified, so a bad output path costs nothing and no input
@@ -470,11 +590,17 @@ def check_outputs(paths, csv=None, annotate=None, stdout=None):
         csv: the `--csv` file, or None.
         annotate: the `--annotate` folder, or None.
         stdout: the stream the JSON lines go to, or None.
+        episodes: the `--episodes` file, or None (checked as `--csv` is, and refused when
+            it is the `--csv` file).
 
     Raises:
         ValueError: one line naming the output, the clash and the fix.
     """
-    for flag, value in (("--csv", csv), ("--annotate", annotate)):
+    if episodes is not None and csv is not None and \
+            Path(episodes).resolve() == Path(csv).resolve():
+        raise ValueError(f"--episodes {episodes} is also the --csv file: one would replace "
+                         f"the other. Pass two paths. Received: --episodes {episodes}")
+    for flag, value in (("--csv", csv), ("--episodes", episodes), ("--annotate", annotate)):
         if value is not None and not str(value).strip():
             raise ValueError(f"{flag} needs a path. Received: {flag} {value!r}")
     by_path, by_identity = {}, {}
@@ -487,7 +613,7 @@ def check_outputs(paths, csv=None, annotate=None, stdout=None):
     def input_at(path):
         return by_path.get(Path(path).resolve()) or by_identity.get(file_identity(path))
 
-    for flag, value in (("--csv", csv), ("--annotate", annotate)):
+    for flag, value in (("--csv", csv), ("--episodes", episodes), ("--annotate", annotate)):
         clash = None if value is None else input_at(value)
         if clash is not None:
             raise ValueError(f"{flag} {value} is the input {clash}; writing it would destroy "
@@ -501,13 +627,15 @@ def check_outputs(paths, csv=None, annotate=None, stdout=None):
                                  f"the annotated pictures written there are, so it could be "
                                  f"overwritten; pass another --annotate folder. Received: "
                                  f"--annotate {annotate}")
-        if csv is not None:
-            table = Path(csv).resolve()
+        for flag, value in (("--csv", csv), ("--episodes", episodes)):
+            if value is None:
+                continue
+            table = Path(value).resolve()
             if table == folder or table in folder.parents or (
                     table.parent == folder and is_output_name(table)):
-                raise ValueError(f"--csv {csv} clashes with --annotate {annotate}: one would "
-                                 f"overwrite the other; pass a --csv file outside the folder's "
-                                 f"pictures. Received: --csv {csv}")
+                raise ValueError(f"{flag} {value} clashes with --annotate {annotate}: one "
+                                 f"would overwrite the other; pass a {flag} file outside the "
+                                 f"folder's pictures. Received: {flag} {value}")
     stdout_identity = None
     try:
         # Only a regular file can be clobbered; a terminal or pipe is no one's data.
@@ -520,11 +648,14 @@ def check_outputs(paths, csv=None, annotate=None, stdout=None):
             raise ValueError(f"standard output is redirected into the input "
                              f"{by_identity[stdout_identity]}; the JSON lines would be written "
                              f"into it. Redirect it to another file.")
-        if csv is not None and file_identity(csv) == stdout_identity:
-            raise ValueError(f"--csv {csv} is the file standard output is redirected to; the "
-                             f"table would replace the JSON lines. Pass another --csv path. "
-                             f"Received: --csv {csv}")
+        for flag, value in (("--csv", csv), ("--episodes", episodes)):
+            if value is not None and file_identity(value) == stdout_identity:
+                raise ValueError(f"{flag} {value} is the file standard output is redirected "
+                                 f"to; the table would replace the JSON lines. Pass another "
+                                 f"{flag} path. Received: {flag} {value}")
     if csv is not None:
         check_writable(csv, "--csv")
+    if episodes is not None:
+        check_writable(episodes, "--episodes")
     if annotate is not None:
         check_writable(annotate, "--annotate", folder=True)
