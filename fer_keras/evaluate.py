@@ -9,21 +9,43 @@ Usage:
         [--split private_test] [--threads N]
     python -m fer_keras.evaluate saved_models/*/model.keras --labels ferplus \
         --split private_test [--labels-file fer2013new.csv] [--save FILE.json]
+    python -m fer_keras.evaluate saved_models/*/model.keras --split private_test --unseen \
+        [--save saved_models/unseen_scores.json]
+    python -m fer_keras.evaluate A/model.keras B/model.keras --compare [--split private_test]
+        [--unseen]
 
-Prints accuracy, macro-F1 and the per-class precision / recall table (classes in Kaggle
-id order); `--json` prints the same as one JSON object instead. `--verify` scores each
-model on the validation and PrivateTest splits and compares with the `metrics.json` beside
-it, so anyone can check the committed results (exit status 1 if any differs by more than
-0.1 points). `--no-mirror` scores a model built with test-time mirror averaging
-(`MirrorAverage`) on one pass per face, to show what the averaging adds. A `.tflite` file
-(float, float16 or int8, from `python -m fer_keras.export [--quantize ...]`) is run with
-LiteRT (`fer_keras.serving.litert`), so the accuracy cost of quantization is measured the same way.
+Prints accuracy with its 95% Wilson interval (`accuracy 70.27% (95% CI 68.76-71.74)`),
+macro-F1 and the per-class precision / recall table (classes in Kaggle id order); `--json`
+prints the same as one JSON object instead (the interval as `accuracy_interval`).
+`--verify` scores each model on the validation and PrivateTest splits and compares with
+the `metrics.json` beside it, so anyone can check the committed results (exit status 1 if
+any differs by more than 0.1 points). `--no-mirror` scores a model built with test-time
+mirror averaging (`MirrorAverage`) on one pass per face, to show what the averaging adds.
+A `.tflite` file (float, float16 or int8, from
+`python -m fer_keras.export [--quantize ...]`) is run with LiteRT
+(`fer_keras.serving.litert`), so the accuracy cost of quantization is measured the same
+way.
 
 `--labels ferplus` scores on FER+'s crowd labels (majority rule, kaggle splits: validation
 is PublicTest) instead of FER2013's: an 8-class FER+ model on all majority faces, a 7-class
 FER2013 model on the faces whose majority is one of its 7 emotions (contempt left out). It
 takes several models; `--save FILE` merges each one's scores into a JSON file by run name,
 which `python -m fer_keras.report` reads from `saved_models/label_scores.json`.
+
+`--unseen` scores only the faces of the split with no exact pixel copy among the Training
+rows of the FER2013 source: all Training rows, whatever the protocol, so a model trained on
+any part of Training cannot have memorised them (`fer_keras.data.audit`; 288 of the 3,589
+PrivateTest faces have a copy there). It says how many were left out (`left_out_copies`,
+with `unseen: true`, in the JSON); `--save` keeps such a score under the split key
+`SPLIT_unseen`, beside the whole split's, and the report reads it from
+`saved_models/unseen_scores.json`.
+
+`--compare` scores two models on the same faces and runs the exact McNemar test on the
+faces only one of them gets right: each accuracy with its interval, the two discordant
+counts, the p-value and a plain sentence saying whether the difference is beyond noise at
+the 5% level.
+
+This module is the command line only; the scoring is `fer_keras.serving.evaluation`.
 """
 
 import argparse
@@ -33,16 +55,24 @@ import sys
 from fer_keras.cli import command_prog, entry_point, int_at_least, run_command
 from fer_keras.data.labels import list_label_sets
 from fer_keras.data.sources import SPLITS
-from fer_keras.serving.evaluation import data_for, evaluate, save_scores, saved_entry, verify
-from fer_keras.training.results import format_report
+from fer_keras.serving.evaluation import (
+    compare,
+    data_for,
+    evaluate,
+    format_comparison,
+    format_scores,
+    save_scores,
+    saved_entry,
+    verify,
+)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog=command_prog("evaluate"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="+", help="a .keras file written by fer_keras.fit "
-                        "(several with --verify), or a .tflite file written by "
-                        "fer_keras.export (run with LiteRT)")
+                        "(several with --verify or --save, two with --compare), or a "
+                        ".tflite file written by fer_keras.export (run with LiteRT)")
     parser.add_argument("--data", help="FER2013 CSV or image folder (default: $FER2013_PATH, "
                         "then data/fer2013.csv[.gz])")
     parser.add_argument("--split", default="validation", choices=SPLITS)
@@ -61,6 +91,13 @@ def build_parser():
                         "then fer2013new.csv beside the data)")
     parser.add_argument("--save", help="merge the scores of each model into this JSON file "
                         "(by run name; e.g. saved_models/label_scores.json)")
+    parser.add_argument("--unseen", action="store_true",
+                        help="score only the faces of --split with no exact pixel copy among "
+                        "the Training rows of the FER2013 source (all Training rows, "
+                        "whatever the protocol), and say how many were left out")
+    parser.add_argument("--compare", action="store_true",
+                        help="score two models on the same faces and test the difference "
+                        "(exact McNemar test on the faces only one gets right)")
     parser.add_argument("--verify", action="store_true",
                         help="compare validation and PrivateTest accuracy with the "
                         "metrics.json beside each model (tolerance 0.1 points)")
@@ -74,7 +111,21 @@ def main(argv=None):
         if args.labels_file and args.labels != "ferplus":
             raise ValueError(f"--labels-file is the FER+ votes file: it goes with --labels "
                              f"ferplus. Received: labels={args.labels!r}")
+        if args.verify and (args.unseen or args.compare):
+            flag = "--unseen" if args.unseen else "--compare"
+            raise ValueError(f"--verify compares whole splits with metrics.json: drop {flag}.")
+        if args.compare and args.save:
+            raise ValueError(f"--compare prints a test of two models, not scores to keep: "
+                             f"drop --save. Received: save={args.save!r}")
         args.data = data_for(args.model[0], args.data)
+        if args.compare:
+            result = compare(args.model, args.split, args.data, args.limit, args.batch_size,
+                             mirror=not args.no_mirror, num_threads=args.threads,
+                             labels=args.labels, labels_file=args.labels_file,
+                             unseen=args.unseen)
+            print(json.dumps(result, sort_keys=True) if args.json
+                  else format_comparison(result))
+            return 0
         if args.verify:
             rows = verify(args.model, args.data, args.batch_size)
             for model, split, before, measured, agrees in rows:
@@ -89,7 +140,8 @@ def main(argv=None):
         for model in args.model:
             metrics = evaluate(model, args.split, args.data, args.limit, args.batch_size,
                                mirror=not args.no_mirror, num_threads=args.threads,
-                               labels=args.labels, labels_file=args.labels_file)
+                               labels=args.labels, labels_file=args.labels_file,
+                               unseen=args.unseen)
             if args.save:
                 # Saved as each model is scored, so a failure later keeps these.
                 name, entry = saved_entry(model, metrics)
@@ -105,7 +157,10 @@ def main(argv=None):
                 how += f", {args.labels} labels"
             if metrics.get("left_out"):
                 how += f" ({metrics['left_out']} faces of classes the model lacks left out)"
-            print(format_report(metrics, title=f"{model} on {args.split}{how}"))
+            if args.unseen:
+                how += (f", the {metrics['count']:,} faces with no exact copy in Training "
+                        f"({metrics['left_out_copies']:,} copies left out)")
+            print(format_scores(metrics, title=f"{model} on {args.split}{how}"))
         if args.save:
             print(f"wrote the scores of {len(saved)} model(s) to {args.save}", file=sys.stderr)
 

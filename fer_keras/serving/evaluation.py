@@ -1,8 +1,10 @@
 """Scoring a saved model on a FER2013 split, and checking committed runs' recorded scores.
 
 The library behind `python -m fer_keras.evaluate`: `evaluate` scores one model file of any
-format (through `fer_keras.serving.runner.Classifier`), `verify` rescores runs and
-compares with their `metrics.json`, `data_for` picks the data a run was trained on.
+format (through `fer_keras.serving.runner.Classifier`), with the 95% Wilson interval of its
+accuracy, on a whole split or (`unseen=True`) on the faces no Training row copies;
+`compare` tests two models on the same faces (exact McNemar test); `verify` rescores runs
+and compares with their `metrics.json`; `data_for` picks the data a run was trained on.
 
 Example:
 
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import FER2013, get_label_set
+from fer_keras.data.audit import unseen_mask
+from fer_keras.data.labels import FER2013, get_label_set, label_set_for, shared_classes
 from fer_keras.data.protocols import protocol_of
 from fer_keras.data.sources import (
     labels_of,
@@ -28,7 +31,8 @@ from fer_keras.data.sources import (
     splits_for_run,
 )
 from fer_keras.serving.runner import Classifier, model_format
-from fer_keras.training.results import evaluate_splits, score_on
+from fer_keras.training.results import evaluate_splits, format_report, score_on
+from fer_keras.utils.stats import mcnemar, wilson_interval
 
 VERIFIED_SPLITS = ("validation", "private_test")
 TOLERANCE_POINTS = 0.1
@@ -38,6 +42,13 @@ USAGE_OF_SPLIT = {"train": "Training", "validation": "Training", "public_test": 
 
 FIXED_GRAPHS = {"tflite": "a .tflite file", "savedmodel": "an exported SavedModel"}
 """The formats `--no-mirror` cannot open up, in words."""
+CONFIDENCE = 0.95
+"""The coverage of every accuracy interval evaluate prints."""
+SIGNIFICANCE = 0.05
+"""The level at which `compare` calls a difference more than noise."""
+UNSEEN_SUFFIX = "_unseen"
+"""Added to the split key under which `save_scores` keeps a score on the unseen faces, so it
+does not replace the whole split's."""
 
 
 def split_of(splits, split, data=None):
@@ -164,11 +175,102 @@ def without_mirror(model, model_path):
     return inner
 
 
+def open_classifier(model_path, mirror=True, num_threads=None):
+    """`(Classifier, extra scores)` of one model file, as `evaluate` scores it.
+
+    `extra` holds `runtime` and `file_bytes` for a `.tflite` file. With `mirror=False` the
+    classifier runs the network inside the model's test-time views.
+
+    Raises:
+        ValueError: for a model that cannot be loaded or fails the checks, or
+            `mirror=False` on an exported format or on a model without views.
+    """
+    kind = model_format(model_path)
+    if not mirror and kind in FIXED_GRAPHS:
+        raise ValueError(f"--no-mirror needs the Keras model: {FIXED_GRAPHS[kind]} is one "
+                         f"fixed graph. Score the run's model.keras instead. Received: "
+                         f"{model_path}")
+    classifier = Classifier(model_path, num_threads=num_threads, purpose="evaluate")
+    extra = {}
+    if kind == "tflite":
+        extra = {"runtime": classifier.runtime, "file_bytes": Path(model_path).stat().st_size}
+    if not mirror:
+        classifier.model = without_mirror(classifier.model, model_path)
+    return classifier, extra
+
+
+def training_faces(data=None) -> np.ndarray:
+    """Every Training row's face in the FER2013 source, whatever the protocol (the study
+    protocol's validation rows are Training rows too)."""
+    images, _, usages = load_fer2013(resolve_data_path(data))
+    return images[usages == USAGE_OF_SPLIT["train"]]
+
+
+def split_faces(split: str, data=None, limit: int | None = None, labels: str = FER2013.name,
+                labels_file=None, unseen: bool = False):
+    """The faces `evaluate` scores: `(images, labels, left_out_copies)`.
+
+    Args:
+        split, data, limit, labels, labels_file: see `evaluate`.
+        unseen: keep only the faces with no exact pixel copy among the Training rows of the
+            source (`fer_keras.data.audit.unseen_mask`).
+
+    Returns:
+        The split's images and labels (those without a copy in Training when `unseen`), and
+        how many faces with a copy were left out (None without `unseen`).
+
+    Raises:
+        ValueError: for an empty split, or one whose every face is a Training row's copy.
+    """
+    if get_label_set(labels) is FER2013:
+        splits = load_splits(data, limit=limit)
+    else:
+        splits = load_splits(data, limit=limit, protocol="kaggle", labels=labels,
+                             label_mode="majority", labels_file=labels_file)
+    images, truth = split_of(splits, split, data)
+    if not unseen:
+        return images, truth, None
+    keep = unseen_mask(images, training_faces(data))
+    if not keep.any():
+        raise ValueError(f"--unseen leaves no face of the split {split}: every one of its "
+                         f"{len(keep):,} faces is an exact copy of a Training row (a split "
+                         f"cut from Training is all copies). Pass --split public_test or "
+                         f"private_test. Received: split={split!r}")
+    return images[keep], truth[keep], int((~keep).sum())
+
+
+def add_interval(metrics: dict) -> dict:
+    """Adds `accuracy_interval`, the `CONFIDENCE` Wilson interval of `metrics["accuracy"]`
+    over its `count` faces, to a `score` dict (none for a dict of no faces)."""
+    if metrics.get("count"):
+        correct = round(metrics["accuracy"] * metrics["count"])
+        metrics["accuracy_interval"] = list(wilson_interval(correct, metrics["count"],
+                                                            CONFIDENCE))
+    return metrics
+
+
+def accuracy_text(accuracy: float, interval=None) -> str:
+    """`accuracy 70.27% (95% CI 68.76-71.74)`, or without the interval when None."""
+    text = f"accuracy {100 * accuracy:.2f}%"
+    if interval is not None:
+        low, high = interval
+        text += f" ({100 * CONFIDENCE:.0f}% CI {100 * low:.2f}-{100 * high:.2f})"
+    return text
+
+
+def format_scores(metrics: dict, title: str = "") -> str:
+    """`fer_keras.training.results.format_report`'s table with the accuracy's interval."""
+    lines = format_report(metrics).split("\n")
+    lines[0] = (f"{accuracy_text(metrics['accuracy'], metrics.get('accuracy_interval'))}  "
+                f"macro-F1 {100 * metrics['macro_f1']:.2f}%  ({metrics['count']} images)")
+    return "\n".join(([title] if title else []) + lines)
+
+
 def evaluate(model_path: str | os.PathLike, split: str = "validation",
              data: str | os.PathLike | None = None, limit: int | None = None,
              batch_size: int = 512, mirror: bool = True,
              num_threads: int | None = None, labels: str = FER2013.name,
-             labels_file: str | os.PathLike | None = None) -> dict:
+             labels_file: str | os.PathLike | None = None, unseen: bool = False) -> dict:
     """Loads a model and scores it; returns `fer_keras.training.results.score`'s dict.
 
     Args:
@@ -187,39 +289,159 @@ def evaluate(model_path: str | os.PathLike, split: str = "validation",
             two share (`fer_keras.training.results.score_on`): a 7-class FER2013 model on
             the faces whose FER+ majority is one of its 7 emotions.
         labels_file: the FER+ votes file (default: `$FERPLUS_PATH`, then beside the data).
+        unseen: score only the faces of the split with no exact pixel copy among the
+            source's Training rows (all of them, whatever the protocol), the faces no
+            model trained on Training can have memorised.
 
     Returns:
-        The scores, with `model`, `split` and `labels` (and `left_out`, the faces of
-        classes the model lacks); for a `.tflite` file also `runtime` and `file_bytes`.
+        The scores, with `model`, `split`, `labels`, `accuracy_interval` (the 95% Wilson
+        interval, `[low, high]`) and `left_out` (the faces of classes the model lacks);
+        with `unseen`, also `unseen: True` and `left_out_copies` (the faces left out as
+        copies of Training rows); for a `.tflite` file also `runtime` and `file_bytes`.
 
     Raises:
         ValueError: for a model that cannot be loaded or fails the checks (48x48 gray
             faces in, probabilities out), `mirror=False` on an exported format or on a
-            model without views, or an empty split. The model is checked before the data
-            are read.
+            model without views, an empty split, or (`unseen`) a split that is all copies
+            of Training rows. The model is checked before the data are read.
     """
-    kind = model_format(model_path)
-    if not mirror and kind in FIXED_GRAPHS:
-        raise ValueError(f"--no-mirror needs the Keras model: {FIXED_GRAPHS[kind]} is one "
-                         f"fixed graph. Score the run's model.keras instead. Received: "
-                         f"{model_path}")
-    classifier = Classifier(model_path, num_threads=num_threads, purpose="evaluate")
-    extra = {}
-    if kind == "tflite":
-        extra = {"runtime": classifier.runtime, "file_bytes": Path(model_path).stat().st_size}
-    if not mirror:
-        classifier.model = without_mirror(classifier.model, model_path)
-    label_set = get_label_set(labels)
-    if label_set is FER2013:
-        splits = load_splits(data, limit=limit)
-    else:
-        splits = load_splits(data, limit=limit, protocol="kaggle", labels=labels,
-                             label_mode="majority", labels_file=labels_file)
-    images, truth = split_of(splits, split, data)
+    classifier, extra = open_classifier(model_path, mirror, num_threads)
+    images, truth, copies = split_faces(split, data, limit, labels, labels_file, unseen)
     probabilities = classifier.predict(images, batch_size)
-    metrics = score_on(truth, label_set, probabilities)
+    metrics = add_interval(score_on(truth, get_label_set(labels), probabilities))
     metrics.update(model=str(model_path), split=split, labels=labels, **extra)
+    if unseen:
+        metrics.update(unseen=True, left_out_copies=copies)
     return metrics
+
+
+def correct_per_face(truth, label_set, probabilities):
+    """`(scored, correct)`: which faces a model is scored on and whether it got each right,
+    with the same rule as `fer_keras.training.results.score_on`.
+
+    A model with more classes than `label_set` takes its argmax among the shared classes;
+    one with fewer is not scored on the faces of classes it lacks (`scored` False there).
+
+    Raises:
+        ValueError: when neither label set holds the other's classes.
+    """
+    truth = np.asarray(truth)
+    probabilities = np.asarray(probabilities)
+    model_set = label_set_for(probabilities.shape[1])
+    if set(label_set.class_names) <= set(model_set.class_names):
+        columns = shared_classes(model_set, label_set)
+        return (np.ones(len(truth), bool),
+                probabilities[:, columns].argmax(axis=1) == truth)
+    if set(model_set.class_names) <= set(label_set.class_names):
+        to_model = np.array([model_set.class_names.index(name)
+                             if name in model_set.class_names else -1
+                             for name in label_set.class_names])
+        mapped = to_model[truth]
+        return mapped >= 0, probabilities.argmax(axis=1) == mapped
+    raise ValueError(f"A {model_set.name} model ({model_set.num_classes} classes) cannot be "
+                     f"scored on {label_set.name} labels: neither holds the other's classes.")
+
+
+def compare(model_paths: list, split: str = "private_test",
+            data: str | os.PathLike | None = None, limit: int | None = None,
+            batch_size: int = 512, mirror: bool = True, num_threads: int | None = None,
+            labels: str = FER2013.name, labels_file: str | os.PathLike | None = None,
+            unseen: bool = False) -> dict:
+    """Scores two models on the same faces and tests the difference (exact McNemar).
+
+    Args:
+        model_paths: two model files (any format `evaluate` takes), A then B.
+        split, data, limit, batch_size, mirror, num_threads, labels, labels_file, unseen:
+            as for `evaluate`, the same for both models.
+
+    Returns:
+        A JSON-serialisable dict: `models` (per model `model`, `accuracy`,
+        `accuracy_interval`, `correct`), `count` (the faces both are scored on), `n01`
+        (faces A got wrong and B right), `n10` (A right, B wrong), `p_value`, `better`
+        ("a", "b" or None), `difference_points` (B's accuracy minus A's, in points),
+        `left_out` (faces of a class one model lacks), `split`, `labels`; with `unseen`,
+        also `unseen: True` and `left_out_copies`.
+
+    Raises:
+        ValueError: for other than two models, any `evaluate` refusal, or no face both
+            models can be scored on.
+
+    Example:
+
+    >>> result = compare(["saved_models/fer_vgg_kaggle/model.keras",
+    ...                   "saved_models/fer_vgg_kaggle_long/model.keras"], unseen=True)
+    >>> print(comparison_sentence(result))  # doctest: +SKIP
+    B is more accurate by ...
+    """
+    if len(model_paths) != 2:
+        raise ValueError(f"--compare tests two models against each other: give exactly two. "
+                         f"Received: {len(model_paths)} models")
+    classifiers = [open_classifier(path, mirror, num_threads)[0] for path in model_paths]
+    images, truth, copies = split_faces(split, data, limit, labels, labels_file, unseen)
+    label_set = get_label_set(labels)
+    scored, correct = zip(*(correct_per_face(truth, label_set,
+                                             classifier.predict(images, batch_size))
+                            for classifier in classifiers))
+    both = scored[0] & scored[1]
+    if not both.any():
+        raise ValueError(f"No face of {split} can be scored by both models on {labels} "
+                         f"labels (each lacks the other's classes there). Compare models "
+                         f"of one label set. Received: {list(map(str, model_paths))}")
+    correct = [each[both] for each in correct]
+    models = [{"model": str(path), "accuracy": float(each.mean()),
+               "correct": int(each.sum()),
+               "accuracy_interval": list(wilson_interval(int(each.sum()), len(each),
+                                                         CONFIDENCE))}
+              for path, each in zip(model_paths, correct)]
+    result = {"split": split, "labels": labels, "count": int(both.sum()),
+              "left_out": int((~both).sum()), "models": models,
+              "difference_points": 100 * (models[1]["accuracy"] - models[0]["accuracy"]),
+              **mcnemar(*correct)}
+    if unseen:
+        result.update(unseen=True, left_out_copies=copies)
+    return result
+
+
+def format_p_value(p_value: float) -> str:
+    """Two significant digits, and never rounded up to the significance level."""
+    text = f"{p_value:.2g}"
+    if p_value < SIGNIFICANCE <= float(text):
+        return f"{p_value:.4g}"
+    return text
+
+
+def comparison_sentence(result: dict) -> str:
+    """The plain reading of a `compare` result, e.g. "B is more accurate by 0.42 points;
+    p = 0.31, so the difference is within noise at the 5% level."."""
+    p_text = format_p_value(result["p_value"])
+    level = f"{100 * SIGNIFICANCE:g}%"
+    if result["better"] is None:
+        return (f"A and B are equally accurate on these faces ({result['n01']:,} faces "
+                f"each gets right where the other does not); p = {p_text}, so there is no "
+                f"difference at the {level} level.")
+    reading = ("within noise" if result["p_value"] >= SIGNIFICANCE
+               else "significant")
+    return (f"{result['better'].upper()} is more accurate by "
+            f"{abs(result['difference_points']):.2f} points; p = {p_text}, so the "
+            f"difference is {reading} at the {level} level.")
+
+
+def format_comparison(result: dict) -> str:
+    """The text `evaluate --compare` prints for a `compare` result."""
+    faces = f"{result['count']:,} faces"
+    if result.get("unseen"):
+        faces += (f" with no exact copy in Training ({result['left_out_copies']:,} copies "
+                  f"left out)")
+    if result["left_out"]:
+        faces += f" ({result['left_out']:,} faces of classes a model lacks left out)"
+    lines = [f"{name} = {model['model']}" for name, model in zip("AB", result["models"])]
+    lines.append(f"on {result['split']}, {result['labels']} labels: {faces}")
+    lines += [f"{name}  {accuracy_text(model['accuracy'], model['accuracy_interval'])}"
+              for name, model in zip("AB", result["models"])]
+    lines.append(f"discordant faces: {result['n10']:,} only A right, {result['n01']:,} only "
+                 f"B right; exact McNemar p = {format_p_value(result['p_value'])}")
+    lines.append(comparison_sentence(result))
+    return "\n".join(lines)
 
 
 def data_for(model_path, data=None):
@@ -297,10 +519,20 @@ def save_scores(path, entries) -> Path:
 
 def saved_entry(model_path, metrics) -> tuple[str, dict]:
     """`(run name, entry)` of one `evaluate` result for `save_scores`: the run folder's
-    name, the scores without the per-class tables, and the model file's fingerprint."""
+    name, the scores without the per-class tables, and the model file's fingerprint.
+
+    A score on the unseen faces (`evaluate(..., unseen=True)`) is kept under the split key
+    `SPLIT_unseen` (e.g. "private_test_unseen"), beside the whole split's, with
+    `left_out_copies`.
+    """
     model_path = Path(model_path)
     run = model_path.parent if model_path.suffix == ".keras" else model_path
     entry = {key: metrics[key] for key in ("accuracy", "macro_f1", "count", "labels", "split")}
     entry["left_out"] = metrics.get("left_out", 0)
+    if "accuracy_interval" in metrics:
+        entry["accuracy_interval"] = metrics["accuracy_interval"]
+    if metrics.get("unseen"):
+        entry.update(split=metrics["split"] + UNSEEN_SUFFIX, unseen=True,
+                     left_out_copies=metrics["left_out_copies"])
     entry["model_fingerprint"] = model_fingerprint(model_path)
     return run.name, entry
