@@ -60,6 +60,7 @@ from fer_keras.serving.evaluation import (
     data_for,
     evaluate,
     format_comparison,
+    format_coverage,
     format_scores,
     save_scores,
     saved_entry,
@@ -95,6 +96,10 @@ def build_parser():
                         help="score only the faces of --split with no exact pixel copy among "
                         "the Training rows of the FER2013 source (all Training rows, "
                         "whatever the protocol), and say how many were left out")
+    parser.add_argument("--coverage", action="store_true",
+                        help="also print accuracy against coverage: the share of faces "
+                        "answered when the least confident are called uncertain, with the "
+                        "predict --min-confidence that answers it")
     parser.add_argument("--compare", action="store_true",
                         help="score two models on the same faces and test the difference "
                         "(exact McNemar test on the faces only one gets right)")
@@ -161,6 +166,8 @@ def main(argv=None):
                 how += (f", the {metrics['count']:,} faces with no exact copy in Training "
                         f"({metrics['left_out_copies']:,} copies left out)")
             print(format_scores(metrics, title=f"{model} on {args.split}{how}"))
+            if args.coverage:
+                print(format_coverage(metrics["coverage"]))
         if args.save:
             print(f"wrote the scores of {len(saved)} model(s) to {args.save}", file=sys.stderr)
 

@@ -228,3 +228,22 @@ def test_report_shows_the_unseen_column_and_the_private_test_interval(tmp_path):
     assert "PrivateTest unseen is the accuracy on the 3,301 PrivateTest faces" in page
     assert "| PrivateTest unseen |" in readme.read_text()
     assert report.main(["--root", str(runs), "--readme", str(readme), "--check"]) == 0
+
+
+def test_coverage_answers_the_most_confident_faces_first():
+    import doctest
+
+    from fer_keras.serving import evaluation
+
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    for test in finder.find(evaluation.coverage_table):
+        runner.run(test)
+    assert runner.failures == 0
+    rows = evaluation.coverage_table([1, 1, 0, 0, 1], [0.9, 0.8, 0.7, 0.3, 0.2],
+                                     (1.0, 0.8, 0.4))
+    assert [row["answered"] for row in rows] == [5, 4, 2]
+    assert [row["accuracy"] for row in rows] == [0.6, 0.5, 1.0]
+    assert [row["min_confidence"] for row in rows] == [0.2, 0.3, 0.8]
+    table = evaluation.format_coverage(rows)
+    assert "| 80% | 0.300 | 50.00 | 4 |" in table

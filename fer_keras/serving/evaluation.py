@@ -295,7 +295,9 @@ def evaluate(model_path: str | os.PathLike, split: str = "validation",
 
     Returns:
         The scores, with `model`, `split`, `labels`, `accuracy_interval` (the 95% Wilson
-        interval, `[low, high]`) and `left_out` (the faces of classes the model lacks);
+        interval, `[low, high]`), `coverage` (`coverage_table`: accuracy when only the
+        most confident faces are answered) and `left_out` (the faces of classes the model
+        lacks);
         with `unseen`, also `unseen: True` and `left_out_copies` (the faces left out as
         copies of Training rows); for a `.tflite` file also `runtime` and `file_bytes`.
 
@@ -310,9 +312,54 @@ def evaluate(model_path: str | os.PathLike, split: str = "validation",
     probabilities = classifier.predict(images, batch_size)
     metrics = add_interval(score_on(truth, get_label_set(labels), probabilities))
     metrics.update(model=str(model_path), split=split, labels=labels, **extra)
+    scored, correct = correct_per_face(truth, get_label_set(labels), probabilities)
+    # Accuracy against coverage: the most confident faces answered, the rest uncertain.
+    metrics["coverage"] = coverage_table(correct[scored], probabilities[scored].max(axis=1))
     if unseen:
         metrics.update(unseen=True, left_out_copies=copies)
     return metrics
+
+
+COVERAGES = (1.0, 0.9, 0.8, 0.5)
+"""Shares of faces answered in the accuracy-against-coverage table."""
+
+
+def coverage_table(correct, confidence, coverages=COVERAGES):
+    """Accuracy when only the most confident faces are answered.
+
+    For each coverage c, the `ceil(c * N)` faces of highest top probability are answered
+    and the others called uncertain; `min_confidence` is the top probability of the least
+    confident face answered, the `predict --min-confidence` that answers (about) that
+    share on this split.
+
+    Returns:
+        A list of `{"coverage", "answered", "min_confidence", "accuracy"}` dicts.
+
+    Example:
+
+    >>> [row["accuracy"] for row in coverage_table([1, 0, 1, 1], [0.9, 0.4, 0.8, 0.6],
+    ...                                            (1.0, 0.5))]
+    [0.75, 1.0]
+    """
+    correct = np.asarray(correct, bool)
+    confidence = np.asarray(confidence, np.float64)
+    order = np.argsort(-confidence, kind="stable")
+    rows = []
+    for coverage in coverages:
+        answered = max(1, int(np.ceil(coverage * len(order))))
+        kept = order[:answered]
+        rows.append({"coverage": float(coverage), "answered": answered,
+                     "min_confidence": float(confidence[kept].min()),
+                     "accuracy": float(correct[kept].mean())})
+    return rows
+
+
+def format_coverage(rows) -> str:
+    """`coverage_table` as a Markdown table."""
+    lines = ["| faces answered | --min-confidence | accuracy % | faces |", "|---|---|---|---|"]
+    lines += [f"| {100 * row['coverage']:.0f}% | {row['min_confidence']:.3f} | "
+              f"{100 * row['accuracy']:.2f} | {row['answered']:,} |" for row in rows]
+    return "\n".join(lines)
 
 
 def correct_per_face(truth, label_set, probabilities):
