@@ -254,3 +254,86 @@ def test_a_file_that_appears_during_the_audit_is_not_replaced(tmp_path, monkeypa
         data_audit.write_audit({"copies": {}}, output)
     assert output.read_text() == "written meanwhile\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["audit.json"]
+
+
+# Near copies (perceptual hashes)
+
+
+def _smooth_faces(count, seed):
+    """Pictures with a perceptual structure: six Gaussian blobs each, on a gray ground."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:48, 0:48]
+    faces = []
+    for _ in range(count):
+        picture = np.full((48, 48), 60.0)
+        for _ in range(6):
+            y, x = rng.uniform(0, 48, 2)
+            width, height = rng.uniform(4, 12), rng.uniform(-80, 120)
+            picture += height * np.exp(-((rows - y) ** 2 + (columns - x) ** 2)
+                                       / (2 * width ** 2))
+        faces.append(np.clip(picture, 0, 255).astype(np.uint8))
+    return np.stack(faces)
+
+
+def _jpeg(face, quality=90):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(face).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer))
+
+
+def test_near_duplicates_find_planted_near_copies_and_no_false_ones():
+    from fer_keras.data import near_duplicates
+
+    assert doctest.testmod(near_duplicates).failed == 0
+    faces = _smooth_faces(300, 7)
+    # Planted near copies: contrast and brightness changed, or re-encoded as JPEG.
+    brighter = np.clip(0.9 * faces[:3].astype(float) + 15, 0, 255).astype(np.uint8)
+    reencoded = np.stack([_jpeg(face) for face in faces[3:6]])
+    everything = np.concatenate([faces, brighter, reencoded, faces[6:7]])
+    pairs = near_duplicates.near_pairs(near_duplicates.perceptual_hashes(everything), 4)
+    found = {(a, b) for a, b, _ in pairs}
+    assert found == {(0, 300), (1, 301), (2, 302), (3, 303), (4, 304), (5, 305), (6, 306)}
+    # The exact copy is at distance 0.
+    assert [d for a, b, d in pairs if (a, b) == (6, 306)] == [0]
+
+
+def test_near_audit_counts_test_faces_with_a_near_copy_in_training():
+    from fer_keras.data.near_duplicates import audit_near
+
+    train = _smooth_faces(40, 1)
+    public = _smooth_faces(10, 2)
+    private = _smooth_faces(10, 3)
+    private[0] = _jpeg(train[5])  # near, same label
+    private[1] = train[6]  # exact, other label
+    labels = np.arange(40) % 7
+    private_labels = np.arange(10) % 7
+    private_labels[0], private_labels[1] = labels[5], (labels[6] + 1) % 7
+    report = audit_near({"train": (train, labels), "public_test": (public, np.arange(10) % 7),
+                         "private_test": (private, private_labels)}, 4)
+    assert report["private_test"] == {"faces": 10, "near_or_exact": 2, "near_not_exact": 1,
+                                      "other_label": 1}
+    assert report["public_test"]["near_or_exact"] == 0
+    assert report["cross_pairs"] == [("private_test", 0, 5, report["cross_pairs"][0][3])]
+
+
+def test_command_near_copies_and_contact_sheet(tmp_path, capsys):
+    data = _planted_csv(tmp_path / "fer2013.csv")
+    sheet, output = tmp_path / "sheet.png", tmp_path / "audit.json"
+    assert audit.main(["--data", str(data), "--near-distance", "4", "--contact-sheet",
+                       str(sheet), "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert "Near copies (perceptual hash within 4 of 64 bits" in out
+    near = json.loads(output.read_text())["near"]
+    # The exact copies planted in the CSV are near copies too (distance 0).
+    assert near["private_test"]["near_or_exact"] >= 3
+    assert sheet.stat().st_size > 1000
+    before = sheet.read_bytes()
+    assert audit.main(["--data", str(data), "--near-distance", "4", "--contact-sheet",
+                       str(sheet)]) == 2
+    assert sheet.read_bytes() == before
+    assert audit.main(["--data", str(data), "--contact-sheet", str(tmp_path / "x.png")]) == 2
+    assert "give --near-distance too" in capsys.readouterr().err

@@ -278,6 +278,21 @@ def format_audit(report: dict, title: str = "") -> str:
         total = report["splits"][test]["faces"]
         lines.append(f"{test}: {count:,} of {total:,} faces have no exact copy in "
                      f"{TRAINING_SPLIT} (the de-duplicated subset)")
+    near = report.get("near")
+    if near:
+        lines.append("")
+        lines.append(f"Near copies (perceptual hash within {near['max_distance']} of 64 bits; "
+                     f"exact ones included):")
+        for name, row in near.items():
+            if isinstance(row, dict) and "near_or_exact" in row:
+                lines.append(f"{name}: {row['near_or_exact']:,} of {row['faces']:,} faces have "
+                             f"a near or exact copy in {TRAINING_SPLIT} ({row['near_not_exact']:,}"
+                             f" only a near one; {row['other_label']:,} with a copy of another "
+                             f"label)")
+        within = ", ".join(f"{name} {count:,}" for name, count in near["within"].items())
+        lines.append(f"near (not exact) pairs inside each split: {within}")
+        if near.get("contact_sheet"):
+            lines.append(f"contact sheet of near pairs: {near['contact_sheet']}")
     return "\n".join(lines)
 
 
@@ -347,20 +362,47 @@ def check_output(path: "str | os.PathLike", overwrite: bool = False) -> None:
                          f"or choose another --output. Received: output={str(path)!r}")
 
 
-def audit_source(path: "str | os.PathLike | None" = None, protocol: str = "kaggle") -> dict:
+def audit_source(path: "str | os.PathLike | None" = None, protocol: str = "kaggle",
+                 near_distance: "int | None" = None, contact_sheet: "str | None" = None) -> dict:
     """Loads FER2013 as `load_splits` does and audits its splits.
 
     Args:
         path: the CSV or image folder (see `fer_keras.data.resolve_data_path`).
         protocol: "kaggle" ("train" is all of Training, the default here because it is the
             set every model trains on under it) or "study" ("train" is 80% of Training).
+        near_distance: also look for near copies, at this perceptual-hash distance
+            (`fer_keras.data.near_duplicates.audit_near`; None: exact copies only).
+        contact_sheet: with `near_distance`, a PNG of up to 32 near (not exact) pairs
+            between test faces and training faces, drawn at random with a fixed seed, to
+            check the threshold by eye.
 
     Returns:
         `audit_splits`'s report, plus the settings that trace it back: `data` (the path),
-        `source_fingerprint` and `protocol`.
+        `source_fingerprint` and `protocol`; with `near_distance`, `near` too.
     """
     path = resolve_data_path(path)
-    report = audit_splits(load_splits(path, protocol=protocol))
+    splits = load_splits(path, protocol=protocol)
+    report = audit_splits(splits)
+    if near_distance is not None:
+        from fer_keras.data import near_duplicates
+
+        report["near"] = near_duplicates.audit_near(splits, near_distance)
+        if contact_sheet is not None:
+            pairs = report["near"]["cross_pairs"]
+            chosen = np.random.default_rng(0).permutation(len(pairs))[:32]
+            test_images = {name: np.asarray(splits[name][0]) for name in
+                           ("public_test", "private_test")}
+            faces, names, drawn = [], [], []
+            for index in sorted(chosen):
+                split, row, reference, distance = pairs[index]
+                faces += [np.asarray(splits["train"][0][reference]), test_images[split][row]]
+                names += [f"train {reference}", f"{split} {row}"]
+                drawn.append((len(faces) - 2, len(faces) - 1, distance))
+            near_duplicates.contact_sheet(
+                np.stack(faces) if faces else np.zeros((0, 48, 48), np.uint8), drawn,
+                contact_sheet, names=names,
+                title=f"near copies at hash distance <= {near_distance} (not exact)")
+            report["near"]["contact_sheet"] = str(contact_sheet)
     report.update({"data": str(path), "source_fingerprint": source_fingerprint(path),
                    "protocol": protocol})
     return report
