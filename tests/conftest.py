@@ -45,6 +45,8 @@ SLOW_TESTS = (
     "tests/test_detectors.py::test_haar_wrapper_gives_the_boxes_of_faces_py_on_real_photos",
     "tests/test_detectors.py::"
     "test_mtcnn_finds_faces_in_rgb_and_gray_and_none_in_a_blank_picture",
+    "tests/test_finetune.py::test_fine_tuning_beats_zero_shot_and_serves_its_classes",
+    "tests/test_finetune.py::test_folds_write_the_documented_block",
     "tests/test_fit.py::test_evaluate_no_mirror_scores_the_wrapped_network_alone",
     "tests/test_fit_guards.py::test_a_stale_staging_folder_without_a_finished_epoch_is_cleaned",
     "tests/test_fit_guards.py::test_a_user_folder_named_like_a_retired_run_is_not_removed",

@@ -32,6 +32,7 @@ LAYERS = {
     "fer_keras.serving": 4,
     "fer_keras.vision": 5,
     "fer_keras.accuracy": 6,
+    "fer_keras.adapt": 6,
     "fer_keras.benchmarks": 7,
     "fer_keras.reporting": 8,
     # Top-level modules that are not commands.

@@ -1,0 +1,490 @@
+"""Fine-tuning a trained model on a folder of labelled faces (`python -m fer_keras.finetune`).
+
+The folder holds one subfolder per class (`DATA/happy/*.png`); folder names are matched to
+the base model's classes case-insensitively, with common synonyms ("happiness", "fearful").
+The new model is the base network (test-time views unwrapped), its penultimate features and
+a new softmax head over exactly the folder's classes, in the base label set's order. The
+head trains first with the backbone frozen, then every layer at a tenth of the rate, with
+class-balanced weights, `Augmentation("combined")` and early stopping on a holdout part.
+
+>>> metrics = finetune("my_faces", "saved_models/fer_vgg_long", "runs/mine", folds=5,
+...                    group_by=r"^(\\w+?)_")
+>>> metrics["cross_validation"]["mean"], metrics["zero_shot_cross_validation"]["mean"]
+(81.2, 54.0)
+"""
+
+import csv
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fer_keras.data.labels import LabelSet, label_set_for, register_label_set
+from fer_keras.data.sources import IMAGE_SUFFIXES
+from fer_keras.training.results import plot_history, save_derived_run, score
+from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
+from fer_keras.vision.images import load_gray
+
+SYNONYMS = {"anger": "angry", "disgusted": "disgust", "fearful": "fear", "scared": "fear",
+            "happiness": "happy", "sadness": "sad", "surprised": "surprise",
+            "neutrality": "neutral"}
+"""Folder names taken as another name of a class (lower case)."""
+
+DETECT_ABOVE = 96
+"""Without --detect/--no-detect, images larger than this (either side, px) are searched for
+a face; smaller ones are taken whole, as face crops."""
+
+FINE_RATE_FACTOR = 0.1
+"""The rate of the all-layers phase, as a fraction of the head's."""
+
+PATIENCE = 5
+"""Epochs without a better holdout accuracy before a phase stops early."""
+
+SEED = 1234
+"""Seed of the splits (the same folder always splits the same way)."""
+
+
+def base_label_set(base, config=None):
+    """The label set of a base model: its run's recorded `class_names`, else by output
+    count (`label_set_for`)."""
+    if config and config.get("class_names"):
+        names = tuple(config["class_names"])
+        return LabelSet(config.get("labels") or "finetuned", names)
+    return label_set_for(base.output_shape[-1], "the base model")
+
+
+def match_classes(folder_names, label_set):
+    """Maps class-folder names to the base label set's classes.
+
+    Args:
+        folder_names: the subfolder names of DATA.
+        label_set: the base model's `LabelSet`.
+
+    Returns:
+        `(class_names, folder_class)`: the matched classes in the label set's order, and a
+        dict from each folder name to its class.
+
+    Raises:
+        ValueError: naming an unknown folder and the known classes, or two folders of one
+            class.
+    """
+    known = label_set.class_names
+    folder_class = {}
+    for folder in folder_names:
+        key = folder.strip().lower()
+        name = SYNONYMS.get(key, key)
+        if name not in known:
+            raise ValueError(f"Class folder {folder!r} matches no class of the base model "
+                             f"({', '.join(known)}); rename it to one of those. Received: "
+                             f"folder={folder!r}")
+        if name in folder_class.values():
+            other = next(each for each, value in folder_class.items() if value == name)
+            raise ValueError(f"Class folders {other!r} and {folder!r} are both {name!r}; "
+                             f"merge them into one folder. Received: folder={folder!r}")
+        folder_class[folder] = name
+    if len(folder_class) < 2:
+        raise ValueError(f"Fine-tuning needs at least 2 class folders; found "
+                         f"{len(folder_class)}. Received: folders={sorted(folder_names)}")
+    class_names = tuple(name for name in known if name in folder_class.values())
+    return class_names, folder_class
+
+
+def list_faces(data, label_set):
+    """The image files of `data` (one subfolder per class) with their labels.
+
+    Returns:
+        `(paths, labels, class_names)`: sorted file paths, int labels indexing
+        `class_names` (the matched classes in the base label set's order).
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise ValueError(f"DATA {data} is not a folder; give a folder with one subfolder "
+                         f"of images per class. Received: data={str(data)!r}")
+    folders = sorted(path for path in root.iterdir() if path.is_dir())
+    class_names, folder_class = match_classes([path.name for path in folders], label_set)
+    paths, labels = [], []
+    for folder in folders:
+        files = sorted(path for path in folder.iterdir()
+                       if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"Class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}"
+                             f"); add some or remove it. Received: folder={folder.name!r}")
+        paths += [str(path) for path in files]
+        labels += [class_names.index(folder_class[folder.name])] * len(files)
+    return paths, np.asarray(labels, np.int64), class_names
+
+
+def fingerprint(paths):
+    """SHA-256 over the files' names (relative to their class folder's parent) and bytes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        digest.update(f"{path.parent.name}/{path.name}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_faces(paths, size=(48, 48), detect=None, stream=sys.stderr):
+    """Decodes the files to uint8 `(N, height, width, 1)` faces.
+
+    Args:
+        paths: image files (any format `load_gray` reads).
+        size: the face size of the model.
+        detect: True to find a face in every image, False to take every image whole, None
+            to find one only in images larger than `DETECT_ABOVE` px.
+        stream: where the warning about skipped images goes.
+
+    Returns:
+        `(faces, kept)`: the faces, and the indices of `paths` they come from (images in
+        which no face was found are skipped, with one counted warning).
+    """
+    # The vision layer's detector needs OpenCV, which loads only when faces are searched.
+    from fer_keras.vision.faces import crop_face, detect_faces, load_detector
+
+    detector = None
+    faces, kept, missed = [], [], []
+    for index, path in enumerate(paths):
+        try:
+            gray = load_gray(path)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}. Remove the file or replace it. "
+                             f"Received: file={str(path)!r}") from None
+        height, width = gray.shape
+        search = detect if detect is not None else max(height, width) > DETECT_ABOVE
+        box = [0, 0, width, height]
+        if search:
+            detector = detector or load_detector()
+            boxes = detect_faces(detector, gray)
+            if not boxes:
+                missed.append(path)
+                continue
+            box = max(boxes, key=lambda each: each[2] * each[3])
+        faces.append(crop_face(gray, box, size))
+        kept.append(index)
+    if missed:
+        print(f"warning: no face found in {len(missed)} of {len(paths)} images; skipped them "
+              f"(first: {missed[0]}). Pass --no-detect if they are face crops already.",
+              file=stream)
+    if not faces:
+        raise ValueError("No face left to train on: every image was skipped. Pass --no-detect "
+                         "if the images are face crops already.")
+    return np.stack(faces).astype(np.uint8), np.asarray(kept, np.int64)
+
+
+def subject_ids(paths, group_by):
+    """The subject of each file: the first group of `group_by` matched in its file name,
+    or the file itself without `group_by`.
+
+    Raises:
+        ValueError: for a bad pattern, one without a group, or a file name it does not match.
+    """
+    if group_by is None:
+        return np.asarray([str(path) for path in paths])
+    try:
+        pattern = re.compile(group_by)
+    except re.error as error:
+        raise ValueError(f"--group-by is not a regular expression ({error}). Received: "
+                         f"group_by={group_by!r}") from None
+    if pattern.groups < 1:
+        raise ValueError(f"--group-by needs a group, the subject id, e.g. '^(\\w+?)_'. "
+                         f"Received: group_by={group_by!r}")
+    ids = []
+    for path in paths:
+        found = pattern.search(Path(path).name)
+        if found is None or found.group(1) is None:
+            raise ValueError(f"--group-by does not match the file name {Path(path).name!r}; "
+                             f"fix the pattern or the name. Received: group_by={group_by!r}")
+        ids.append(found.group(1))
+    return np.asarray(ids)
+
+
+def holdout_split(labels, groups, fraction, seed=SEED):
+    """`(train, holdout)` indices; all images of a group fall in one part.
+
+    About `fraction` of the groups are held out, stratified by their first image's class
+    so every class keeps images in training where it can.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--holdout must be between 0 and 1 (exclusive). Received: "
+                         f"holdout={fraction}")
+    rng = np.random.default_rng(seed)
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise ValueError(f"A holdout needs at least 2 subjects; found {len(unique)}. Check "
+                         f"--group-by. Received: subjects={list(unique)}")
+    first_label = {group: labels[np.flatnonzero(groups == group)[0]] for group in unique}
+    held = []
+    for label in np.unique(labels):
+        members = np.asarray([group for group in unique if first_label[group] == label])
+        if len(members) == 0:
+            continue
+        rng.shuffle(members)
+        count = int(round(fraction * len(members)))
+        count = min(max(count, 1), len(members) - 1) if len(members) > 1 else 0
+        held += list(members[:count])
+    if not held:
+        held = [unique[rng.integers(len(unique))]]
+    is_held = np.isin(groups, held)
+    return np.flatnonzero(~is_held), np.flatnonzero(is_held)
+
+
+def fold_splits(labels, groups, folds, seed=SEED):
+    """K `(train, test)` index pairs; a group never falls in two parts of one fold."""
+    # scikit-learn is heavy and only the folds need it.
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    subjects = len(np.unique(groups))
+    if folds < 2 or folds > subjects:
+        raise ValueError(f"--folds must be from 2 to the number of subjects ({subjects}). "
+                         f"Received: folds={folds}")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), labels, groups))
+
+
+def class_weights(labels, num_classes):
+    """Balanced class weights: `N / (num_classes * count)`, for the classes present."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return {index: float(len(labels) / (num_classes * count))
+            for index, count in enumerate(counts) if count}
+
+
+def build_finetune_model(base, num_classes):
+    """A copy of the base network (views unwrapped) with a new softmax head over
+    `num_classes`.
+
+    Returns:
+        `(model, backbone)`: the new network, and its part up to the penultimate features
+        (to freeze for the head's phase).
+    """
+    import keras
+
+    from fer_keras.models.layers import unwrap_views
+
+    # A copy, so training never changes the base model (its zero-shot scores and the next
+    # fold start from the weights it was loaded with).
+    inner = unwrap_views(base)
+    network = keras.models.clone_model(inner)
+    network.set_weights(inner.get_weights())
+    features = network.layers[-1].input
+    backbone = keras.Model(network.inputs, features, name="finetune_backbone")
+    image = keras.Input(shape=network.input_shape[1:], name="image")
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="probabilities")(backbone(image))
+    return keras.Model(image, outputs, name="finetuned"), backbone
+
+
+def _views_of(base):
+    from fer_keras.models.layers import TestTimeAugmentation
+
+    for layer in base.layers:
+        if isinstance(layer, TestTimeAugmentation):
+            return tuple(layer.views)
+    return ("identity",)
+
+
+def zero_shot_accuracy(base, images, labels, columns, batch_size=256):
+    """Accuracy (%) of the base model over only the kept classes: argmax of its output's
+    `columns` (the kept classes' columns, in the new label order)."""
+    probabilities = np.asarray(base.predict(images.astype(np.float32), batch_size=batch_size,
+                                            verbose=0))
+    predicted = np.argmax(probabilities[:, columns], axis=1)
+    return float(100.0 * np.mean(predicted == labels))
+
+
+def train_head_then_all(base, images, labels, train, holdout, num_classes, epochs=30,
+                        freeze_epochs=5, learning_rate=1e-3, batch_size=32,
+                        early_stopping=True):
+    """Trains a new model from `base` on `images[train]`, scored on `images[holdout]`.
+
+    The head trains `freeze_epochs` epochs with the backbone frozen, then all layers train
+    the remaining `epochs - freeze_epochs` at `learning_rate * FINE_RATE_FACTOR`. With
+    `early_stopping`, each phase stops after `PATIENCE` epochs without a better holdout
+    accuracy and keeps its best weights.
+
+    Returns:
+        `(model, history)`: the network, and one dict of per-epoch lists over both phases
+        (with `phase`, `learning_rate`).
+    """
+    import keras
+
+    from fer_keras.data.augmentation import Augmentation
+    from fer_keras.data.sources import make_dataset
+
+    model, backbone = build_finetune_model(base, num_classes)
+    weights = class_weights(labels[train], num_classes)
+    training = make_dataset(images[train], labels[train], batch_size=batch_size, shuffle=True,
+                            augmentation=Augmentation("combined"), seed=SEED,
+                            num_classes=num_classes)
+    validation = make_dataset(images[holdout], labels[holdout], batch_size=batch_size,
+                              num_classes=num_classes)
+    history = {}
+    phases = [("head", freeze_epochs, learning_rate, False),
+              ("all", max(epochs - freeze_epochs, 0), learning_rate * FINE_RATE_FACTOR, True)]
+    for phase, phase_epochs, rate, trainable in phases:
+        if phase_epochs <= 0:
+            continue
+        backbone.trainable = trainable
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+        callbacks = [keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=PATIENCE,
+            restore_best_weights=True)] if early_stopping else []
+        # The dataset reshuffles itself every epoch; fit's own shuffle does not apply to it.
+        fitted = model.fit(training, validation_data=validation, epochs=phase_epochs,
+                           class_weight=weights, callbacks=callbacks, shuffle=False,
+                           verbose=0)
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(value) for value in values)
+        history.setdefault("phase", []).extend([phase] * len(fitted.history["loss"]))
+        history.setdefault("learning_rate", []).extend([rate] * len(fitted.history["loss"]))
+    history["epoch"] = list(range(len(history.get("loss", []))))
+    return model, history
+
+
+def _write_history(path, history):
+    keys = ["epoch"] + [key for key in history if key != "epoch"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(keys)
+        for row in zip(*(history[key] for key in keys)):
+            writer.writerow(row)
+
+
+def _score(labels, probabilities, class_names):
+    """`score` with the per-class names of `class_names` (whatever label set of that size
+    is registered: the registry is keyed by output count)."""
+    scored = score(labels, probabilities)
+    scored["per_class"] = dict(zip(class_names, scored["per_class"].values()))
+    scored["class_order"] = list(class_names)
+    return scored
+
+
+def label_set_name(class_names, base_set):
+    """The name recorded for the fine-tuned classes: the base's when all are kept."""
+    if tuple(class_names) == tuple(base_set.class_names):
+        return base_set.name
+    return f"{base_set.name}:{'+'.join(class_names)}"
+
+
+def ensure_label_set(name, class_names):
+    """Registers the fine-tuned label set unless one of its size is already registered
+    (`label_set_for` maps output counts to label sets, so only one of each size can
+    serve)."""
+    try:
+        return label_set_for(len(class_names))
+    except ValueError:
+        return register_label_set(LabelSet(name, tuple(class_names)))
+
+
+def _mean_std(values):
+    values = np.asarray(values, np.float64)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"folds": [round(float(value), 4) for value in values],
+            "mean": round(float(np.mean(values)), 4), "std": round(std, 4)}
+
+
+def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, detect=None,
+             epochs=30, freeze_epochs=5, learning_rate=1e-3, batch_size=32, overwrite=False,
+             command=None, stream=sys.stderr):
+    """Fine-tunes the model of `base_path` on the faces in `data`; writes a run folder.
+
+    Args:
+        data: a folder with one subfolder of images per class.
+        base_path: a `.keras` file, or a run folder holding `model.keras`.
+        output: the run folder to write (refused if it holds a finished run, unless
+            `overwrite`).
+        holdout: fraction of the subjects held out to choose the epoch and score the model.
+        folds: K for K-fold cross-validation (each fold trains `epochs` without early
+            stopping), or None.
+        group_by: a regular expression whose first group in a file name is the subject.
+        detect: True/False/None (see `load_faces`).
+        epochs: total epochs per training, the frozen ones included.
+        freeze_epochs: epochs of the head alone.
+        learning_rate: the head's rate; all layers train at a tenth of it.
+        batch_size: batch size.
+        overwrite: replace a finished run in `output`.
+        command: the command line, recorded in config.json.
+        stream: where progress and warnings go.
+
+    Returns:
+        The metrics written to `metrics.json`.
+    """
+    import json
+
+    from fer_keras.models import load_model
+
+    if epochs < 1 or freeze_epochs < 0:
+        raise ValueError(f"--epochs must be at least 1 and --freeze-epochs at least 0. "
+                         f"Received: epochs={epochs}, freeze_epochs={freeze_epochs}")
+    refuse_finished_run(output, overwrite, "--output")
+    base_path = Path(base_path)
+    model_file = base_path / "model.keras" if base_path.is_dir() else base_path
+    base_config = {}
+    if base_path.is_dir() and (base_path / "config.json").exists():
+        base_config = json.loads((base_path / "config.json").read_text())
+    base = load_model(model_file)
+    base_set = base_label_set(base, base_config)
+    paths, labels, class_names = list_faces(data, base_set)
+    size = tuple(base.input_shape[1:3])
+    found = len(paths)
+    images, kept = load_faces(paths, size=size, detect=detect, stream=stream)
+    paths = [paths[index] for index in kept]
+    labels = labels[kept]
+    groups = subject_ids(paths, group_by)
+    columns = [base_set.class_names.index(name) for name in class_names]
+    num_classes = len(class_names)
+    settings = dict(epochs=epochs, freeze_epochs=freeze_epochs, learning_rate=learning_rate,
+                    batch_size=batch_size)
+
+    metrics = {"class_names": list(class_names), "images": len(paths),
+               "skipped_images": found - len(paths), "subjects": int(len(np.unique(groups)))}
+    if folds:
+        fold_scores, zero_scores = [], []
+        for number, (train, test) in enumerate(fold_splits(labels, groups, folds), 1):
+            model, _ = train_head_then_all(base, images, labels, train, test, num_classes,
+                                           early_stopping=False, **settings)
+            predicted = np.argmax(model.predict(images[test].astype(np.float32), verbose=0), 1)
+            fold_scores.append(100.0 * float(np.mean(predicted == labels[test])))
+            zero_scores.append(zero_shot_accuracy(base, images[test], labels[test], columns))
+            print(f"fold {number}/{folds}: accuracy {fold_scores[-1]:.2f} (zero-shot "
+                  f"{zero_scores[-1]:.2f})", file=stream, flush=True)
+        metrics["cross_validation"] = _mean_std(fold_scores)
+        metrics["zero_shot_cross_validation"] = _mean_std(zero_scores)
+
+    train, held = holdout_split(labels, groups, holdout)
+    model, history = train_head_then_all(base, images, labels, train, held, num_classes,
+                                         **settings)
+    views = _views_of(base)
+    if views != ("identity",):
+        from fer_keras.models.layers import wrap_with_views
+
+        # The base's test-time views go back around the new network, as it will be served.
+        model = wrap_with_views(model, views)
+    probabilities = np.asarray(model.predict(images[held].astype(np.float32), verbose=0))
+    name = label_set_name(class_names, base_set)
+    ensure_label_set(name, class_names)
+    holdout_score = _score(labels[held], probabilities, class_names)
+    metrics.update({
+        "splits": {"holdout": holdout_score},
+        "holdout_accuracy": round(100.0 * holdout_score["accuracy"], 4),
+        "zero_shot_holdout_accuracy": round(zero_shot_accuracy(
+            base, images[held], labels[held], columns), 4),
+        "labels": name, "epochs_run": len(history["epoch"]),
+        "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
+    })
+    config = {"base_model": str(model_file), "base_labels": base_set.name,
+              "data": str(data), "data_fingerprint": fingerprint(paths),
+              "class_names": list(class_names), "labels": name, "command": command,
+              "group_by": group_by, "holdout": holdout, "folds": folds,
+              "detect": detect, "views": list(views), **settings}
+
+    def write(folder):
+        save_derived_run(folder, model, config, metrics, "holdout",
+                         title=f"fine-tuned {'/'.join(class_names)} (holdout)")
+        _write_history(folder / "history.csv", history)
+        plot_history(history, folder / "learning_curves.png", title="fine-tuning")
+
+    write_run_folder(output, write, overwrite, "--output")
+    return metrics
