@@ -236,13 +236,18 @@ def ferplus_table(runs: list[Run], link_root: str = "") -> str:
         what = f"`{name}`"
         if metrics.get("model") == "ensemble":
             what += " = " + " + ".join(f"`{Path(m).name}`" for m in metrics["members"])
+            chosen = metrics.get("member_selection")
+            if chosen:
+                where = SPLIT_TITLES.get(chosen["split"], "validation")
+                what += (f" (best of {chosen['subsets_scored']} subsets of "
+                         f"{len(chosen['candidates'])} candidates on {where})")
         elif metrics.get("model") == "tta":
             what += (f" = `{Path(metrics['source']).name}` + test-time views "
                      f"{metrics['view_set']} ({metrics['forward_passes_per_face']} "
                      f"passes/face)")
         curves = "" if derived else f"[curves]({link_root}{name}/learning_curves.png) · "
         lines.append("| " + " | ".join([
-            what, f"{mode}, {metrics.get('precision', 'float32')}",
+            what, f"{mode or '-'}, {metrics.get('precision', 'float32')}",
             "" if derived else f"{metrics.get('best_epoch')}/{metrics.get('epochs_run')}",
             _percent(splits.get("public_test", {}).get("accuracy")),
             _percent(splits.get("private_test", {}).get("accuracy")),
