@@ -182,28 +182,32 @@ def test_an_eight_class_run_round_trips_through_evaluate_export_and_predict(
     assert metrics["fer2013_private_test"]["class_order"] == list(FER2013.class_names)
     capsys.readouterr()
 
-    # evaluate, on FER+ labels and on FER2013's, and --verify against metrics.json.
+    # evaluate, on FER+ labels and on FER2013's, and --verify against metrics.json (--data
+    # given: $FER2013_PATH, set in CI, would otherwise win over the run's recorded data).
     model = str(run / "model.keras")
-    assert evaluate.main([model, "--labels", "ferplus", "--split", "private_test",
+    assert evaluate.main([model, "--data", str(data), "--labels", "ferplus",
+                          "--split", "private_test",
                           "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["accuracy"] == pytest.approx(metrics["splits"]["private_test"]["accuracy"])
     assert scored["count"] == majority_private
-    assert evaluate.main([model, "--split", "private_test", "--json"]) == 0
+    assert evaluate.main([model, "--data", str(data), "--split", "private_test", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(
         metrics["fer2013_private_test"]["accuracy"])
-    assert evaluate.main(["--verify", model]) == 0
+    assert evaluate.main(["--verify", model, "--data", str(data)]) == 0
     assert capsys.readouterr().out.count("ok") == 2
 
     # --save keeps each run's score by name, and refuses a file that is not its own.
     saved = tmp_path / "label_scores.json"
-    assert evaluate.main([model, "--labels", "ferplus", "--split", "private_test",
+    assert evaluate.main([model, "--data", str(data), "--labels", "ferplus",
+                          "--split", "private_test",
                           "--save", str(saved)]) == 0
     entry = json.loads(saved.read_text())["scores"]["ferplus"]["private_test"]["crowd"]
     assert entry["accuracy"] == pytest.approx(scored["accuracy"])
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')
-    assert evaluate.main([model, "--labels", "ferplus", "--split", "private_test",
+    assert evaluate.main([model, "--data", str(data), "--labels", "ferplus",
+                          "--split", "private_test",
                           "--save", str(notes)]) == 2
     assert "is not a scores file written by evaluate --save" in capsys.readouterr().err
     assert notes.read_text() == '{"mine": 1}'
@@ -226,7 +230,8 @@ def test_an_eight_class_run_round_trips_through_evaluate_export_and_predict(
     assert joined["labels"] == "ferplus"
     assert joined["splits"]["private_test"]["class_order"] == list(FERPLUS.class_names)
     assert joined["fer2013_private_test"]["class_order"] == list(FER2013.class_names)
-    assert evaluate.main(["--verify", str(both / "model.keras"), str(viewed / "model.keras")]) == 0
+    assert evaluate.main(["--verify", str(both / "model.keras"),
+                          str(viewed / "model.keras"), "--data", str(data)]) == 0
     capsys.readouterr()
 
     # export: the signature and labels.txt name FER+'s 8 classes.

@@ -21,6 +21,18 @@ from fer_keras.data.labels import FER2013
 GROUP_BY = r"^(s\d+)_"
 
 
+@pytest.fixture(autouse=True)
+def own_label_sets():
+    """A fine-tuned run registers its classes as a label set in the process; each test
+    leaves the registry as it found it, so other tests see only the package's sets."""
+    from fer_keras.data import labels
+
+    saved = dict(labels._LABEL_SETS)
+    yield
+    labels._LABEL_SETS.clear()
+    labels._LABEL_SETS.update(saved)
+
+
 def _face(kind, rng):
     """A 96x96 colour picture: "bright" is light with horizontal stripes, "dark" is dark
     with vertical ones, each with noise."""

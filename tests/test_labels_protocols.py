@@ -23,7 +23,7 @@ def test_ferplus_classes_map_onto_fer2013s_seven():
 
 def test_an_output_count_of_no_label_set_is_one_line():
     with pytest.raises(ValueError, match=r"has 5 outputs, which matches no known label set "
-                                         r"\(known: 7 \(fer2013\), 8 \(ferplus\)\)"):
+                                         r"\(known: 7 \(fer2013\), 8 \(ferplus\)"):
         labels.label_set_for(5)
 
 
