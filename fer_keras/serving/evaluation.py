@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_keras.data.audit import unseen_mask
-from fer_keras.data.labels import FER2013, get_label_set, label_set_for, shared_classes
+from fer_keras.data.labels import FER2013, get_label_set
 from fer_keras.data.protocols import protocol_of
 from fer_keras.data.sources import (
     labels_of,
@@ -31,7 +31,12 @@ from fer_keras.data.sources import (
     splits_for_run,
 )
 from fer_keras.serving.runner import Classifier, model_format
-from fer_keras.training.results import evaluate_splits, format_report, score_on
+from fer_keras.training.results import (
+    align_to_label_set,
+    evaluate_splits,
+    format_report,
+    score_on,
+)
 from fer_keras.utils.stats import mcnemar, wilson_interval
 
 VERIFIED_SPLITS = ("validation", "private_test")
@@ -372,21 +377,8 @@ def correct_per_face(truth, label_set, probabilities):
     Raises:
         ValueError: when neither label set holds the other's classes.
     """
-    truth = np.asarray(truth)
-    probabilities = np.asarray(probabilities)
-    model_set = label_set_for(probabilities.shape[1])
-    if set(label_set.class_names) <= set(model_set.class_names):
-        columns = shared_classes(model_set, label_set)
-        return (np.ones(len(truth), bool),
-                probabilities[:, columns].argmax(axis=1) == truth)
-    if set(model_set.class_names) <= set(label_set.class_names):
-        to_model = np.array([model_set.class_names.index(name)
-                             if name in model_set.class_names else -1
-                             for name in label_set.class_names])
-        mapped = to_model[truth]
-        return mapped >= 0, probabilities.argmax(axis=1) == mapped
-    raise ValueError(f"A {model_set.name} model ({model_set.num_classes} classes) cannot be "
-                     f"scored on {label_set.name} labels: neither holds the other's classes.")
+    kept, truth, probabilities, _ = align_to_label_set(truth, label_set, probabilities)
+    return kept, np.asarray(probabilities).argmax(axis=1) == truth
 
 
 def compare(model_paths: list, split: str = "private_test",

@@ -114,6 +114,39 @@ def evaluate_splits(model, splits, names=None, batch_size=512, transform=None,
             split_probabilities(model, splits, names, batch_size, transform).items()}
 
 
+def align_to_label_set(labels, label_set, probabilities):
+    """A model's probabilities and labels of `label_set`, in the same class columns.
+
+    The model's label set is found from its output count. A model with `label_set`'s
+    classes or more keeps only their columns (`shared_classes`); a model with fewer keeps
+    its columns, the labels are mapped to its order, and faces of classes it lacks are
+    not to be scored.
+
+    Returns:
+        `(kept, labels, probabilities, subset)`: the bool mask of faces to score, the
+        labels and probabilities in the same columns, and whether the model's classes are
+        a strict subset of `label_set`'s (faces may be left out).
+
+    Raises:
+        ValueError: when neither label set holds the other's classes.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    model_set = label_set_for(probabilities.shape[1])
+    if set(label_set.class_names) <= set(model_set.class_names):
+        if model_set.class_names != label_set.class_names:
+            probabilities = probabilities[:, shared_classes(model_set, label_set)]
+        return np.ones(len(labels), bool), labels, probabilities, False
+    if set(model_set.class_names) <= set(label_set.class_names):
+        to_model = np.array([model_set.class_names.index(name)
+                             if name in model_set.class_names else -1
+                             for name in label_set.class_names])
+        mapped = to_model[labels]
+        return mapped >= 0, mapped, probabilities, True
+    raise ValueError(f"A {model_set.name} model ({model_set.num_classes} classes) cannot be "
+                     f"scored on {label_set.name} labels: neither holds the other's classes.")
+
+
 def score_on(labels, label_set, probabilities):
     """Scores a model's probabilities on labels of `label_set`, whatever the model's own
     label set (found from its output count).
@@ -127,24 +160,12 @@ def score_on(labels, label_set, probabilities):
     Raises:
         ValueError: when neither label set holds the other's classes.
     """
-    labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities)
-    model_set = label_set_for(probabilities.shape[1])
-    if model_set.class_names == label_set.class_names:
+    kept, labels, probabilities, subset = align_to_label_set(labels, label_set, probabilities)
+    if not subset:
         return score(labels, probabilities)
-    if set(label_set.class_names) <= set(model_set.class_names):
-        return score(labels, probabilities[:, shared_classes(model_set, label_set)])
-    if set(model_set.class_names) <= set(label_set.class_names):
-        to_model = np.array([model_set.class_names.index(name)
-                             if name in model_set.class_names else -1
-                             for name in label_set.class_names])
-        mapped = to_model[labels]
-        kept = mapped >= 0
-        scored = score(mapped[kept], probabilities[kept])
-        scored["left_out"] = int((~kept).sum())
-        return scored
-    raise ValueError(f"A {model_set.name} model ({model_set.num_classes} classes) cannot be "
-                     f"scored on {label_set.name} labels: neither holds the other's classes.")
+    scored = score(labels[kept], probabilities[kept])
+    scored["left_out"] = int((~kept).sum())
+    return scored
 
 
 def score_shared_classes(model, images, labels, label_set=FER2013, batch_size=512):
