@@ -3,13 +3,16 @@
 Usage:
 
     python -m fer_keras.finetune my_faces --from saved_models/fer_vgg_long \\
-        --output runs/my_faces [--group-by '^(\\w+?)_'] [--holdout 0.2] [--folds 5] \\
-        [--detect | --no-detect] [--epochs 30] [--freeze-epochs 5] \\
-        [--learning-rate 1e-3] [--overwrite]
+        --output runs/my_faces [--classes NAME[,NAME...]] [--group-by '^(\\w+?)_'] \\
+        [--holdout 0.2] [--folds 5] [--detect | --no-detect] [--epochs 30] \\
+        [--freeze-epochs 5] [--learning-rate 1e-3] [--overwrite]
 
 DATA holds one subfolder per class (angry, disgust, fear, happy, sad, surprise, neutral,
 matched case-insensitively, with synonyms such as happiness or fearful); a subset of the
-base model's classes trains a head over just those. Faces are found in images larger than
+base model's classes trains a head over just those. A folder of a class the base model
+lacks is refused unless --classes lists it; the new head then has one output per folder
+(the base classes found, in the base's order, then the --classes ones), recorded in the
+run's config.json, which evaluate, export and predict read. Faces are found in images larger than
 96x96 px unless --detect or --no-detect says otherwise. The head trains first with the
 backbone frozen, then all layers at a tenth of the rate; --holdout chooses the epoch;
 --folds adds K-fold cross-validation with the base model's zero-shot accuracy beside it.
@@ -31,6 +34,9 @@ def build_parser():
     parser.add_argument("--from", dest="base", required=True,
                         help="base model: a .keras file or a run folder")
     parser.add_argument("--output", required=True, help="run folder to write")
+    parser.add_argument("--classes", metavar="NAME[,NAME...]",
+                        help="new classes (folder names, case-insensitive) the base model "
+                        "lacks; the new head outputs them after the base classes found")
     parser.add_argument("--group-by", metavar="REGEX",
                         help="regular expression whose first group in a file name is the "
                         "subject id; a subject's images stay in one part of every split")
@@ -67,7 +73,7 @@ def main(argv=None):
             args.data, args.base, args.output, holdout=args.holdout, folds=args.folds,
             group_by=args.group_by, detect=args.detect, epochs=args.epochs,
             freeze_epochs=args.freeze_epochs, learning_rate=args.learning_rate,
-            batch_size=args.batch_size, overwrite=args.overwrite,
+            batch_size=args.batch_size, overwrite=args.overwrite, new_classes=args.classes,
             command=" ".join(["python -m fer_keras.finetune"]
                              + (sys.argv[1:] if argv is None else list(argv))))
         print(f"classes: {', '.join(metrics['class_names'])}")

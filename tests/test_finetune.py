@@ -21,18 +21,6 @@ from fer_keras.data.labels import FER2013
 GROUP_BY = r"^(s\d+)_"
 
 
-@pytest.fixture(autouse=True)
-def own_label_sets():
-    """A fine-tuned run registers its classes as a label set in the process; each test
-    leaves the registry as it found it, so other tests see only the package's sets."""
-    from fer_keras.data import labels
-
-    saved = dict(labels._LABEL_SETS)
-    yield
-    labels._LABEL_SETS.clear()
-    labels._LABEL_SETS.update(saved)
-
-
 def _face(kind, rng):
     """A 96x96 colour picture: "bright" is light with horizontal stripes, "dark" is dark
     with vertical ones, each with noise."""
@@ -93,6 +81,18 @@ def test_an_unknown_or_doubled_folder_is_refused_in_one_line():
         match_classes(["happy", "Happiness"], FER2013)
     with pytest.raises(ValueError, match="at least 2"):
         match_classes(["happy"], FER2013)
+
+
+def test_classes_admits_new_folders_after_the_base_classes():
+    names, mapping = match_classes(["Bored", "sadness", "happy", "Sleepy"], FER2013,
+                                   "sleepy, BORED")
+    assert names == ("happy", "sad", "sleepy", "bored")
+    assert mapping == {"Bored": "bored", "sadness": "sad", "happy": "happy",
+                       "Sleepy": "sleepy"}
+    with pytest.raises(ValueError, match="'bored'.*--classes lists sleepy"):
+        match_classes(["happy", "bored", "sleepy"], FER2013, ["sleepy"])
+    with pytest.raises(ValueError, match="names 'fearful', a class the base model has \\(fear\\)"):
+        match_classes(["happy", "fearful"], FER2013, ["fearful"])
 
 
 def test_listing_labels_files_and_decodes_96px_colour_whole(tmp_path):
@@ -166,6 +166,11 @@ def test_fine_tuning_beats_zero_shot_and_serves_its_classes(tmp_path, base_model
     assert config["base_model"] == str(base_model) and len(config["data_fingerprint"]) == 64
     assert metrics["holdout_accuracy"] >= 90.0
     assert metrics["zero_shot_holdout_accuracy"] <= 50.0 < metrics["holdout_accuracy"]
+    # The run's classes live in its record, not in the process's label-set registry.
+    from fer_keras.data.labels import label_set_of, list_label_sets
+
+    assert list_label_sets() == ["fer2013", "ferplus"]
+    assert label_set_of(output, 2).class_names == ("fear", "happy")
     for name in ("model.keras", "history.csv", "confusion_matrix.png",
                  "learning_curves.png"):
         assert (output / name).is_file(), name

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import FER2013
+from fer_keras.data.labels import FER2013, get_label_set, label_set_of, list_label_sets
 from fer_keras.data.protocols import get_protocol
-from fer_keras.data.sources import resolve_data_path, splits_for_run
+from fer_keras.data.sources import labels_of, resolve_data_path, splits_for_run
 from fer_keras.training.results import (
     _pyplot,
     save_derived_run,
@@ -353,6 +353,14 @@ def calibrate_run(run, output, data=None, overwrite=False, command=None):
     source_config, inherited = source_run(run)
     protocol = get_protocol(inherited["protocol"])
     selection = protocol.selection_split
+    data_labels = labels_of(source_config or inherited)
+    if data_labels not in list_label_sets():
+        # A fine-tuned run's classes are its own folder's, which no FER2013 split labels.
+        classes = ", ".join(source_config.get("class_names") or [])
+        raise ValueError(f"calibrate fits T on the FER2013 or FER+ splits of a run's label "
+                         f"set; {run} records labels={data_labels!r} ({classes}), which "
+                         f"those splits do not label. Calibrate a run trained on FER2013 or "
+                         f"FER+ labels. Received: run={str(run)!r}")
     data_path = resolve_data_path(data, recorded=(str(run / "config.json"),
                                                   source_config.get("data_path")))
     splits = splits_for_run(data_path, source_config or inherited)
@@ -361,6 +369,13 @@ def calibrate_run(run, output, data=None, overwrite=False, command=None):
                          f"is nothing to fit the temperature on. Pass --data with the FER2013 "
                          f"file the run was trained on.")
     source = load_model(run / "model.keras")
+    # The run's recorded classes, checked against its outputs and its data's label set.
+    model_set = label_set_of(run, source.output_shape[-1], str(run / "model.keras"))
+    if model_set.class_names != get_label_set(data_labels).class_names:
+        raise ValueError(f"{run} outputs {', '.join(model_set.class_names)}, not the "
+                         f"classes of its {data_labels} labels in their order, so its "
+                         f"splits cannot score it. Calibrate a run trained on them. "
+                         f"Received: run={str(run)!r}")
     if temperature_of(source) is not None:
         raise ValueError(f"{run} is already calibrated (T = {temperature_of(source):g}); "
                          f"calibrate the run it was made from instead.")
@@ -388,13 +403,14 @@ def calibrate_run(run, output, data=None, overwrite=False, command=None):
             raise RuntimeError(f"Temperature scaling (T = {temperature:g}) changed the "
                                f"predicted class of {changed} faces of {name}; it must keep "
                                f"every prediction.")
-    scored = {name: score(splits[name][1], after[name])
+    scored = {name: score(splits[name][1], after[name], model_set.class_names)
               for name in after if name != "fer2013_private_test"}
     shared = {}
     if "fer2013_private_test" in after:
         # A FER+ run is also scored on FER2013's labels, over the 7 shared classes.
         shared["fer2013_private_test"] = score_on(
-            splits["fer2013_private_test"][1], FER2013, after["fer2013_private_test"])
+            splits["fer2013_private_test"][1], FER2013, after["fer2013_private_test"],
+            model_set)
     measured = list(dict.fromkeys([selection, "private_test"]))
     measured = [name for name in measured if name in after]
     calibration = {

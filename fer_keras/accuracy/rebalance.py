@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import label_set_for
+from fer_keras.data.labels import FER2013, label_set_of
 from fer_keras.data.sources import load_splits, resolve_data_path
 from fer_keras.training.results import (
     _pyplot,
@@ -96,7 +96,13 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False,
     data_path = resolve_data_path(data)
     splits = load_splits(data_path, protocol=protocol)
     network = load_model(run / "model.keras")
-    labels = label_set_for(int(network.output_shape[-1]), where=str(run / "model.keras"))
+    labels = label_set_of(run, int(network.output_shape[-1]), where=str(run / "model.keras"))
+    if labels.class_names != FER2013.class_names:
+        # The prior and the scores below come from FER2013's labels, by class id.
+        raise ValueError(f"rebalance adjusts a model of FER2013's 7 classes in their order "
+                         f"with FER2013's class frequencies; {run} outputs "
+                         f"{', '.join(labels.class_names)} ({labels.name}). Pass a run "
+                         f"trained on FER2013's labels. Received: run={str(run)!r}")
     counts = np.bincount(splits["train"][1], minlength=labels.num_classes).astype("float64")
     prior = counts / counts.sum()
     sweep = None

@@ -2,10 +2,14 @@
 
 The folder holds one subfolder per class (`DATA/happy/*.png`); folder names are matched to
 the base model's classes case-insensitively, with common synonyms ("happiness", "fearful").
-The new model is the base network (test-time views unwrapped), its penultimate features and
-a new softmax head over exactly the folder's classes, in the base label set's order. The
-head trains first with the backbone frozen, then every layer at a tenth of the rate, with
-class-balanced weights, `Augmentation("combined")` and early stopping on a holdout part.
+A folder of a class the base model lacks is refused unless `new_classes` (`--classes`)
+names it. The new model is the base network (test-time views unwrapped), its penultimate
+features and a new softmax head over exactly the folder's classes: the base classes found,
+in the base label set's order, then the new ones, in `new_classes`' order. The run records
+them as `class_names` in `config.json`, which every command that loads the run reads
+(`fer_keras.data.labels.label_set_of`). The head trains first with the backbone frozen, then
+every layer at a tenth of the rate, with class-balanced weights, `Augmentation("combined")`
+and early stopping on a holdout part.
 
 >>> metrics = finetune("my_faces", "saved_models/fer_vgg_long", "runs/mine", folds=5,
 ...                    group_by=r"^(\\w+?)_")
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import LabelSet, label_set_for, register_label_set
+from fer_keras.data.labels import label_set_of
 from fer_keras.data.sources import IMAGE_SUFFIXES
 from fer_keras.training.results import plot_history, save_derived_run, score
 from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
@@ -46,64 +50,107 @@ SEED = 1234
 """Seed of the splits (the same folder always splits the same way)."""
 
 
-def base_label_set(base, config=None):
-    """The label set of a base model: its run's recorded `class_names`, else by output
-    count (`label_set_for`)."""
-    if config and config.get("class_names"):
-        names = tuple(config["class_names"])
-        return LabelSet(config.get("labels") or "finetuned", names)
-    return label_set_for(base.output_shape[-1], "the base model")
+def base_label_set(base, base_path):
+    """The label set of a base model: the one its run records (`class_names` in the run's
+    `config.json`), else the registered one of its output count (`label_set_of`)."""
+    return label_set_of(base_path, base.output_shape[-1], f"the base model {base_path}")
 
 
-def match_classes(folder_names, label_set):
-    """Maps class-folder names to the base label set's classes.
+def parse_classes(text):
+    """The new class names of `--classes NAME[,NAME...]`, lower case, in the given order.
+
+    Raises:
+        ValueError: for an empty or repeated name.
+    """
+    if text is None or (not isinstance(text, str) and not len(text)):
+        return ()
+    if isinstance(text, str):
+        text = text.split(",")
+    names = tuple(str(name).strip().lower() for name in text)
+    if not names or not all(names):
+        raise ValueError(f"--classes takes names separated by commas, none empty, e.g. "
+                         f"--classes bored,confused. Received: classes={text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--classes names {', '.join(repeated)} more than once; give each "
+                         f"new class once. Received: classes={','.join(names)!r}")
+    return names
+
+
+def match_classes(folder_names, label_set, new_classes=()):
+    """Maps class-folder names to the base label set's classes and the new ones.
 
     Args:
         folder_names: the subfolder names of DATA.
         label_set: the base model's `LabelSet`.
+        new_classes: names of classes the base model lacks that the folders may hold
+            (`--classes`, see `parse_classes`); each must be a folder's name, matched
+            case-insensitively, and none a base class.
 
     Returns:
-        `(class_names, folder_class)`: the matched classes in the label set's order, and a
-        dict from each folder name to its class.
+        `(class_names, folder_class)`: the matched base classes in the label set's order,
+        then the new classes in `new_classes`' order, and a dict from each folder name to
+        its class.
 
     Raises:
-        ValueError: naming an unknown folder and the known classes, or two folders of one
-            class.
+        ValueError: in one line naming an unknown folder and the known classes, two
+            folders of one class, a new class that is a base class or no folder's name, or
+            fewer than 2 classes.
     """
     known = label_set.class_names
+    new_classes = parse_classes(new_classes)
+    for name in new_classes:
+        if SYNONYMS.get(name, name) in known:
+            raise ValueError(f"--classes names {name!r}, a class the base model has "
+                             f"({SYNONYMS.get(name, name)}); list only new classes there. "
+                             f"Received: classes={','.join(new_classes)!r}")
     folder_class = {}
     for folder in folder_names:
         key = folder.strip().lower()
-        name = SYNONYMS.get(key, key)
-        if name not in known:
+        name = key if key in new_classes else SYNONYMS.get(key, key)
+        if name not in known and name not in new_classes:
+            listed = f"; --classes lists {', '.join(new_classes)}" if new_classes else ""
             raise ValueError(f"Class folder {folder!r} matches no class of the base model "
-                             f"({', '.join(known)}); rename it to one of those. Received: "
+                             f"({', '.join(known)}){listed}; rename it to one of those, or "
+                             f"add it to --classes to train a new class. Received: "
                              f"folder={folder!r}")
         if name in folder_class.values():
             other = next(each for each, value in folder_class.items() if value == name)
             raise ValueError(f"Class folders {other!r} and {folder!r} are both {name!r}; "
                              f"merge them into one folder. Received: folder={folder!r}")
         folder_class[folder] = name
+    missing = [name for name in new_classes if name not in folder_class.values()]
+    if missing:
+        raise ValueError(f"--classes names {', '.join(missing)}, but DATA has no folder of "
+                         f"that name; add the folder or drop the name. Received: "
+                         f"folders={sorted(folder_names)}")
     if len(folder_class) < 2:
         raise ValueError(f"Fine-tuning needs at least 2 class folders; found "
                          f"{len(folder_class)}. Received: folders={sorted(folder_names)}")
     class_names = tuple(name for name in known if name in folder_class.values())
-    return class_names, folder_class
+    return class_names + new_classes, folder_class
 
 
-def list_faces(data, label_set):
+def list_faces(data, label_set, new_classes=()):
     """The image files of `data` (one subfolder per class) with their labels.
+
+    Args:
+        data: the folder.
+        label_set: the base model's `LabelSet`.
+        new_classes: the classes the base lacks that the folders may hold (`match_classes`).
 
     Returns:
         `(paths, labels, class_names)`: sorted file paths, int labels indexing
-        `class_names` (the matched classes in the base label set's order).
+        `class_names` (the matched base classes in the base label set's order, then the
+        new ones).
     """
     root = Path(data)
     if not root.is_dir():
         raise ValueError(f"DATA {data} is not a folder; give a folder with one subfolder "
                          f"of images per class. Received: data={str(data)!r}")
     folders = sorted(path for path in root.iterdir() if path.is_dir())
-    class_names, folder_class = match_classes([path.name for path in folders], label_set)
+    class_names, folder_class = match_classes([path.name for path in folders], label_set,
+                                              new_classes)
     paths, labels = [], []
     for folder in folders:
         files = sorted(path for path in folder.iterdir()
@@ -286,7 +333,13 @@ def _views_of(base):
 
 def zero_shot_accuracy(base, images, labels, columns, batch_size=256):
     """Accuracy (%) of the base model over only the kept classes: argmax of its output's
-    `columns` (the kept classes' columns, in the new label order)."""
+    `columns` (the kept base classes' columns, which come first in the new label order).
+
+    A face of a new class (`--classes`), which the base model has no output for, counts
+    as wrong; with no base class kept the zero-shot accuracy is 0.
+    """
+    if not len(columns) or not len(labels):
+        return 0.0
     probabilities = np.asarray(base.predict(images.astype(np.float32), batch_size=batch_size,
                                             verbose=0))
     predicted = np.argmax(probabilities[:, columns], axis=1)
@@ -352,30 +405,11 @@ def _write_history(path, history):
             writer.writerow(row)
 
 
-def _score(labels, probabilities, class_names):
-    """`score` with the per-class names of `class_names` (whatever label set of that size
-    is registered: the registry is keyed by output count)."""
-    scored = score(labels, probabilities)
-    scored["per_class"] = dict(zip(class_names, scored["per_class"].values()))
-    scored["class_order"] = list(class_names)
-    return scored
-
-
 def label_set_name(class_names, base_set):
     """The name recorded for the fine-tuned classes: the base's when all are kept."""
     if tuple(class_names) == tuple(base_set.class_names):
         return base_set.name
     return f"{base_set.name}:{'+'.join(class_names)}"
-
-
-def ensure_label_set(name, class_names):
-    """Registers the fine-tuned label set unless one of its size is already registered
-    (`label_set_for` maps output counts to label sets, so only one of each size can
-    serve)."""
-    try:
-        return label_set_for(len(class_names))
-    except ValueError:
-        return register_label_set(LabelSet(name, tuple(class_names)))
 
 
 def _mean_std(values):
@@ -387,7 +421,7 @@ def _mean_std(values):
 
 def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, detect=None,
              epochs=30, freeze_epochs=5, learning_rate=1e-3, batch_size=32, overwrite=False,
-             command=None, stream=sys.stderr):
+             command=None, stream=sys.stderr, new_classes=()):
     """Fine-tunes the model of `base_path` on the faces in `data`; writes a run folder.
 
     Args:
@@ -407,12 +441,13 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
         overwrite: replace a finished run in `output`.
         command: the command line, recorded in config.json.
         stream: where progress and warnings go.
+        new_classes: class names the base model lacks that folders of `data` may hold
+            (`--classes`); they get outputs of the new head after the base classes kept.
 
     Returns:
-        The metrics written to `metrics.json`.
+        The metrics written to `metrics.json` (`class_names`: the new model's classes in
+        output order, also recorded in `config.json`).
     """
-    import json
-
     from fer_keras.models import load_model
 
     if epochs < 1 or freeze_epochs < 0:
@@ -421,19 +456,18 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
     refuse_finished_run(output, overwrite, "--output")
     base_path = Path(base_path)
     model_file = base_path / "model.keras" if base_path.is_dir() else base_path
-    base_config = {}
-    if base_path.is_dir() and (base_path / "config.json").exists():
-        base_config = json.loads((base_path / "config.json").read_text())
     base = load_model(model_file)
-    base_set = base_label_set(base, base_config)
-    paths, labels, class_names = list_faces(data, base_set)
+    base_set = base_label_set(base, base_path)
+    new_classes = parse_classes(new_classes)
+    paths, labels, class_names = list_faces(data, base_set, new_classes)
     size = tuple(base.input_shape[1:3])
     found = len(paths)
     images, kept = load_faces(paths, size=size, detect=detect, stream=stream)
     paths = [paths[index] for index in kept]
     labels = labels[kept]
     groups = subject_ids(paths, group_by)
-    columns = [base_set.class_names.index(name) for name in class_names]
+    columns = [base_set.class_names.index(name) for name in class_names
+               if name in base_set.class_names]
     num_classes = len(class_names)
     settings = dict(epochs=epochs, freeze_epochs=freeze_epochs, learning_rate=learning_rate,
                     batch_size=batch_size)
@@ -464,8 +498,7 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
         model = wrap_with_views(model, views)
     probabilities = np.asarray(model.predict(images[held].astype(np.float32), verbose=0))
     name = label_set_name(class_names, base_set)
-    ensure_label_set(name, class_names)
-    holdout_score = _score(labels[held], probabilities, class_names)
+    holdout_score = score(labels[held], probabilities, class_names)
     metrics.update({
         "splits": {"holdout": holdout_score},
         "holdout_accuracy": round(100.0 * holdout_score["accuracy"], 4),
@@ -476,7 +509,8 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
     })
     config = {"base_model": str(model_file), "base_labels": base_set.name,
               "data": str(data), "data_fingerprint": fingerprint(paths),
-              "class_names": list(class_names), "labels": name, "command": command,
+              "class_names": list(class_names), "labels": name,
+              "new_classes": list(new_classes), "command": command,
               "group_by": group_by, "holdout": holdout, "folds": folds,
               "detect": detect, "views": list(views), **settings}
 

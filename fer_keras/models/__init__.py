@@ -1,8 +1,9 @@
 """The model zoo. Importing this package registers every architecture family.
 
 Every model takes raw pixels `(48, 48, 1)` in 0-255, rescales them inside its own graph,
-and outputs float32 softmax probabilities over the 7 classes (Kaggle id order) from a
-layer named "probabilities" (or from a `MirrorAverage` layer around such a model).
+and outputs float32 softmax probabilities over its label set's classes (FER2013's 7 in
+Kaggle id order, unless its run records others) from a layer named "probabilities" (or
+from a `MirrorAverage` layer around such a model).
 """
 
 import numbers
@@ -20,19 +21,23 @@ from fer_keras.models.registry import get_builder, get_model, list_models, regis
 from fer_keras.models.schedules import WarmupCosine  # noqa: F401  (registers it for load_model)
 
 
-def check_class_probabilities(output_shape, source):
+def check_class_probabilities(output_shape, source, label_set=None):
     """Raises a `ValueError` unless a model outputs one `(batch, classes)` probability
-    vector whose length is that of a registered label set (7 for FER2013, 8 for FER+).
+    vector, one per class of its label set.
 
-    Scoring, prediction and export read each output row as the probabilities of a label
-    set's classes in its order (`fer_keras.data.labels.label_set_for`), so a model with
-    another output (10 classes, several heads) would otherwise be scored or served wrongly
-    without a word.
+    The label set is `label_set` if given, else the one recorded for `source` (a run
+    folder's `config.json`, an export's `labels.txt`: `fer_keras.data.labels.label_set_of`),
+    else any registered one (7 classes for FER2013, 8 for FER+). Scoring, prediction and
+    export read each output row as the probabilities of those classes in their order, so a
+    model with another output (10 classes, several heads) would otherwise be scored or
+    served wrongly without a word.
 
     Args:
         output_shape: a Keras `model.output_shape` (a list of shapes for several outputs),
             or a `tf.TensorShape`.
-        source: the model's file or folder, named in the message.
+        source: the model's file or folder, named in the message (and read for a recorded
+            label set where it is a path).
+        label_set: the model's `LabelSet`, where the caller knows it.
 
     Returns:
         The shape, as a tuple.
@@ -42,21 +47,40 @@ def check_class_probabilities(output_shape, source):
     >>> check_class_probabilities(get_model("baseline").output_shape, "baseline")
     (None, 7)
     """
-    from fer_keras.data.labels import get_label_set, list_label_sets
+    from fer_keras.data.labels import (
+        get_label_set,
+        label_set_of,
+        list_label_sets,
+        recorded_label_set,
+    )
 
-    known = {get_label_set(name).num_classes: name for name in reversed(list_label_sets())}
     if hasattr(output_shape, "as_list"):
         output_shape = output_shape.as_list() if output_shape.rank is not None else None
     shape = output_shape
+    recorded = label_set is not None or recorded_label_set(source) is not None
     if isinstance(shape, (list, tuple)) and all(
             size is None or isinstance(size, numbers.Integral) for size in shape):
         shape = tuple(None if size is None else int(size) for size in shape)
+        if len(shape) == 2 and shape[-1] is not None and recorded:
+            if label_set is None:
+                label_set_of(source, shape[-1])  # One line naming the record on a mismatch.
+            elif label_set.num_classes != shape[-1]:
+                raise ValueError(f"{source} has {shape[-1]} outputs but its label set "
+                                 f"{label_set.name!r} has {label_set.num_classes} classes; "
+                                 f"pass the model of that label set. Received: "
+                                 f"output_shape={output_shape}")
+            return shape
+        known = {get_label_set(name).num_classes: name
+                 for name in reversed(list_label_sets())}
         if len(shape) == 2 and shape[-1] in known:
             return shape
+    known = {get_label_set(name).num_classes: name for name in reversed(list_label_sets())}
     counts = " or ".join(f"{count} ({name})" for count, name in sorted(known.items()))
-    raise ValueError(f"{source} does not output class probabilities of a known label set: "
+    where = "its run's classes" if recorded else "a known label set"
+    raise ValueError(f"{source} does not output class probabilities of {where}: "
                      f"fer_keras reads a model's output as shape (batch, classes) with "
-                     f"{counts} classes. Pass a model trained by `python -m fer_keras.fit`. "
+                     f"{counts} classes, or as many as its run records. Pass a model "
+                     f"trained by `python -m fer_keras.fit` or `fer_keras.finetune`. "
                      f"Received: output_shape={output_shape}")
 
 

@@ -283,7 +283,10 @@ def per_class_view(name: str, metrics: dict, link_root: str = "") -> str:
     validation = metrics["splits"]["validation"]
     split_name = SPLIT_TITLES.get(protocol_of(metrics).selection_split, "validation")
     matrix = validation["confusion_matrix"]
-    class_names = label_set_for(len(matrix), where=f"run {name}").class_names
+    # The score names its classes (`class_order`); runs scored before it did are named by
+    # their output count.
+    class_names = validation.get("class_order") or label_set_for(
+        len(matrix), where=f"run {name}").class_names
     recalls = {label: validation["per_class"][label]["recall"] for label in class_names}
     worst_pair, worst_rate = None, -1.0
     for i, true_label in enumerate(class_names):

@@ -153,12 +153,14 @@ def verify(model_paths: list, data: str | os.PathLike | None = None,
             loaded[key] = splits_for_run(data, metrics)
             for split in VERIFIED_SPLITS:
                 split_of(loaded[key], split, data)
-        model = Classifier(path, purpose="evaluate").model
+        classifier = Classifier(path, purpose="evaluate")
+        model = classifier.model
         if model is None:
             raise ValueError(f"{path}: --verify rescores the .keras file fit wrote, not an "
                              f"exported one. Pass RUN_FOLDER/model.keras. Received: {path}")
         measured = evaluate_splits(model, loaded[key], VERIFIED_SPLITS, batch_size,
-                                   label_set=get_label_set(key[1]))
+                                   label_set=get_label_set(key[1]),
+                                   model_set=classifier.label_set)
         for split in VERIFIED_SPLITS:
             before = 100 * scored[split]
             now = 100 * measured[split]["accuracy"]
@@ -315,9 +317,13 @@ def evaluate(model_path: str | os.PathLike, split: str = "validation",
     classifier, extra = open_classifier(model_path, mirror, num_threads)
     images, truth, copies = split_faces(split, data, limit, labels, labels_file, unseen)
     probabilities = classifier.predict(images, batch_size)
-    metrics = add_interval(score_on(truth, get_label_set(labels), probabilities))
+    # The model's classes are its run's (a fine-tuned run's 3, say), scored on the faces
+    # of the split's label set that are of those classes.
+    model_set = classifier.label_set
+    metrics = add_interval(score_on(truth, get_label_set(labels), probabilities, model_set))
     metrics.update(model=str(model_path), split=split, labels=labels, **extra)
-    scored, correct = correct_per_face(truth, get_label_set(labels), probabilities)
+    scored, correct = correct_per_face(truth, get_label_set(labels), probabilities,
+                                       model_set)
     # Accuracy against coverage: the most confident faces answered, the rest uncertain.
     metrics["coverage"] = coverage_table(correct[scored], probabilities[scored].max(axis=1))
     if unseen:
@@ -367,17 +373,19 @@ def format_coverage(rows) -> str:
     return "\n".join(lines)
 
 
-def correct_per_face(truth, label_set, probabilities):
+def correct_per_face(truth, label_set, probabilities, model_set=None):
     """`(scored, correct)`: which faces a model is scored on and whether it got each right,
     with the same rule as `fer_keras.training.results.score_on`.
 
     A model with more classes than `label_set` takes its argmax among the shared classes;
-    one with fewer is not scored on the faces of classes it lacks (`scored` False there).
+    one lacking some is not scored on the faces of classes it lacks (`scored` False there).
+    `model_set` is the model's label set (its `Classifier.label_set`; None: by output count).
 
     Raises:
-        ValueError: when neither label set holds the other's classes.
+        ValueError: when the two label sets share fewer than 2 classes.
     """
-    kept, truth, probabilities, _ = align_to_label_set(truth, label_set, probabilities)
+    kept, truth, probabilities, _ = align_to_label_set(truth, label_set, probabilities,
+                                                       model_set)
     return kept, np.asarray(probabilities).argmax(axis=1) == truth
 
 
@@ -419,7 +427,8 @@ def compare(model_paths: list, split: str = "private_test",
     images, truth, copies = split_faces(split, data, limit, labels, labels_file, unseen)
     label_set = get_label_set(labels)
     scored, correct = zip(*(correct_per_face(truth, label_set,
-                                             classifier.predict(images, batch_size))
+                                             classifier.predict(images, batch_size),
+                                             classifier.label_set)
                             for classifier in classifiers))
     both = scored[0] & scored[1]
     if not both.any():

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import FER2013, label_set_for
+from fer_keras.data.labels import FER2013, label_set_for, label_set_of
 from fer_keras.data.sources import load_splits
 from fer_keras.serving.checks import check_keras_model
 from fer_keras.serving.layout import (
@@ -273,15 +273,18 @@ def checked_image(image, minimum, maximum, expected):
                                        for low, high in zip(minimum, maximum)])
 
 
-def build_archive(model, jit_compile=False):
+def build_archive(model, jit_compile=False, label_set=None):
     """An `ExportArchive` with the `serving_default` and `any_size` endpoints of `model`.
 
     Args:
-        model: a zoo model: raw pixels `(48, 48, 1)` in, 7 probabilities out.
+        model: a zoo model: raw pixels `(48, 48, 1)` in, one probability per class out.
         jit_compile: compile the model's forward pass with XLA (the label lookup stays
             outside, since XLA has no strings). Faster at batch 1 on CPU, but TF Serving
             runs such a graph only when started with `--xla_cpu_compilation_enabled=true`,
             and each new batch size is compiled once on first use.
+        label_set: the model's `LabelSet`, whose names the `label` output gives (its run's:
+            `fer_keras.data.labels.label_set_of`); None: the registered one of as many
+            classes as the model outputs.
 
     Returns:
         A `keras.export.ExportArchive` ready for `write_out`.
@@ -296,8 +299,10 @@ def build_archive(model, jit_compile=False):
     if len(shape) != 3 or shape[-1] != 1 or None in shape:
         raise ValueError(f"Only single-channel models with a fixed input size export. "
                          f"Received: input_shape={model.input_shape}")
-    check_class_probabilities(model.output_shape, f"Model {model.name!r}")
-    class_names = tf.constant(label_set_for(model.output_shape[-1]).class_names)
+    check_class_probabilities(model.output_shape, f"Model {model.name!r}", label_set)
+    if label_set is None:
+        label_set = label_set_for(model.output_shape[-1], f"Model {model.name!r}")
+    class_names = tf.constant(label_set.class_names)
 
     def forward(pixels):
         return model(pixels, training=False)
@@ -340,24 +345,28 @@ def build_archive(model, jit_compile=False):
     return archive
 
 
-def write_savedmodel(model, directory, jit_compile=False):
+def write_savedmodel(model, directory, jit_compile=False, label_set=None):
     """Writes `model` as a SavedModel with the serving signatures and `assets/labels.txt`.
 
     Args:
         model: a zoo Keras model.
         directory: the SavedModel folder to create (it must not exist).
         jit_compile: see `build_archive`.
+        label_set: the model's `LabelSet` (see `build_archive`); its names are the `label`
+            output and `labels.txt`, so a runner reading the export names its classes.
 
     Returns:
         The folder, as a `Path`.
     """
     directory = Path(directory)
-    build_archive(model, jit_compile).write_out(str(directory), verbose=False)
+    if label_set is None:
+        label_set = label_set_for(model.output_shape[-1], f"Model {model.name!r}")
+    build_archive(model, jit_compile, label_set).write_out(str(directory), verbose=False)
     # Nothing in the graph reads the file, so it is written beside the saved graph rather
     # than tracked; the `label` output carries the same names.
     (directory / "assets").mkdir(exist_ok=True)
     (directory / "assets" / LABELS_FILE).write_text(
-        "\n".join(label_set_for(model.output_shape[-1]).class_names) + "\n")
+        "\n".join(label_set.class_names) + "\n")
     return directory
 
 
@@ -564,9 +573,10 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
     # The data is read before the slow export starts, so a bad --data fails at once.
     representative = representative_images(data) if "int8" in quantize else None
     model = load_model(keras_path)
-    # Built, gray fixed-size input, 7 outputs, probabilities on a probe batch (not logits).
+    # Built, gray fixed-size input, one output per class of its run's label set (else of a
+    # registered one), probabilities on a probe batch (not logits).
     check_keras_model(model, keras_path, "export")
-    label_set = label_set_for(model.output_shape[-1], str(keras_path))
+    label_set = label_set_of(keras_path, model.output_shape[-1], str(keras_path))
     serving_dir.mkdir(parents=True, exist_ok=True)
     # TF Serving ignores folders whose names are not numbers, so the partial export is
     # invisible to it until the rename below.
@@ -586,7 +596,7 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
 
     try:
         stage("writing the SavedModel")
-        write_savedmodel(model, partial, jit_compile)
+        write_savedmodel(model, partial, jit_compile, label_set)
         extra = partial / EXTRA_FOLDER
         extra.mkdir()
         shutil.copyfile(keras_path, extra / KERAS_FILE)
@@ -613,6 +623,7 @@ def export(source, output=None, version=None, tflite=True, jit_compile=False, qu
             "parameters": int(model.count_params()),
             "version": version,
             "class_names": list(label_set.class_names),
+            "labels": label_set.name,
             "signatures": signature_summary(model.input_shape[1:], label_set.num_classes),
             "tflite": {"written": tflite_path is not None, "message": message},
             "quantized": {kind: {"file": quantized_tflite_name(kind),

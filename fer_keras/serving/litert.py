@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import label_set_for
+from fer_keras.data.labels import label_set_of
 from fer_keras.serving.checks import check_probabilities, probe_faces
 from fer_keras.serving.layout import DEFAULT_SIGNATURE as SIGNATURE
 from fer_keras.serving.layout import EXTRA_FOLDER, INPUT_NAME, PROBABILITIES, TFLITE_FILE
@@ -122,8 +122,9 @@ class TFLiteClassifier:
     Args:
         path: a `.tflite` file whose `serving_default` signature takes `image` (uint8
             `[batch, height, width, 1]`) and returns `probabilities` (`[batch, classes]`,
-            classes of a known label set, `fer_keras.data.labels`), as `fer_keras.export`
-            writes (float, float16 or int8).
+            classes of the export's `assets/labels.txt` for a file in its `assets.extra/`,
+            else of a known label set, `fer_keras.data.labels.label_set_of`), as
+            `fer_keras.export` writes (float, float16 or int8).
         num_threads: CPU threads for the interpreter; None lets the runtime choose.
 
     Raises:
@@ -166,8 +167,10 @@ class TFLiteClassifier:
                              f"export it with `python -m fer_keras.export`. Received: "
                              f"outputs={shapes}")
         try:
-            self.label_set = label_set_for(int(outputs[PROBABILITIES]["shape"][-1]),
-                                           f"{self.path}'s '{PROBABILITIES}'")
+            # The export's labels.txt names the classes (a file of an export's
+            # assets.extra/), else the output count does.
+            self.label_set = label_set_of(self.path, int(outputs[PROBABILITIES]["shape"][-1]),
+                                          f"{self.path}'s '{PROBABILITIES}'")
         except ValueError as error:
             raise ValueError(f"{error} evaluate and predict read one probability per class "
                              f"of a known label set. Received: outputs={shapes}") from None

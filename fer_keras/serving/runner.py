@@ -1,8 +1,11 @@
 """One runner of every model file fer_keras writes: `.keras`, exported SavedModel, `.tflite`.
 
 `Classifier` loads any of them, checks it (`fer_keras.serving.checks`: built, gray input,
-one probability per class of a known label set, probabilities rather than logits on a
-probe batch) and gives class probabilities for uint8 face crops. `predict`, `evaluate`,
+one probability per class of its label set, probabilities rather than logits on a probe
+batch) and gives class probabilities for uint8 face crops. The label set is the one the
+model's run records (`config.json` of a run folder or of the folder of its `model.keras`)
+or its export records (`assets/labels.txt`), else the registered one of its output count
+(`fer_keras.data.labels.label_set_of`). `predict`, `evaluate`,
 `formats` and `bench` all run models through it, so a format is dispatched in one place.
 
 Example:
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.data.labels import label_set_for
+from fer_keras.data.labels import label_set_of
 from fer_keras.serving.checks import (
     check_keras_model,
     check_probabilities,
@@ -153,7 +156,8 @@ class Classifier:
         path: the file or folder that runs (the `.tflite` file with `litert`).
         runtime: "tensorflow" (SavedModel), "keras BACKEND" or the LiteRT runtime's name.
         input_shape: `(height, width, 1)`, None where the model leaves a size open.
-        label_set: the `fer_keras.data.labels.LabelSet` of the model's outputs.
+        label_set: the `fer_keras.data.labels.LabelSet` of the model's outputs (its run's
+            or export's record, else by output count).
         model: the Keras model of a `.keras` file (None for the other formats).
 
     Raises:
@@ -213,7 +217,7 @@ class Classifier:
         shape = check_class_probabilities(outputs[PROBABILITIES].shape
                                           if PROBABILITIES in outputs else sorted(outputs),
                                           path)
-        self.label_set = label_set_for(shape[-1], str(path))
+        self.label_set = label_set_of(path, shape[-1], str(path))
         # One small batch shows whether the outputs are probabilities, not logits.
         check_probabilities(self._probabilities(probe_faces(image_size(
             self.input_shape, path))), path)
@@ -236,7 +240,7 @@ class Classifier:
         # Built, gray input, a known label set's outputs, and probabilities on a probe
         # batch (not logits); "evaluate" also needs 48x48 faces.
         self.input_shape = check_keras_model(self.model, path, purpose)
-        self.label_set = label_set_for(self.model.output_shape[-1], str(path))
+        self.label_set = label_set_of(path, self.model.output_shape[-1], str(path))
 
     @property
     def size(self) -> tuple:

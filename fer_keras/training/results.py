@@ -39,19 +39,33 @@ def predict_probabilities(model, images, batch_size=512, progress_seconds=60.0):
                                     verbose=0, callbacks=callbacks))
 
 
-def score(labels, probabilities):
+def _class_names_of(count, class_names, where):
+    """`class_names` checked against `count` columns, else the registered label set's of
+    that many classes (`fer_keras.data.labels.label_set_for`)."""
+    if class_names is None:
+        return label_set_for(count, where).class_names
+    class_names = tuple(class_names)
+    if len(class_names) != count:
+        raise ValueError(f"{where} has {count} classes but {len(class_names)} class names "
+                         f"were given ({', '.join(class_names)}); pass the model's label "
+                         f"set. Received: class_names={list(class_names)}")
+    return class_names
+
+
+def score(labels, probabilities, class_names=None):
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 
     Rows of the confusion matrix are true classes and columns predictions, both in the
-    model's output order; the class names are those of the label set with as many classes
-    as `probabilities` has columns (`fer_keras.data.labels.label_set_for`).
+    model's output order. The class names are `class_names` (the model's label set's, as
+    its run records them: `fer_keras.data.labels.label_set_of`), else those of the
+    registered label set with as many classes as `probabilities` has columns.
     """
     # scikit-learn is heavy and only scoring needs it.
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities)
-    class_names = label_set_for(probabilities.shape[1]).class_names
+    class_names = _class_names_of(probabilities.shape[1], class_names, "the scored model")
     predicted = np.argmax(probabilities, axis=1)
     classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -104,74 +118,109 @@ def _same_images(a, b):
 
 
 def evaluate_splits(model, splits, names=None, batch_size=512, transform=None,
-                    label_set=None):
+                    label_set=None, model_set=None):
     """Scores `model` on each named split of `splits` (a `load_splits` dict); see
     `split_probabilities`. With `label_set` (that of the splits' labels) a model of another
-    label set is scored on the classes they share (`score_on`)."""
-    return {name: (score(splits[name][1], probabilities) if label_set is None
-                   else score_on(splits[name][1], label_set, probabilities))
+    label set is scored on the classes they share (`score_on`). `model_set` is the model's
+    own label set (None: found from its output count)."""
+    class_names = None if model_set is None else model_set.class_names
+    return {name: (score(splits[name][1], probabilities, class_names) if label_set is None
+                   else score_on(splits[name][1], label_set, probabilities, model_set))
             for name, probabilities in
             split_probabilities(model, splits, names, batch_size, transform).items()}
 
 
-def align_to_label_set(labels, label_set, probabilities):
+def aligned_class_names(label_set, model_set):
+    """The classes of the columns `align_to_label_set` keeps: all of `label_set`'s when
+    the model has them, else the model's classes that `label_set` has, in model order.
+
+    Raises:
+        ValueError: when the two share fewer than 2 classes.
+    """
+    if set(label_set.class_names) <= set(model_set.class_names):
+        return label_set.class_names
+    shared = tuple(name for name in model_set.class_names if name in label_set.class_names)
+    if len(shared) < 2:
+        raise ValueError(f"A {model_set.name} model ({', '.join(model_set.class_names)}) "
+                         f"cannot be scored on {label_set.name} labels: they share "
+                         f"{len(shared)} class{'es' if len(shared) != 1 else ''}, and "
+                         f"scoring needs 2. Score it on data of its own classes.")
+    return shared
+
+
+def align_to_label_set(labels, label_set, probabilities, model_set=None):
     """A model's probabilities and labels of `label_set`, in the same class columns.
 
-    The model's label set is found from its output count. A model with `label_set`'s
-    classes or more keeps only their columns (`shared_classes`); a model with fewer keeps
-    its columns, the labels are mapped to its order, and faces of classes it lacks are
-    not to be scored.
+    A model with `label_set`'s classes or more keeps only their columns
+    (`shared_classes`); otherwise it keeps its columns of the classes `label_set` has
+    (all of them, for a model with a subset of the classes: a fine-tuned run's), the
+    labels are mapped to their order, and faces of other classes are not to be scored.
+
+    Args:
+        labels: int labels of `label_set`.
+        label_set: the `LabelSet` of `labels`.
+        probabilities: `(faces, classes)` of the model.
+        model_set: the model's `LabelSet` (its run's: `fer_keras.data.labels.label_set_of`);
+            None finds it from the output count.
 
     Returns:
         `(kept, labels, probabilities, subset)`: the bool mask of faces to score, the
-        labels and probabilities in the same columns, and whether the model's classes are
-        a strict subset of `label_set`'s (faces may be left out).
+        labels and probabilities in the same columns (`aligned_class_names`), and whether
+        the model lacks some of `label_set`'s classes (faces may be left out).
 
     Raises:
-        ValueError: when neither label set holds the other's classes.
+        ValueError: when the two label sets share fewer than 2 classes.
     """
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities)
-    model_set = label_set_for(probabilities.shape[1])
+    if model_set is None:
+        model_set = label_set_for(probabilities.shape[1])
+    _class_names_of(probabilities.shape[1], model_set.class_names, "the scored model")
+    names = aligned_class_names(label_set, model_set)
     if set(label_set.class_names) <= set(model_set.class_names):
         if model_set.class_names != label_set.class_names:
             probabilities = probabilities[:, shared_classes(model_set, label_set)]
         return np.ones(len(labels), bool), labels, probabilities, False
-    if set(model_set.class_names) <= set(label_set.class_names):
-        to_model = np.array([model_set.class_names.index(name)
-                             if name in model_set.class_names else -1
-                             for name in label_set.class_names])
-        mapped = to_model[labels]
-        return mapped >= 0, mapped, probabilities, True
-    raise ValueError(f"A {model_set.name} model ({model_set.num_classes} classes) cannot be "
-                     f"scored on {label_set.name} labels: neither holds the other's classes.")
+    if names != model_set.class_names:
+        probabilities = probabilities[:, [model_set.class_names.index(name)
+                                          for name in names]]
+    to_model = np.array([names.index(name) if name in names else -1
+                         for name in label_set.class_names])
+    mapped = to_model[labels]
+    return mapped >= 0, mapped, probabilities, True
 
 
-def score_on(labels, label_set, probabilities):
+def score_on(labels, label_set, probabilities, model_set=None):
     """Scores a model's probabilities on labels of `label_set`, whatever the model's own
-    label set (found from its output count).
+    label set (`model_set`, its run's; None: found from its output count).
 
     The same set: `score`. A model with more classes (an 8-class FER+ model on FER2013's
     7): its columns are cut to `label_set`'s classes (`shared_classes`) and the argmax taken
-    among them. A model with fewer (a 7-class FER2013 model on FER+ labels): only the faces
-    whose label is one of its classes are scored, their ids mapped to its order;
-    `left_out` says how many were not.
+    among them. A model lacking some (a 7-class FER2013 model on FER+ labels, a run
+    fine-tuned on 3 of FER2013's classes): only the faces whose label is one of its classes
+    are scored, their ids mapped to its order, the argmax taken among its columns of
+    `label_set`'s classes; `left_out` says how many faces were not scored.
 
     Raises:
-        ValueError: when neither label set holds the other's classes.
+        ValueError: when the two label sets share fewer than 2 classes.
     """
-    kept, labels, probabilities, subset = align_to_label_set(labels, label_set, probabilities)
+    model_set = model_set or label_set_for(np.asarray(probabilities).shape[1])
+    kept, labels, probabilities, subset = align_to_label_set(labels, label_set, probabilities,
+                                                             model_set)
+    names = aligned_class_names(label_set, model_set)
     if not subset:
-        return score(labels, probabilities)
-    scored = score(labels[kept], probabilities[kept])
+        return score(labels, probabilities, names)
+    scored = score(labels[kept], probabilities[kept], names)
     scored["left_out"] = int((~kept).sum())
     return scored
 
 
-def score_shared_classes(model, images, labels, label_set=FER2013, batch_size=512):
+def score_shared_classes(model, images, labels, label_set=FER2013, batch_size=512,
+                         model_set=None):
     """Scores `model` on `label_set`'s labels over the classes both label sets share (see
     `score_on`): an 8-class FER+ model scored on FER2013's 7 emotions leaves contempt out."""
-    return score_on(labels, label_set, predict_probabilities(model, images, batch_size))
+    return score_on(labels, label_set, predict_probabilities(model, images, batch_size),
+                    model_set)
 
 
 def format_report(metrics, title=""):
@@ -238,12 +287,13 @@ def plot_history(history, path, title=""):
     plt.close(figure)
 
 
-def plot_confusion(matrix, path, title=""):
-    """Row-normalised confusion matrix with counts, classes in the model's output order
-    (named by the label set of that many classes)."""
+def plot_confusion(matrix, path, title="", class_names=None):
+    """Row-normalised confusion matrix with counts, classes in the model's output order,
+    named `class_names` (a score's `class_order`), else by the registered label set of
+    that many classes."""
     plt = _pyplot()
     matrix = np.asarray(matrix, dtype=np.float64)
-    class_names = label_set_for(len(matrix), "the confusion matrix").class_names
+    class_names = _class_names_of(len(matrix), class_names, "the confusion matrix")
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
     figure, axis = plt.subplots(figsize=(6.5, 5.5))
     image = axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -256,7 +306,7 @@ def plot_confusion(matrix, path, title=""):
     axis.set_yticks(range(len(class_names)), class_names)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true (row-normalised recall)")
-    axis.set_title(title + "\n(classes in Kaggle id order)", fontsize=10)
+    axis.set_title(title + "\n(classes in the model's output order)", fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -302,5 +352,6 @@ def save_derived_run(folder, model, config, metrics, split, title):
     model.save(folder / "model.keras")
     write_json(folder / "config.json", config)
     write_json(folder / "metrics.json", metrics)
-    plot_confusion(metrics["splits"][split]["confusion_matrix"],
-                   folder / "confusion_matrix.png", title=title)
+    scored = metrics["splits"][split]
+    plot_confusion(scored["confusion_matrix"], folder / "confusion_matrix.png", title=title,
+                   class_names=scored.get("class_order"))

@@ -1,0 +1,197 @@
+"""A model's classes are the ones its run records: a run fine-tuned over 3 of FER2013's
+classes, or over a new one, is named by its `config.json` wherever it is loaded, and a
+record that disagrees with the model's outputs is refused."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_keras import finetune as command
+from fer_keras.data import labels
+
+SUBSET = ("happy", "sad", "surprise")
+GROUP_BY = r"^(s\d+)_"
+
+
+def write_faces(root, folders, subjects=3, per_subject=2, seed=0):
+    """`root/FOLDER/sNN_K.png`: 96x96 colour noise pictures, light or dark per folder."""
+    rng = np.random.default_rng(seed)
+    for folder, level in folders:
+        (root / folder).mkdir(parents=True)
+        for subject in range(subjects):
+            for take in range(per_subject):
+                picture = np.clip(rng.normal(level, 20, (96, 96, 3)), 0, 255)
+                Image.fromarray(picture.astype(np.uint8)).save(
+                    root / folder / f"s{subject:02d}_{take}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    from fer_keras.models import get_model
+
+    path = tmp_path_factory.mktemp("base") / "base.keras"
+    get_model("baseline").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def subset_run(tmp_path_factory, base_model):
+    """A run fine-tuned (1 epoch) on folders of 3 of FER2013's 7 classes."""
+    root = tmp_path_factory.mktemp("subset")
+    data = write_faces(root / "data", [("Surprised", 200), ("happy", 60),
+                                       ("sadness", 200)], subjects=3, per_subject=2)
+    before = labels.list_label_sets()
+    assert command.main([str(data), "--from", str(base_model), "--output",
+                         str(root / "run"), "--group-by", GROUP_BY, "--epochs", "1",
+                         "--freeze-epochs", "1"]) == 0
+    # Nothing is registered in the process: what names the classes is the run's record.
+    assert labels.list_label_sets() == before == ["fer2013", "ferplus"]
+    return root / "run"
+
+
+def _write_run(folder, model, config):
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_committed_runs_keep_their_label_sets():
+    # FER+ runs record their class names; older FER2013 runs record nothing and fall
+    # back on their output count; a bare name that is no path does too.
+    assert labels.label_set_of("saved_models/fer_vgg_ferplus", 8) is labels.FERPLUS
+    assert labels.label_set_of("saved_models/baseline/model.keras", 7) is labels.FER2013
+    assert labels.label_set_of("no/such/model.keras", 8) is labels.FERPLUS
+    with pytest.raises(ValueError, match="has 5 outputs, which matches no known"):
+        labels.label_set_of("no/such/model.keras", 5)
+
+
+def test_a_subset_run_is_served_with_its_three_names_in_order(subset_run, tiny_csv):
+    from fer_keras.serving.evaluation import evaluate
+    from fer_keras.serving.runner import Classifier
+
+    config = json.loads((subset_run / "config.json").read_text())
+    assert config["class_names"] == list(SUBSET)
+    for path in (subset_run, subset_run / "model.keras"):
+        classifier = Classifier(path)
+        assert classifier.class_names == SUBSET, path
+        assert classifier.label_set.name == "fer2013:happy+sad+surprise"
+    # Scored on FER2013's labels: only the faces of its 3 classes, named as the run names
+    # them (a 7-class name table would put "angry" first).
+    from fer_keras.data.sources import load_splits
+
+    scores = evaluate(subset_run, data=tiny_csv)
+    assert list(scores["per_class"]) == list(SUBSET) == scores["class_order"]
+    truth = load_splits(tiny_csv)["validation"][1]
+    ids = [labels.FER2013.class_names.index(name) for name in SUBSET]
+    assert scores["count"] == int(np.isin(truth, ids).sum()) > 0
+    assert scores["left_out"] == len(truth) - scores["count"] > 0
+    assert [scores["per_class"][name]["support"] for name in SUBSET] == [
+        int((truth == index).sum()) for index in ids]
+
+
+@pytest.mark.slow
+def test_a_subset_run_exports_its_names(subset_run):
+    import tensorflow as tf
+
+    from fer_keras.serving.export import export
+    from fer_keras.serving.runner import Classifier
+
+    result = export(subset_run, tflite=False)
+    savedmodel = subset_run / "serving" / "1"
+    assert result["savedmodel"] == str(savedmodel)
+    assert (savedmodel / "assets" / "labels.txt").read_text().split() == list(SUBSET)
+    metadata = json.loads((savedmodel / "assets.extra" / "export.json").read_text())
+    assert metadata["class_names"] == list(SUBSET)
+    classifier = Classifier(savedmodel)
+    assert classifier.class_names == SUBSET
+    assert Classifier(savedmodel / "assets.extra" / "model.keras").class_names == SUBSET
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
+    outputs = tf.saved_model.load(str(savedmodel)).signatures["serving_default"](
+        image=tf.constant(faces))
+    names = [name.decode() for name in outputs["label"].numpy()]
+    assert names == [SUBSET[index] for index in outputs["class_id"].numpy()]
+
+
+def test_a_record_that_disagrees_with_the_outputs_is_refused_in_one_line(tmp_path):
+    from fer_keras.models import get_model
+    from fer_keras.serving.runner import Classifier
+
+    run = _write_run(tmp_path / "run", get_model("baseline"),
+                     {"class_names": list(SUBSET), "labels": "mine"})
+    with pytest.raises(ValueError) as error:
+        labels.label_set_of(run, 7)
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(run / "config.json") in message
+    assert "records 3 classes (happy, sad, surprise)" in message and "7 outputs" in message
+    assert "fix class_names" in message
+    with pytest.raises(ValueError, match="records 3 classes .* 7 outputs"):
+        Classifier(run)
+    with pytest.raises(ValueError, match="distinct names"):
+        labels.label_set_of(_write_run(tmp_path / "twice", get_model("baseline"),
+                                       {"class_names": ["happy", "happy"]}), 2)
+
+
+def test_an_unregistered_label_set_name_without_class_names_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"labels": "mine"}))
+    with pytest.raises(ValueError, match="labels='mine', which is no registered"):
+        labels.label_set_of(folder, 3)
+
+
+def test_a_new_class_gets_an_output_of_the_new_head(tmp_path, base_model, tiny_csv):
+    from fer_keras.serving.evaluation import evaluate
+    from fer_keras.serving.runner import Classifier
+
+    data = write_faces(tmp_path / "data", [("happy", 200), ("Bored", 60),
+                                           ("sad", 200)], subjects=3, per_subject=2)
+    run = tmp_path / "run"
+    assert command.main([str(data), "--from", str(base_model), "--output", str(run),
+                         "--classes", "bored", "--group-by", GROUP_BY, "--epochs", "1",
+                         "--freeze-epochs", "1"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["class_names"] == ["happy", "sad", "bored"]
+    assert config["new_classes"] == ["bored"]
+    assert Classifier(run).class_names == ("happy", "sad", "bored")
+    # On FER2013's labels it is scored on the classes the two share.
+    assert list(evaluate(run, data=tiny_csv)["per_class"]) == ["happy", "sad"]
+
+
+def test_an_unknown_folder_is_refused_unless_listed_in_classes(tmp_path, base_model,
+                                                              capsys):
+    data = write_faces(tmp_path / "data", [("happy", 200), ("bored", 60)],
+                       subjects=1, per_subject=1)
+    run = tmp_path / "run"
+    for extra, expected in [
+            ([], "Class folder 'bored' matches no class of the base model (angry, disgust, "
+                 "fear, happy, sad, surprise, neutral); rename it to one of those, or add "
+                 "it to --classes"),
+            (["--classes", "confused"], "--classes lists confused"),
+            (["--classes", "bored,sleepy"], "--classes names sleepy, but DATA has no "
+                                            "folder"),
+            (["--classes", "bored,Happiness"], "a class the base model has (happy)"),
+            (["--classes", "bored,,x"], "none empty")]:
+        assert command.main([str(data), "--from", str(base_model), "--output", str(run),
+                             *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert any(line.startswith("error: ") and expected in line
+                   for line in err.splitlines()), (extra, err)
+        assert not run.exists()
+
+
+def test_seven_classes_that_are_not_fer2013s_keep_their_recorded_names(tmp_path):
+    from fer_keras.models import get_model
+    from fer_keras.serving.runner import Classifier
+
+    # Seven of FER+'s eight, in FER+'s order: the output count alone would say FER2013.
+    seven = list(labels.FERPLUS.class_names[:7])
+    run = _write_run(tmp_path / "run", get_model("baseline"),
+                     {"class_names": seven, "labels": "ferplus:seven"})
+    classifier = Classifier(run / "model.keras")
+    assert list(classifier.class_names) == seven != list(labels.FER2013.class_names)
+    assert classifier.label_set.name == "ferplus:seven"
