@@ -55,6 +55,7 @@ from fer_keras.vision.recognize import (
     predict_video,
     resolve_detector,
 )
+from fer_keras.vision.tracking import DEFAULT_DETECT_EVERY, check_detect_every
 from fer_keras.vision.video import check_sampling, is_video
 
 SHAPES = "(height, width) gray, (height, width, 1) gray, (height, width, 3) RGB or " \
@@ -287,7 +288,7 @@ class Recognizer:
                          f"Received: {where} of type {type(item).__name__}")
 
     def predict_video(self, path, fps=None, every=None, smooth=None,
-                      smooth_method="exponential"):
+                      smooth_method="exponential", detect_every=DEFAULT_DETECT_EVERY):
         """Yields the faces of a video, sampled frame by sampled frame.
 
         Frames are read one at a time (a long video is never held in memory) and sampled
@@ -301,6 +302,9 @@ class Recognizer:
             smooth: smooth each track's probabilities over this many seconds (each face
                 gets `smoothed` and `smoothed_label`; `fer_keras.vision.episodes`).
             smooth_method: "exponential" (default) or "window".
+            detect_every: seconds of video between searches of the whole frame; faces
+                are followed in windows about their last boxes in between
+                (`fer_keras.vision.tracking`; 0 searches every sampled frame whole).
 
         Yields:
             `{"frame": index, "time": seconds, "faces": [face dicts]}` for each sampled
@@ -312,6 +316,7 @@ class Recognizer:
                 or a video that ends early (after the frames it did decode).
         """
         every, fps = check_sampling(every, fps)
+        check_detect_every(detect_every)
         if smooth is not None:
             check_smoothing(smooth, smooth_method)
         problem = input_problem(path)
@@ -325,7 +330,8 @@ class Recognizer:
                                     progress=None,
                                     min_confidence=(0.0 if self.min_confidence is None
                                                     else self.min_confidence),
-                                    smooth=smooth, smooth_method=smooth_method):
+                                    smooth=smooth, smooth_method=smooth_method,
+                                    detect_every=detect_every):
             if "error" in record:
                 if frame is not None:
                     yield frame
@@ -344,7 +350,8 @@ class Recognizer:
             yield frame
 
     def episodes(self, path, fps=None, every=None, smooth=1.0, smooth_method="exponential",
-                 margin=DEFAULT_MARGIN, min_track_seconds=DEFAULT_MIN_TRACK_SECONDS):
+                 margin=DEFAULT_MARGIN, min_track_seconds=DEFAULT_MIN_TRACK_SECONDS,
+                 detect_every=DEFAULT_DETECT_EVERY):
         """The episodes of a video: one dict per stretch of one label on one track.
 
         The video is classified as `predict_video` does (smoothed over `smooth` seconds,
@@ -354,6 +361,7 @@ class Recognizer:
         `min_track_seconds` are left out.
         """
         records = [dict(face, file=str(path), frame=frame["frame"], time=frame["time"])
-                   for frame in self.predict_video(path, fps, every, smooth, smooth_method)
+                   for frame in self.predict_video(path, fps, every, smooth, smooth_method,
+                                                   detect_every)
                    for face in frame["faces"]]
         return find_episodes(records, margin=margin, min_track_seconds=min_track_seconds)

@@ -4,6 +4,7 @@ Usage:
 
     python -m fer_keras.predict PATH [PATH ...] [--model DIR_OR_FILE] [--batch-size N]
         [--detector haar|mtcnn] [--no-detect] [--litert] [--threads N] [--every N | --fps X]
+        [--detect-every SECONDS]
         [--csv PATH] [--annotate DIR] [--min-confidence P] [--smooth SECONDS]
         [--smooth-method exponential|window] [--episodes PATH] [--min-track-seconds S]
         [--no-progress]
@@ -13,7 +14,13 @@ anything OpenCV opens) are read one frame at a time; every N-th frame (`--every`
 frames per second of video (`--fps`, default 5) are classified, and each face record gets
 `frame`, `time` (seconds) and `track` (an id that follows one person across frames). A
 face smaller than the detector's 24x24 px window gets a record with `skipped` instead of a
-label. `--csv` writes the records as a table too; `--annotate DIR` writes boxed and
+label. The whole frame is searched for faces at least every `--detect-every` seconds of
+video (default 1), and on any sampled frame where no face is being followed; in between,
+each face is searched for only in a window 1.6 times its size about its last box, at scales
+near its size (`fer_keras.vision.tracking`), several times faster than a whole frame. A
+face not found there is dropped until the next whole-frame search, never carried forward
+unseen; `--detect-every 0` searches every sampled frame whole. `--csv` writes the records
+as a table too; `--annotate DIR` writes boxed and
 labelled copies of the inputs and a timeline plot per video (`fer_keras.vision.annotate`).
 `--smooth SECONDS` smooths each track's probabilities over time, causally (an exponential
 moving average with that time constant, or `--smooth-method window`: the mean of the last
@@ -79,6 +86,7 @@ from fer_keras.vision.recognize import (
     resolve_detector,
     write_csv,
 )
+from fer_keras.vision.tracking import DEFAULT_DETECT_EVERY
 from fer_keras.vision.video import DEFAULT_SAMPLE_FPS, MAX_SAMPLE_FPS
 
 
@@ -114,6 +122,11 @@ def build_parser():
                           f"{DEFAULT_SAMPLE_FPS:g} when --every is not given; at most "
                           f"{MAX_SAMPLE_FPS:g}: at or above the video's own rate every "
                           f"frame is classified)")
+    parser.add_argument("--detect-every", type=number_in(0), default=DEFAULT_DETECT_EVERY,
+                        metavar="SECONDS",
+                        help="videos: search the whole frame for faces at least this often "
+                        "(seconds of video; default %(default)g), following each face in a "
+                        "window about its last box in between; 0: every sampled frame")
     parser.add_argument("--csv", metavar="PATH",
                         help="also write the records as a CSV table (one row per record; "
                         "an existing file of that name is replaced, an input never)")
@@ -164,7 +177,8 @@ def main(argv=None):
                           annotate=args.annotate,
                           progress=None if args.no_progress else sys.stderr,
                           min_confidence=args.min_confidence, smooth=args.smooth,
-                          smooth_method=args.smooth_method)
+                          smooth_method=args.smooth_method,
+                          detect_every=args.detect_every)
         seconds = time.perf_counter() - start
         if args.csv is not None:
             write_csv(records, args.csv, model.class_names)

@@ -92,6 +92,9 @@ SLOW_TESTS = (
     "tests/test_video.py::test_csv_annotated_video_and_timeline",
     "tests/test_video.py::test_every_nth_frame_with_times_tracks_and_boxes",
     "tests/test_video.py::test_fps_sampling_picks_frames_by_video_time",
+    "tests/test_video.py::test_followed_faces_match_whole_frame_searches",
+    "tests/test_video.py::test_a_face_lost_in_its_window_is_dropped_then_found_again",
+    "tests/test_run_labels.py::test_a_subset_run_exports_its_names",
     # KINDS
     "tests/test_backends.py::*",
     "tests/test_bench.py::test_bench_measures_one_experiment_through_fits_pipeline",

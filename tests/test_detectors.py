@@ -368,7 +368,8 @@ def test_an_rgb_detector_gets_video_frames_in_rgb_not_opencvs_bgr(classifier, tm
         decoded.append(frame)
     capture.release()
     spy = SpyDetector([[10, 4, 30, 40]])
-    records = list(recognize.predict_video(path, classifier, spy, every=1, progress=None))
+    records = list(recognize.predict_video(path, classifier, spy, every=1, progress=None,
+                                           detect_every=0))
     assert len(spy.pictures) == len(decoded) == 3
     for picture, frame in zip(spy.pictures, decoded):
         np.testing.assert_array_equal(picture, frame[..., ::-1])

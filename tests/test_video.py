@@ -63,7 +63,8 @@ def run(paths, classifier, **kwargs):
 
 
 def test_every_nth_frame_with_times_tracks_and_boxes(clip, classifier):
-    records = run([clip], classifier, every=5)
+    # Every sampled frame searched whole: the boxes follow the drift to the pixel.
+    records = run([clip], classifier, every=5, detect_every=0)
     frames = [0, 5, 10, 15, 20, 25]
     assert [record["frame"] for record in records] == [f for f in frames for _ in (0, 1)]
     assert [record["time"] for record in records] == [f / FPS for f in frames for _ in (0, 1)]
@@ -78,6 +79,38 @@ def test_every_nth_frame_with_times_tracks_and_boxes(clip, classifier):
     left = [record["box"][0] for record in records if record["track"] == 0]
     right = [record["box"][0] for record in records if record["track"] == 1]
     assert left == sorted(left) and right == sorted(right, reverse=True)  # the drift
+
+
+def test_followed_faces_match_whole_frame_searches(clip, classifier, monkeypatch):
+    searches = []
+    real = recognize.detect_boxes
+    monkeypatch.setattr(recognize, "detect_boxes",
+                        lambda *args: searches.append(1) or real(*args))
+    whole = run([clip], classifier, every=1, detect_every=0)
+    assert len(searches) == FRAMES
+    searches.clear()
+    followed = run([clip], classifier, every=1, detect_every=1.0)
+    # The whole frame at 0 s, 1 s and 2 s; windows about the two faces in between.
+    assert len(searches) == 3
+    assert [(r["frame"], r["face"], r["track"]) for r in followed] == \
+        [(r["frame"], r["face"], r["track"]) for r in whole]
+    for one, other in zip(followed, whole):
+        (x, y, w, h), (ox, oy, ow, oh) = one["box"], other["box"]
+        # The same centre to a few pixels; the size of the last whole-frame search.
+        assert abs((x + w / 2) - (ox + ow / 2)) <= 4 and abs((y + h / 2) - (oy + oh / 2)) <= 4
+        assert abs(w - ow) <= 0.1 * ow, (one["box"], other["box"])
+
+
+def test_a_face_lost_in_its_window_is_dropped_then_found_again(clip, classifier, monkeypatch):
+    from fer_keras.vision import detectors
+
+    monkeypatch.setattr(detectors.HaarDetector, "detect_near", lambda self, image, side: [])
+    records = run([clip], classifier, every=1, detect_every=5.0)
+    # No window finds a face, so each frame after a whole-frame search is one without a
+    # followed face, which makes the next frame search whole again: faces every other frame.
+    assert sorted({record["frame"] for record in records}) == list(range(0, FRAMES, 2))
+    with pytest.raises(ValueError, match="detect_every"):
+        run([clip], classifier, detect_every=-1)
 
 
 def test_fps_sampling_picks_frames_by_video_time(clip, classifier):

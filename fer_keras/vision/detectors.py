@@ -11,7 +11,11 @@
 Every detector's `detect` takes a uint8 picture, gray `(height, width)` or RGB
 `(height, width, 3)`, converts it to what it works on (`input_mode` says which it prefers,
 so a caller holding both passes that one), and returns `[x, y, width, height]` boxes of
-ints inside the picture, sorted left to right.
+ints inside the picture, sorted left to right. `square_boxes` says whether those boxes are
+square by construction (others are made square before a face is cut out). A detector may
+also have `detect_near(image, side)`: faces of about `side` px in a small window, which
+`fer_keras.vision.tracking.FaceFollower` uses to follow a face between whole-frame
+searches (without it, the window goes through `detect`).
 
 Example:
 
@@ -24,11 +28,17 @@ Example:
 
 import importlib.util
 import inspect
+import math
 
 import numpy as np
 
 from fer_keras.utils.backend import require_tensorflow
-from fer_keras.vision.faces import DETECTION_MAX_SIDE, detect_faces, load_detector
+from fer_keras.vision.faces import (
+    DETECTION_MAX_SIDE,
+    MIN_FACE_SIZE,
+    detect_faces,
+    load_detector,
+)
 
 MTCNN_EXTRA = 'pip install "fer_keras[mtcnn]"'
 """What installs the mtcnn detector's package (pinned in setup.cfg's `mtcnn` extra)."""
@@ -159,6 +169,8 @@ class HaarDetector:
     """
 
     input_mode = "gray"
+    square_boxes = True
+    """The cascade's boxes are square already (others are made square for cropping)."""
 
     def __init__(self):
         self.cascade = load_detector()
@@ -167,6 +179,24 @@ class HaarDetector:
         """Face boxes `[x, y, width, height]` in `image` (uint8 gray or RGB), left to right."""
         gray = to_gray(image)
         return clip_boxes(detect_faces(self.cascade, gray), gray.shape[1], gray.shape[0])
+
+    def detect_near(self, image, side):
+        """Face boxes of about `side` px (0.6-1.6 times) in a small `image`: the window
+        search of `fer_keras.vision.tracking.FaceFollower`, a few cascade scales only."""
+        # OpenCV is slow to import; it loads only once faces are searched for.
+        import cv2
+
+        gray = to_gray(image)
+        least = max(MIN_FACE_SIZE, int(side * 0.6))
+        most = max(least + 1, int(math.ceil(side * 1.6)))
+        if min(gray.shape) < least:
+            return []
+        found = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1,
+                                              minNeighbors=4, minSize=(least, least),
+                                              maxSize=(most, most))
+        boxes = [[int(x), int(y), int(w), int(h)] for x, y, w, h in
+                 (found if len(found) else [])]
+        return clip_boxes(boxes, gray.shape[1], gray.shape[0])
 
     def __repr__(self):
         return "HaarDetector()"
@@ -199,6 +229,7 @@ class MTCNNDetector:
     """
 
     input_mode = "rgb"
+    square_boxes = False
 
     def __init__(self, confidence=MTCNN_CONFIDENCE, min_face_size=20,
                  max_side=DETECTION_MAX_SIDE):

@@ -33,6 +33,7 @@ from fer_keras.vision.detectors import detector_options, get_detector
 from fer_keras.vision.episodes import TrackSmoother, check_smoothing
 from fer_keras.vision.faces import MIN_FACE_SIZE, crop_face
 from fer_keras.vision.images import IMAGE_SUFFIXES, load_gray, load_gray_and_rgb
+from fer_keras.vision.tracking import DEFAULT_DETECT_EVERY, FaceFollower, check_detect_every
 from fer_keras.vision.video import (
     VIDEO_SUFFIXES,
     IoUTracker,
@@ -115,13 +116,6 @@ otherwise: OpenCV's Haar cascade, which needs nothing beyond OpenCV. mtcnn finds
 and fewer false ones (docs/prediction.md, "Face detectors") but needs the mtcnn extra and
 Keras's TensorFlow backend."""
 
-SQUARE_BOX_DETECTORS = ("haar",)
-"""Detectors whose boxes are square by construction (the Haar cascade searches square
-windows): their boxes are used as found, to the pixel, as before detectors could be chosen.
-Scaling a large photo's boxes back can leave them a pixel off square, which `square_box`
-would otherwise move. Every other detector's boxes are made square (`square_box`)."""
-
-
 def resolve_detector(detector, detect=True):
     """The face detector to use: built from a registered name, or given as one.
 
@@ -180,12 +174,13 @@ def detect_boxes(detector, gray, rgb=None):
             `input_mode` "rgb" detector works on it when given (else on `gray`).
 
     Returns:
-        `[x, y, width, height]` boxes; square ones (`square_box`) unless the detector is
-        of `SQUARE_BOX_DETECTORS`.
+        `[x, y, width, height]` boxes: a detector's whose boxes are square by
+        construction (its `square_boxes`; the Haar cascade searches square windows) as
+        found, to the pixel; any other's made square (`square_box`).
     """
     picture = rgb if detector.input_mode == "rgb" and rgb is not None else gray
     boxes = detector.detect(picture)
-    if detector.name in SQUARE_BOX_DETECTORS:
+    if getattr(detector, "square_boxes", False):
         return boxes
     height, width = gray.shape
     return sorted(square_box(box, width, height) for box in boxes)
@@ -282,14 +277,15 @@ def check_confidence(min_confidence):
 
 def predict(paths, model=None, batch_size=64, detect=True, output=None, every=None,
             fps=None, annotate=None, progress=sys.stderr, min_confidence=None, smooth=None,
-            smooth_method="exponential", detector=DEFAULT_DETECTOR):
+            smooth_method="exponential", detector=DEFAULT_DETECTOR,
+            detect_every=DEFAULT_DETECT_EVERY):
     """Classifies the faces in `paths` (photos and videos) and writes JSON lines.
 
     Args:
         paths: files and folders.
         model: a `Classifier`, or a path for one; None picks `default_model()`.
-        batch_size: faces per model call (photos; a video's faces are classified frame by
-            frame, so its annotated copy can be drawn as it is read).
+        batch_size: faces per model call for photos (a video's faces are classified
+            `VIDEO_CHUNK_FRAMES` sampled frames at a time).
         detect: find faces with `detector`; False takes each image (or video frame) as
             one crop.
         output: a text stream for the JSON lines (default stdout).
@@ -307,6 +303,9 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         detector: the face detector, a name ("haar", the default, or "mtcnn", which needs
             the mtcnn extra and TensorFlow) or a detector object (`resolve_detector`).
             Boxes not square by construction are made square (`detect_boxes`).
+        detect_every: for videos, the most seconds of video between searches of the
+            whole frame; faces are followed in windows about their boxes in between
+            (`predict_video`). 0 searches every sampled frame whole.
 
     Returns:
         The list of records written (dicts), in order.
@@ -321,6 +320,7 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
                          f"batch_size={batch_size!r}")
     check_sampling(every, fps)
     check_confidence(min_confidence)
+    check_detect_every(detect_every)
     if smooth is not None:
         check_smoothing(smooth, smooth_method)
     if annotate is not None:
@@ -355,7 +355,8 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
         if is_video(entry):
             flush()
             for record in predict_video(entry, model, detector, every, fps, names, progress,
-                                        min_confidence, smooth, smooth_method):
+                                        min_confidence, smooth, smooth_method,
+                                        detect_every):
                 emit(record)
             output.flush()
             continue
@@ -377,18 +378,28 @@ def predict(paths, model=None, batch_size=64, detect=True, output=None, every=No
     return written
 
 
+VIDEO_CHUNK_FRAMES = 16
+"""Sampled frames whose faces a video classifies in one model call (a batch is many times
+faster per face than one face at a time); their records, and the annotated copy's frames,
+follow once the chunk is classified."""
+
+
 def predict_video(path, model, detector=DEFAULT_DETECTOR, every=None, fps=None, names=None,
                   progress=sys.stderr, min_confidence=None, smooth=None,
-                  smooth_method="exponential"):
+                  smooth_method="exponential", detect_every=DEFAULT_DETECT_EVERY):
     """Yields the face records of one video, sampled frame by sampled frame.
 
     `detector` is a detector name or object (`resolve_detector`), or None to take each
     frame as one crop; an "rgb" detector gets each frame in RGB (OpenCV decodes BGR), the
-    crops are cut from its gray.
+    crops are cut from its gray. The whole frame is searched for faces at least every
+    `detect_every` seconds of video time, and on every sampled frame where no face is
+    being followed; in between, each face is followed in a window about its last box
+    (`fer_keras.vision.tracking.FaceFollower`; 0 searches every sampled frame whole).
 
     Each record has `frame` (index from 0), `time` (seconds), `track` (an id that follows
     one person across frames, `fer_keras.vision.video.IoUTracker`), `face`, `box` and the
-    classification (with `uncertain` given a `min_confidence`, as `classify_into`). With
+    classification (with `uncertain` given a `min_confidence`, as `classify_into`). The
+    faces of `VIDEO_CHUNK_FRAMES` sampled frames are classified in one batch. With
     `smooth` (seconds), each track's probabilities are also smoothed over time
     (`fer_keras.vision.episodes.TrackSmoother`, `smooth_method`): the record gets
     `smoothed` and `smoothed_label`, which the annotated copy shows. A video that cannot
@@ -399,10 +410,36 @@ def predict_video(path, model, detector=DEFAULT_DETECTOR, every=None, fps=None, 
     import cv2
 
     detector = None if detector is None else resolve_detector(detector)
+    follower = None if detector is None else FaceFollower(
+        lambda gray, rgb: detect_boxes(detector, gray, rgb), detector,
+        check_detect_every(detect_every))
     # Only the timeline needs every record of the video; without it, a count will do.
     info, tracker, records, faces = {}, IoUTracker(), [], 0
     smoother = TrackSmoother(smooth, smooth_method) if smooth else None
     annotated, bar, latest, sampled_count, stem = None, None, [], 0, None
+    # Frames read but not yet classified: (frame index, BGR image or None, found or None).
+    chunk, chunk_sampled = [], 0
+
+    def finish_chunk():
+        nonlocal latest, faces
+        found_all = [pair for _, _, found in chunk if found is not None for pair in found]
+        classify_into(found_all, model, min_confidence)
+        for index, image, found in chunk:
+            if found is not None:
+                classified = [record for record, crop in found if crop is not None]
+                if smoother is not None:
+                    for record in classified:
+                        smoother.update(record)
+                latest = [record for record, _ in found]
+                faces += len(latest)
+                if names is not None:
+                    records.extend(latest)
+                yield from latest
+            if annotated is not None:
+                annotated.write(image, latest)
+            bar.update(index + 1)
+        chunk.clear()
+
     try:
         frames = sample_frames(path, every=every, fps=fps, decode_all=names is not None,
                                info=info)
@@ -413,8 +450,10 @@ def predict_video(path, model, detector=DEFAULT_DETECTOR, every=None, fps=None, 
                     stem = names.stem_for(path)
                     annotated = AnnotatedVideo(f"{stem}{ANNOTATED_SUFFIX}.mp4", info["fps"],
                                                (info["width"], info["height"]))
+            found = None
             if frame.sampled:
                 sampled_count += 1
+                chunk_sampled += 1
                 gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
                 height, width = gray.shape
                 if detector is None:
@@ -423,26 +462,20 @@ def predict_video(path, model, detector=DEFAULT_DETECTOR, every=None, fps=None, 
                     # MTCNN was trained on RGB and finds fewer faces in OpenCV's BGR.
                     rgb = (cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                            if detector.input_mode == "rgb" else None)
-                    boxes = detect_boxes(detector, gray, rgb)
+                    boxes = follower.boxes(gray, frame.time, rgb)
                 base = {"file": str(path), "frame": frame.index, "time": round(frame.time, 4)}
                 found = list(face_entries(base, gray, boxes, model.size, detector is not None))
                 classified = [record for record, crop in found if crop is not None]
                 for record, track in zip(classified, tracker.update(
                         [record["box"] for record in classified])):
                     record["track"] = track
-                classify_into(found, model, min_confidence)
-                if smoother is not None:
-                    for record in classified:
-                        smoother.update(record)
-                latest = [record for record, _ in found]
-                faces += len(latest)
-                if names is not None:
-                    records.extend(latest)
-                yield from latest
-            if annotated is not None:
-                annotated.write(frame.image, latest)
-            bar.update(frame.index + 1)
+            chunk.append((frame.index, frame.image if annotated is not None else None, found))
+            if chunk_sampled >= VIDEO_CHUNK_FRAMES:
+                yield from finish_chunk()
+                chunk_sampled = 0
+        yield from finish_chunk()
     except VideoError as error:
+        yield from finish_chunk()
         yield {"file": str(path), "error": str(error),
                **({"frames_read": error.frames_read} if error.frames_read else {})}
     finally:
