@@ -23,7 +23,7 @@ What one version folder holds:
 | path | what |
 |---|---|
 | `saved_model.pb`, `variables/` | the SavedModel (written by `keras.export.ExportArchive`) |
-| `assets/labels.txt` | the class names, one a line, line i = output i (the run's classes in output order) |
+| `assets/labels.txt` | the class names, one a line, line i = output i (the run's order) |
 | `assets.extra/model.keras` | a byte copy of the exported Keras model |
 | `assets.extra/model.tflite` | the `serving_default` signature as TFLite, when it converts |
 | `assets.extra/model_int8.tflite` | with `--quantize int8`: post-training integer |

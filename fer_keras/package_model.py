@@ -9,8 +9,10 @@ Writes `default_model.keras` (a copy of the chosen run's `model.keras`) and
 `default_model.json` (the run it came from, its PrivateTest and selection-split accuracy
 from the run's `metrics.json`, the file's SHA-256 and the rule) into the package's assets
 folder, which `setup.cfg` ships as package data. The rule: the single network (not an
-ensemble; test-time-view runs allowed) trained on FER2013's labels whose `model.keras` is
-at most 6 MB, with the best accuracy on its selection split (`splits.validation`).
+ensemble) with at most 2 forward passes per face (no ten-view runs), trained on FER+'s
+crowd labels and calibrated, whose `model.keras` is at most 6 MB, with the best accuracy
+on its selection split (`splits.validation`); why each condition, in
+`fer_keras.serving.packaged`.
 
 An identical packaged model is left as it is; a different one is replaced only with
 `--overwrite`.

@@ -48,7 +48,7 @@ crop.
 Output: one JSON object a line on stdout, in input order, one per face:
 
     {"file": "a.jpg", "face": 0, "box": [x, y, width, height], "label": "happy",
-     "class_id": 3, "probabilities": {"angry": 0.01, ..., "neutral": 0.02}}
+     "class_id": 1, "probabilities": {"neutral": 0.02, "happy": 0.91, ..., "contempt": 0.0}}
 
 `box` is in pixels of the (EXIF-rotated) image. With `--min-confidence P` each face's
 record also gets `"uncertain"`: true when its top probability is below P. A file that

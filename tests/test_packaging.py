@@ -36,25 +36,34 @@ def fake_run(root, name, accuracy, model_bytes=1000, private=0.5, **fields):
     return folder
 
 
+ELIGIBLE = {"labels": "ferplus", "calibration": {"bins": 15}}
+"""What a run needs besides size and accuracy: FER+ labels and a calibration block."""
+
+
 @pytest.fixture
 def runs(tmp_path):
     root = tmp_path / "saved_models"
-    fake_run(root, "small_tta", 0.70, model="tta", protocol="kaggle",
-             selection_split="public_test", private=0.71)
-    fake_run(root, "plain", 0.65, model="fer_vgg")
-    fake_run(root, "at_the_limit", 0.69, model_bytes=packaged.MAX_MODEL_BYTES)
-    fake_run(root, "ensemble_best", 0.75, model="ensemble")
-    fake_run(root, "ferplus_best", 0.80, model="fer_vgg", labels="ferplus")
-    fake_run(root, "too_big", 0.72, model_bytes=packaged.MAX_MODEL_BYTES + 1)
+    fake_run(root, "small_calibrated", 0.70, model="calibrated", protocol="kaggle",
+             selection_split="public_test", private=0.71, forward_passes_per_face=2,
+             **ELIGIBLE)
+    fake_run(root, "plain", 0.65, model="fer_vgg", **ELIGIBLE)
+    fake_run(root, "at_the_limit", 0.69, model_bytes=packaged.MAX_MODEL_BYTES, **ELIGIBLE)
+    fake_run(root, "ensemble_best", 0.75, model="ensemble", **ELIGIBLE)
+    fake_run(root, "fer2013_best", 0.80, model="fer_vgg", calibration={})
+    fake_run(root, "uncalibrated", 0.78, model="fer_vgg", labels="ferplus")
+    fake_run(root, "ten_views", 0.79, model="tta", forward_passes_per_face=10, **ELIGIBLE)
+    fake_run(root, "too_big", 0.72, model_bytes=packaged.MAX_MODEL_BYTES + 1, **ELIGIBLE)
     fake_run(root, "unfinished", 0.90, model_bytes=None)
     return root
 
 
-def test_the_rule_picks_the_best_small_single_fer2013_network(runs):
+def test_the_rule_picks_the_best_small_calibrated_ferplus_network(runs):
     run, metrics, skipped = packaged.choose_default_run(runs)
-    assert run == runs / "small_tta" and metrics["model"] == "tta"
+    assert run == runs / "small_calibrated" and metrics["model"] == "calibrated"
     assert skipped["ensemble_best"].startswith("an ensemble")
-    assert skipped["ferplus_best"] == "trained on ferplus labels, not fer2013"
+    assert skipped["fer2013_best"] == "trained on fer2013 labels, not ferplus"
+    assert skipped["uncalibrated"].startswith("not calibrated")
+    assert skipped["ten_views"] == "10 forward passes per face, over 2"
     assert skipped["too_big"].startswith("model.keras is 6.0 MB, over 6 MB")
     assert skipped["unfinished"] == "no model.keras"
     # Exactly at the limit is allowed; it only lost on accuracy.
@@ -74,16 +83,16 @@ def test_packaging_writes_the_model_and_its_record_and_keeps_an_identical_one(ru
     output = tmp_path / "assets"
     info, status = packaged.package_default_model(runs, output)
     assert status == "written"
-    source = runs / "small_tta" / "model.keras"
+    source = runs / "small_calibrated" / "model.keras"
     copied = output / packaged.MODEL_ASSET
     assert copied.read_bytes() == source.read_bytes()
     record = json.loads((output / packaged.INFO_ASSET).read_text())
     assert record == info
-    assert record["source_run"] == "small_tta" and record["model"] == "tta"
+    assert record["source_run"] == "small_calibrated" and record["model"] == "calibrated"
     assert record["selection_split"] == "public_test" and record["protocol"] == "kaggle"
     assert (record["selection_accuracy"], record["private_test_accuracy"]) == (0.70, 0.71)
     assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert record["bytes"] == 1000 and record["labels"] == "fer2013"
+    assert record["bytes"] == 1000 and record["labels"] == "ferplus"
     assert record["rule"] == packaged.RULE
     stamp = copied.stat().st_mtime_ns
     assert packaged.package_default_model(runs, output)[1] == "unchanged"
@@ -96,11 +105,11 @@ def test_a_different_packaged_model_is_replaced_only_with_overwrite(runs, tmp_pa
     args = ["--root", str(runs), "--output", str(output)]
     assert package_model.main(args) == 0
     assert "written" in capsys.readouterr().out
-    fake_run(runs, "newer", 0.705, model="fer_vgg")
+    fake_run(runs, "newer", 0.705, model="fer_vgg", **ELIGIBLE)
     before = {path.name: path.read_bytes() for path in output.iterdir()}
     assert package_model.main(args) == 2
     error = capsys.readouterr().err
-    assert "from small_tta; the rule now picks newer" in error and "--overwrite" in error
+    assert "from small_calibrated; the rule now picks newer" in error and "--overwrite" in error
     assert {path.name: path.read_bytes() for path in output.iterdir()} == before
     assert package_model.main([*args, "--overwrite"]) == 0
     assert "replaced" in capsys.readouterr().out
@@ -127,7 +136,7 @@ def test_the_packaged_asset_is_what_the_rule_picks_now():
 
 def test_the_default_lookup_falls_back_on_the_packaged_model(runs, tmp_path, monkeypatch):
     # A run under saved_models/ comes first, chosen as before (any run, best validation).
-    assert runner.default_model(runs) == runner.find_best_model(runs) == runs / "ferplus_best"
+    assert runner.default_model(runs) == runner.find_best_model(runs) == runs / "fer2013_best"
     empty = tmp_path / "nothing_here"
     assert runner.default_model(empty) == ASSETS / packaged.MODEL_ASSET
     monkeypatch.setattr(runner, "packaged_model_file", lambda: None)
@@ -143,7 +152,7 @@ def test_version_names_the_packaged_model(capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     info = packaged.packaged_model_info()
     assert lines[0] == f"fer_keras {__version__}"
-    assert lines[1].startswith(f"packaged model: {info['source_run']} (fer2013 labels; ")
+    assert lines[1].startswith(f"packaged model: {info['source_run']} (ferplus labels; ")
     assert f"PrivateTest {100 * info['private_test_accuracy']:.2f}%" in lines[1]
     assert f"{100 * info['selection_accuracy']:.2f}% (selection split)" in lines[1]
     monkeypatch.setattr(packaged, "packaged_model_info", lambda: None)

@@ -163,6 +163,8 @@ def compare(video, models, fer_path=None, rounds=ROUNDS, detect_every_values=(No
                      "faces_per_second": round(chosen["faces"] / median, 2),
                      "model_seconds": (round(chosen["model_seconds"], 3)
                                        if "model_seconds" in chosen else None)})
+    for row in rows:
+        row.update(describe_model(row["model"]))
     peer = next((row for row in rows if row["pipeline"] == "fer"), None)
     for row in rows:
         row["vs_fer"] = (round(row["faces_per_second"] / peer["faces_per_second"], 2)
@@ -171,6 +173,22 @@ def compare(video, models, fer_path=None, rounds=ROUNDS, detect_every_values=(No
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                         "python": platform.python_version(),
                         "load_average": list(os.getloadavg())}}
+
+
+def describe_model(model):
+    """`{"model_sha256", "packaged_from"}` of a model path (for a file), so a row still says
+    which model it timed after the file at that path has changed."""
+    from fer_keras.serving.packaged import packaged_model_file, packaged_model_info, sha256_of
+
+    if model is None:
+        return {}
+    path = Path(model)
+    keras_file = path / "model.keras" if path.is_dir() else path
+    detail = {"model_sha256": sha256_of(keras_file) if keras_file.is_file() else None}
+    packaged = packaged_model_file()
+    if packaged is not None and keras_file.is_file() and keras_file.resolve() == packaged:
+        detail["packaged_from"] = (packaged_model_info() or {}).get("source_run")
+    return detail
 
 
 def cpu_model():
@@ -193,7 +211,10 @@ def format_table(result):
         every = "" if row["detect_every"] is None else f"{row['detect_every']:g}"
         ratio = "" if row["vs_fer"] is None else f"{row['vs_fer']:.2f}"
         model_seconds = "" if row["model_seconds"] is None else f"{row['model_seconds']:.2f}"
-        lines.append(f"| {row['pipeline']} ({row['runtime']}) | {row['model'] or 'its own'} "
+        model = row["model"] or "its own"
+        if row.get("packaged_from"):
+            model = f"{model} (packaged: {row['packaged_from']})"
+        lines.append(f"| {row['pipeline']} ({row['runtime']}) | {model} "
                      f"| {every} | {row['faces']} | {row['seconds']:.2f} | "
                      f"{row['faces_per_second']:.1f} | {ratio} | {model_seconds} |")
     return "\n".join(lines)
