@@ -308,3 +308,16 @@ def test_identical_splits_are_predicted_once(monkeypatch):
     assert calls == [6, 6] and sorted(scored) == ["private_test", "public_test", "validation"]
     np.testing.assert_array_equal(scored["validation"], scored["public_test"])
     assert not np.allclose(scored["public_test"], scored["private_test"])
+
+
+def test_the_tta_table_is_merged_without_touching_files_beside_it(tmp_path):
+    from fer_keras.accuracy.tta import merge_table
+
+    table = tmp_path / "tta.json"
+    mine = tmp_path / "tta.tmp"
+    mine.write_text("a user's own file")
+    merge_table(table, {"b_run": {"views": {}}})
+    merge_table(table, {"a_run": {"views": {}}})
+    assert list(json.loads(table.read_text())) == ["a_run", "b_run"]
+    assert mine.read_text() == "a user's own file"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tta.json", "tta.tmp"]

@@ -10,6 +10,7 @@ and `confusion_matrix.png`; `merge_table` keeps a JSON table of measurements, ru
 """
 
 import json
+import os
 from pathlib import Path
 
 from fer_keras.data.labels import FER2013
@@ -82,6 +83,9 @@ def write_wrapped_run(run, view_set, output, data=None, overwrite=False, command
               "views": list(views), "protocol": protocol, "labels": inherited["labels"],
               "labels_file": source_config.get("labels_file"), "data_path": str(data),
               "command": command}
+    if source_config.get("class_names"):
+        # The source run's classes, in output order (`fer_keras.data.labels.label_set_of`).
+        config["class_names"] = list(source_config["class_names"])
 
     write_run_folder(output, lambda folder: save_derived_run(
         folder, wrapped, config, metrics, "private_test", f"{output.name}: PrivateTest"),
@@ -139,7 +143,11 @@ def merge_table(path, table):
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored.update(table)
     stored = {name: stored[name] for name in sorted(stored)}
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
+    # A hidden name of our own beside it: never a file of the user's (`table.tmp`).
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
