@@ -74,6 +74,9 @@ def test_fit_writes_every_output_and_evaluate_reads_it(tiny_csv, tmp_path, capsy
     model = str(out / "model.keras")
     assert evaluate_main(["--verify", model, "--data", str(tiny_csv)]) == 0
     assert capsys.readouterr().out.count("ok ") == 2
+    # The run folder itself is taken too (its model.keras, beside its metrics.json).
+    assert evaluate_main(["--verify", str(out), "--data", str(tiny_csv)]) == 0
+    assert capsys.readouterr().out.count("ok ") == 2
     stored["splits"]["private_test"]["accuracy"] += 0.01
     (out / "metrics.json").write_text(json.dumps(stored))
     assert evaluate_main(["--verify", model, "--data", str(tiny_csv)]) == 1

@@ -133,6 +133,8 @@ def verify(model_paths: list, data: str | os.PathLike | None = None,
     """
     recorded = {}
     for path in map(Path, model_paths):
+        if path.is_dir() and (path / "model.keras").is_file():
+            path = path / "model.keras"  # A run folder: its model, beside its metrics.json.
         metrics_path = path.with_name("metrics.json")
         if not path.is_file() or not metrics_path.is_file():
             raise ValueError(f"{path}: --verify needs the model file and the metrics.json "
