@@ -199,6 +199,8 @@ def test_folds_write_the_documented_block(tmp_path, base_model):
         assert len(block["folds"]) == 2 and all(0 <= value <= 100 for value in block["folds"])
         assert block["mean"] == pytest.approx(np.mean(block["folds"]), abs=1e-3)
         assert block["std"] == pytest.approx(np.std(block["folds"], ddof=1), abs=1e-3)
+    seconds = metrics["cross_validation"]["train_seconds"]
+    assert len(seconds) == 2 and all(value > 0 for value in seconds)
 
 
 def test_an_unknown_folder_fails_the_command_before_training(tmp_path, base_model, capsys):

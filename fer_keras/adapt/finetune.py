@@ -21,6 +21,7 @@ import csv
 import hashlib
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -475,16 +476,20 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
     metrics = {"class_names": list(class_names), "images": len(paths),
                "skipped_images": found - len(paths), "subjects": int(len(np.unique(groups)))}
     if folds:
-        fold_scores, zero_scores = [], []
+        fold_scores, zero_scores, fold_seconds = [], [], []
         for number, (train, test) in enumerate(fold_splits(labels, groups, folds), 1):
+            started = time.perf_counter()
             model, _ = train_head_then_all(base, images, labels, train, test, num_classes,
                                            early_stopping=False, **settings)
+            fold_seconds.append(round(time.perf_counter() - started, 1))
             predicted = np.argmax(model.predict(images[test].astype(np.float32), verbose=0), 1)
             fold_scores.append(100.0 * float(np.mean(predicted == labels[test])))
             zero_scores.append(zero_shot_accuracy(base, images[test], labels[test], columns))
             print(f"fold {number}/{folds}: accuracy {fold_scores[-1]:.2f} (zero-shot "
-                  f"{zero_scores[-1]:.2f})", file=stream, flush=True)
-        metrics["cross_validation"] = _mean_std(fold_scores)
+                  f"{zero_scores[-1]:.2f}), trained on {len(train)} faces in "
+                  f"{fold_seconds[-1]:.0f} s", file=stream, flush=True)
+        metrics["cross_validation"] = {**_mean_std(fold_scores),
+                                       "train_seconds": fold_seconds}
         metrics["zero_shot_cross_validation"] = _mean_std(zero_scores)
 
     train, held = holdout_split(labels, groups, holdout)
