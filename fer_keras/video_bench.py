@@ -17,7 +17,6 @@ how to install `fer` beside us: `fer_keras.benchmarks.video`.
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from fer_keras.benchmarks.detectors import check_save_path
 from fer_keras.benchmarks.video import ROUNDS, compare, format_table
 from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
+from fer_keras.utils.files import write_text_atomically
 
 
 def build_parser():
@@ -70,13 +70,7 @@ def main(argv=None):
         result["command"] = shlex.join(["python", "-m", "fer_keras.video_bench", *argv])
         print(format_table(result))
         if args.save is not None:
-            target = Path(args.save)
-            partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-            try:
-                partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
+            write_text_atomically(args.save, json.dumps(result, indent=2) + "\n")
             print(f"Wrote {args.save}")
 
     return run_command(body)

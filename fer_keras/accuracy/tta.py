@@ -10,7 +10,6 @@ and `confusion_matrix.png`; `merge_table` keeps a JSON table of measurements, ru
 """
 
 import json
-import os
 from pathlib import Path
 
 from fer_keras.data.labels import FER2013
@@ -18,6 +17,7 @@ from fer_keras.data.protocols import protocol_of
 from fer_keras.data.sources import labels_of, splits_for_run
 from fer_keras.training.results import evaluate_splits, save_derived_run, source_run
 from fer_keras.training.run_folder import refuse_finished_run, write_run_folder
+from fer_keras.utils.files import write_text_atomically
 
 DEFAULT_VIEWS = ("identity", "mirror", "shifts", "ten")
 
@@ -143,11 +143,5 @@ def merge_table(path, table):
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored.update(table)
     stored = {name: stored[name] for name in sorted(stored)}
-    # A hidden name of our own beside it: never a file of the user's (`table.tmp`).
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        partial.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_text_atomically(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
     return path

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from fer_keras.utils.files import write_text_atomically
 from fer_keras.vision.detectors import detector_options, get_detector, list_detectors
 from fer_keras.vision.images import IMAGE_SUFFIXES, load_gray
 from fer_keras.vision.recognize import check_writable
@@ -354,19 +355,14 @@ def save_results(rows, path, command=None, overwrite=False):
         ValueError: as `check_save_path`, or if the file cannot be written.
     """
     check_save_path(path, overwrite)
-    target = Path(path).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
     document = {"command": command, "machine": describe_machine(),
                 "scope": "detection only: photos decoded before timing; ms/photo (wall clock) "
                          "and cpu_ms/photo (this process's CPU time, all threads) are means "
                          "over photos of each photo's median over repeats, after a warm-up",
                 "detectors": rows}
     try:
-        partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, target)
+        write_text_atomically(path, json.dumps(document, indent=2) + "\n")
     except OSError as error:
         raise ValueError(f"cannot write --save {path}: {error.strerror or error}. Pass a path "
                          f"in a writable folder. Received: --save {path}") from None
-    finally:
-        partial.unlink(missing_ok=True)

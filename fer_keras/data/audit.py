@@ -25,7 +25,6 @@ import collections
 import hashlib
 import json
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from fer_keras.data.sources import (
     resolve_data_path,
     source_fingerprint,
 )
+from fer_keras.utils.files import write_text_atomically
 
 TRAINING_SPLIT = "train"
 """The split the model learns from; by default every other split is audited against it."""
@@ -309,27 +309,9 @@ def write_audit(report: dict, path: "str | os.PathLike", overwrite: bool = False
     """
     path = Path(path)
     check_output(path, overwrite)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(text)
-            if overwrite:
-                os.replace(partial, path)
-            else:
-                try:
-                    os.link(partial, path)
-                except FileExistsError:
-                    raise
-                except OSError:
-                    # A file system without hard links (FAT, some network mounts): the name
-                    # is still created exclusively, so nothing is replaced.
-                    with open(path, "x") as handle:
-                        handle.write(text)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_text_atomically(path, text, exclusive=not overwrite)
     except FileExistsError:
         raise ValueError(f"--output {path} appeared while the audit ran; pass --overwrite "
                          f"to replace it, or choose another --output.") from None

@@ -22,7 +22,6 @@ import contextlib
 import gzip
 import hashlib
 import os
-import secrets
 import stat
 import sys
 import warnings
@@ -34,6 +33,7 @@ import numpy as np
 from fer_keras.data.labels import FER2013
 from fer_keras.data.protocols import PROTOCOLS as PROTOCOL_RECORDS
 from fer_keras.data.protocols import get_protocol
+from fer_keras.utils.files import write_atomically
 
 CLASS_NAMES = FER2013.class_names
 """Class names indexed by Kaggle label id (FER2013's label set, `fer_keras.data.labels`)."""
@@ -594,43 +594,17 @@ def _read_cache(cache, path, skip_bad_rows):
     return (images, labels, usages.astype(str)), True
 
 
-def _process_gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # It exists (perhaps another user's).
-    return False
-
-
 def _write_cache(cache, images, labels, usages, skipped_rows):
-    """Writes the decoded-CSV cache atomically: a partial file, then `os.replace`.
+    """Writes the decoded-CSV cache whole or not at all (`write_atomically`: a crash leaves
+    the old cache, or none, and a hidden partial file that the next write removes)."""
+    def save(path):
+        with open(path, "wb") as handle:  # A file object: np.savez adds no ".npz".
+            np.savez(handle, images=images, labels=labels, usages=usages,
+                     skipped_rows=skipped_rows)
 
-    A crash leaves at most a `.NAME.PID.*.partial` file, removed by the next write once
-    its process is gone; the cache itself is either the old file or the whole new one.
-    """
-    prefix = f".{cache.name}."
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        for stale in cache.parent.iterdir():
-            name = stale.name
-            if name.startswith(prefix) and name.endswith(".partial"):
-                pid = name[len(prefix):].split(".")[0]
-                if pid.isdigit() and _process_gone(int(pid)):
-                    stale.unlink(missing_ok=True)
-        partial = cache.with_name(f"{prefix}{os.getpid()}.{secrets.token_hex(4)}.partial")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                np.savez(handle, images=images, labels=labels, usages=usages,
-                         skipped_rows=skipped_rows)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, cache)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        write_atomically(cache, save)
     except OSError:
         pass  # Caching is an optimisation; a read-only home must not stop training.
 

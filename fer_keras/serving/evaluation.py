@@ -37,6 +37,7 @@ from fer_keras.training.results import (
     format_report,
     score_on,
 )
+from fer_keras.utils.files import write_text_atomically
 from fer_keras.utils.stats import mcnemar, wilson_interval
 
 VERIFIED_SPLITS = ("validation", "private_test")
@@ -560,10 +561,7 @@ def save_scores(path, entries) -> Path:
         by_split[name] = entry
         stored["scores"][entry["labels"]][entry["split"]] = dict(sorted(by_split.items()))
     text = json.dumps(stored, indent=2, sort_keys=True) + "\n"
-    # Written beside it under a name no one else uses, then moved over it in one step.
-    partial = path.with_name(f".{path.name}.evaluate-partial")
-    partial.write_text(text)
-    partial.replace(path)
+    write_text_atomically(path, text)
     return path
 
 

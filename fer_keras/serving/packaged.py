@@ -54,6 +54,7 @@ from pathlib import Path
 from fer_keras.data.labels import FERPLUS
 from fer_keras.data.protocols import protocol_of
 from fer_keras.data.sources import labels_of
+from fer_keras.utils.files import write_atomically, write_text_atomically
 
 ASSET_FOLDER = "assets"
 MODEL_ASSET = "default_model.keras"
@@ -254,12 +255,6 @@ def package_default_model(root, output=DEFAULT_OUTPUT, overwrite=False):
                              f"replace it. Received: --output {output}")
         status = "replaced"
     output.mkdir(parents=True, exist_ok=True)
-    for target, write in ((model_path, lambda path: shutil.copyfile(source, path)),
-                          (info_path, lambda path: path.write_text(text, encoding="utf-8"))):
-        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        try:
-            write(partial)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+    write_atomically(model_path, lambda path: shutil.copyfile(source, path))
+    write_text_atomically(info_path, text)
     return info, status

@@ -34,6 +34,7 @@ import numpy as np
 from fer_keras.data.protocols import protocol_of
 from fer_keras.data.sources import labels_of, source_fingerprint
 from fer_keras.training.runs import Run
+from fer_keras.utils.files import write_atomically
 
 CACHE_FILE = "teacher_targets.npz"
 """The teachers' averaged probabilities on the training faces, in the staging folder."""
@@ -132,7 +133,11 @@ def teacher_probabilities(teachers, images, batch_size=512, cache=None,
               flush=True)
         computed.append(predict_probabilities(model, images, batch_size))
     if cache is not None:
-        partial = Path(cache).with_name(Path(cache).name + ".partial.npz")
-        np.savez(partial, key=key, probabilities=np.stack(computed))
-        partial.replace(cache)
+        stacked = np.stack(computed)
+
+        def save(path):
+            with open(path, "wb") as handle:  # A file object: np.savez adds no ".npz".
+                np.savez(handle, key=key, probabilities=stacked)
+
+        write_atomically(cache, save)
     return computed

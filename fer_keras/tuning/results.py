@@ -9,7 +9,6 @@ trains the untuned experiment as long as the search's longest trial and writes
 
 import csv
 import json
-import os
 from pathlib import Path
 
 from fer_keras.training.experiments import get_experiment
@@ -17,6 +16,7 @@ from fer_keras.training.loop import train
 from fer_keras.training.results import _pyplot, write_json
 from fer_keras.training.run_folder import RUN_ENTRIES
 from fer_keras.tuning.jobs import check_inside, load_job
+from fer_keras.utils.files import write_atomically
 
 RESULT_FILES = ("trials.csv", "trials.json", "accuracy_vs_hparams.png", "best_hparams.json")
 UNTUNED_DIR = "untuned"
@@ -253,9 +253,7 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
     }
     # trials.json goes first, whole or not at all: it is what marks the folder as ours
     # (`check_results_dir`), so a search killed while writing can still be continued.
-    partial = output_dir / f".trials.json.{os.getpid()}.tmp"
-    write_json(partial, summary)
-    partial.replace(output_dir / "trials.json")
+    write_atomically(output_dir / "trials.json", lambda path: write_json(path, summary))
     columns = list(rows[0]) if rows else ["trial_id"]
     with open(output_dir / "trials.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

@@ -33,6 +33,7 @@ from fer_keras.tuning.results import (
     results_folder,
     write_results,
 )
+from fer_keras.utils.files import write_text_atomically
 
 JOB_RECORD = "fer_keras_job.json"
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -199,9 +200,7 @@ def _check_run_dir(runs_dir, job, limit, overwrite, parent=None):
                 f"{' ...' if len(foreign) > 3 else ''}); a new search needs a folder of its "
                 "own. Pass a --runs-dir naming a new or empty folder.")
     runs_dir.mkdir(parents=True, exist_ok=True)
-    partial = record_path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    partial.replace(record_path)
+    write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def job_folders(job, runs_dir=None, output_dir=None):

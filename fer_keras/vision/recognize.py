@@ -20,6 +20,7 @@ import numpy as np
 
 from fer_keras.data.labels import FER2013
 from fer_keras.serving.runner import Classifier, default_model
+from fer_keras.utils.files import write_atomically
 from fer_keras.vision.annotate import (
     ANNOTATED_SUFFIX,
     TIMELINE_SUFFIX,
@@ -531,16 +532,9 @@ def write_csv(records, path, class_names=FER2013.class_names):
         if Path(path).exists() and not Path(path).is_file():
             table.to_csv(path, index=False)
             return table
-        # The link's target is what gets replaced, so a --csv that is a symbolic link
-        # stays one.
-        target = Path(path).resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        try:
-            table.to_csv(partial, index=False)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        # A --csv that is a symbolic link stays one: its target is replaced.
+        Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda partial: table.to_csv(partial, index=False))
     except OSError as error:
         raise ValueError(f"cannot write the CSV table {path}: {error.strerror or error}. "
                          f"Pass a --csv path in a writable folder. Received: --csv {path}"
