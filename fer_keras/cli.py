@@ -30,6 +30,14 @@ def add_mixing_flags(parser, modes):
                         help="Beta(alpha, alpha) of the mixing proportion (default 1.0)")
 
 
+def add_save_flags(parser):
+    """`--save FILE` and `--overwrite`, shared by the benchmark doors (detectors,
+    video_bench), whose `--save` refuses an existing file unless `--overwrite`."""
+    parser.add_argument("--save", help="write the results as JSON to this file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --save replace an existing file")
+
+
 def int_at_least(minimum):
     """An argparse `type` for integers >= `minimum`; a bad value names the flag and range.
 

@@ -28,7 +28,14 @@ from fer_keras.benchmarks.detectors import (
     format_table,
     save_results,
 )
-from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
+from fer_keras.cli import (
+    add_save_flags,
+    command_prog,
+    entry_point,
+    int_at_least,
+    number_in,
+    run_command,
+)
 from fer_keras.vision.detectors import MTCNN_CONFIDENCE, list_detectors
 
 
@@ -48,9 +55,7 @@ def build_parser():
     parser.add_argument("--confidence", type=number_in(0, 1, low_open=True),
                         help="least score of a face, for the detectors that take one "
                         f"(mtcnn; default: the detector's own, {MTCNN_CONFIDENCE})")
-    parser.add_argument("--save", help="write the results as JSON to this file")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="let --save replace an existing file")
+    add_save_flags(parser)
     return parser
 
 

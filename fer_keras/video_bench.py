@@ -23,7 +23,14 @@ from pathlib import Path
 
 from fer_keras.benchmarks.detectors import check_save_path
 from fer_keras.benchmarks.video import ROUNDS, compare, format_table
-from fer_keras.cli import command_prog, entry_point, int_at_least, number_in, run_command
+from fer_keras.cli import (
+    add_save_flags,
+    command_prog,
+    entry_point,
+    int_at_least,
+    number_in,
+    run_command,
+)
 from fer_keras.utils.files import write_text_atomically
 
 
@@ -43,9 +50,7 @@ def build_parser():
     parser.add_argument("--rounds", type=int_at_least(1), default=ROUNDS,
                         help=f"timed runs of each pipeline (default {ROUNDS}); the median "
                         "is reported")
-    parser.add_argument("--save", help="write the results as JSON to this file")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="let --save replace an existing file")
+    add_save_flags(parser)
     return parser
 
 

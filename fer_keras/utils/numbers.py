@@ -29,3 +29,13 @@ def in_range(value, low=None, high=None, low_open=False, high_open=False):
     if high is not None and (value >= high if high_open else value > high):
         return False
     return True
+
+
+def checked_number(value, name, what, low=None, high=None, low_open=False, high_open=False,
+                   hint=""):
+    """Returns `value` as a float if it is a finite number (not a bool) inside the interval,
+    else raises a one-line `ValueError`: "NAME must be WHAT RANGE; HINT. Received: NAME=VALUE"."""
+    if isinstance(value, bool) or not in_range(value, low, high, low_open, high_open):
+        raise ValueError(f"{name} must be {what} {describe_range(low, high, low_open, high_open)}"
+                         f"{'; ' + hint if hint else ''}. Received: {name}={value!r}")
+    return float(value)

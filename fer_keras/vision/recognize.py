@@ -21,6 +21,7 @@ import numpy as np
 from fer_keras.data.labels import FER2013
 from fer_keras.serving.runner import Classifier, default_model
 from fer_keras.utils.files import write_atomically
+from fer_keras.utils.numbers import checked_number
 from fer_keras.vision.annotate import (
     ANNOTATED_SUFFIX,
     TIMELINE_SUFFIX,
@@ -265,15 +266,8 @@ def check_confidence(min_confidence):
     """
     if min_confidence is None:
         return None
-    try:
-        valid = (not isinstance(min_confidence, bool)
-                 and 0.0 <= float(min_confidence) <= 1.0)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"min_confidence must be a probability in [0, 1] (or None for no "
-                         f"uncertain marks). Received: min_confidence={min_confidence!r}")
-    return float(min_confidence)
+    return checked_number(min_confidence, "min_confidence", "a probability", low=0, high=1,
+                          hint="None for no uncertain marks")
 
 
 def predict(paths, model=None, batch_size=64, detect=True, output=None, every=None,

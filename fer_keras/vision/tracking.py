@@ -23,8 +23,8 @@ and, in between, looks for each face it follows in a small window around its las
 >>> boxes = follower.boxes(next_gray, time=0.04)  # windows about the faces just found
 """
 
-import math
 
+from fer_keras.utils.numbers import checked_number
 from fer_keras.vision.video import iou
 
 DEFAULT_DETECT_EVERY = 1.0
@@ -46,15 +46,8 @@ def check_detect_every(detect_every):
     Raises:
         ValueError: naming the bad value.
     """
-    try:
-        valid = (not isinstance(detect_every, bool) and math.isfinite(float(detect_every))
-                 and float(detect_every) >= 0)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"detect_every is a number of seconds >= 0 (0 searches every "
-                         f"sampled frame whole). Received: detect_every={detect_every!r}")
-    return float(detect_every)
+    return checked_number(detect_every, "detect_every", "a number of seconds", low=0,
+                          hint="0 searches every sampled frame whole")
 
 
 class FaceFollower:
