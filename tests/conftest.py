@@ -176,6 +176,21 @@ def random_rows(count, seed=0, usages=("Training",)):
     return rows
 
 
+def write_faces(root, folders, picture, subjects=3, per_subject=2, seed=0):
+    """A class-folder data set: `root/FOLDER/sNN_K.png` (subject NN, take K) for each
+    `(folder, kind)` in `folders`, each image `picture(kind, rng)` (a uint8 array)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for folder, kind in folders:
+        (root / folder).mkdir(parents=True)
+        for subject in range(subjects):
+            for take in range(per_subject):
+                Image.fromarray(picture(kind, rng)).save(
+                    root / folder / f"s{subject:02d}_{take}.png")
+    return root
+
+
 @pytest.fixture
 def tiny_csv(tmp_path):
     """A 140-row synthetic FER2013 CSV with all three usages."""

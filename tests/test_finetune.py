@@ -2,6 +2,7 @@
 
 import json
 
+import conftest
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,15 +36,8 @@ def _face(kind, rng):
 
 
 def write_faces(root, folders, subjects=6, per_subject=3, seed=0):
-    """`root/FOLDER/sNN_K.png` for each `(folder, kind)` in `folders`."""
-    rng = np.random.default_rng(seed)
-    for folder, kind in folders:
-        (root / folder).mkdir(parents=True)
-        for subject in range(subjects):
-            for take in range(per_subject):
-                Image.fromarray(_face(kind, rng)).save(
-                    root / folder / f"s{subject:02d}_{take}.png")
-    return root
+    """Folders of `_face` pictures ("bright" or "dark" per folder)."""
+    return conftest.write_faces(root, folders, _face, subjects, per_subject, seed)
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ record that disagrees with the model's outputs is refused."""
 
 import json
 
+import conftest
 import numpy as np
 import pytest
-from PIL import Image
 
 from fer_keras import finetune as command
 from fer_keras.data import labels
@@ -15,17 +15,14 @@ SUBSET = ("happy", "sad", "surprise")
 GROUP_BY = r"^(s\d+)_"
 
 
+def _noise(level, rng):
+    """A 96x96 colour noise picture about grey `level`."""
+    return np.clip(rng.normal(level, 20, (96, 96, 3)), 0, 255).astype(np.uint8)
+
+
 def write_faces(root, folders, subjects=3, per_subject=2, seed=0):
-    """`root/FOLDER/sNN_K.png`: 96x96 colour noise pictures, light or dark per folder."""
-    rng = np.random.default_rng(seed)
-    for folder, level in folders:
-        (root / folder).mkdir(parents=True)
-        for subject in range(subjects):
-            for take in range(per_subject):
-                picture = np.clip(rng.normal(level, 20, (96, 96, 3)), 0, 255)
-                Image.fromarray(picture.astype(np.uint8)).save(
-                    root / folder / f"s{subject:02d}_{take}.png")
-    return root
+    """Folders of `_noise` pictures, light or dark per folder."""
+    return conftest.write_faces(root, folders, _noise, subjects, per_subject, seed)
 
 
 @pytest.fixture(scope="module")
