@@ -5,7 +5,7 @@ Usage:
     python -m fer_keras.finetune my_faces --from saved_models/fer_vgg_long \\
         --output runs/my_faces [--classes NAME[,NAME...]] [--group-by '^(\\w+?)_'] \\
         [--holdout 0.2] [--folds 5] [--detect | --no-detect] [--epochs 30] \\
-        [--freeze-epochs 5] [--learning-rate 1e-3] [--overwrite]
+        [--freeze-epochs 5] [--learning-rate 1e-3] [--scratch] [--overwrite]
 
 DATA holds one subfolder per class (angry, disgust, fear, happy, sad, surprise, neutral,
 matched case-insensitively, with synonyms such as happiness or fearful); a subset of the
@@ -15,7 +15,10 @@ lacks is refused unless --classes lists it; the new head then has one output per
 run's config.json, which evaluate, export and predict read. Faces are found in images larger than
 96x96 px unless --detect or --no-detect says otherwise. The head trains first with the
 backbone frozen, then all layers at a tenth of the rate; --holdout chooses the epoch;
---folds adds K-fold cross-validation with the base model's zero-shot accuracy beside it.
+--folds adds K-fold cross-validation with the base model's zero-shot accuracy beside it
+(each fold chooses its epoch on --holdout of its own training subjects, never on the
+faces it is scored on); --scratch also trains the same network from fresh weights on the
+same splits, to show what starting from the base is worth.
 
 This module is the command line only; the recipe is `fer_keras.adapt.finetune`.
 """
@@ -58,6 +61,9 @@ def build_parser():
                         help="the head's rate; all layers train at x0.1 (default 1e-3)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=32,
                         help="batch size (default 32)")
+    parser.add_argument("--scratch", action="store_true",
+                        help="also train the base's architecture from fresh weights on the "
+                        "same splits and record its accuracy beside the fine-tuned one")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished run already in --output")
     return parser
@@ -74,15 +80,21 @@ def main(argv=None):
             group_by=args.group_by, detect=args.detect, epochs=args.epochs,
             freeze_epochs=args.freeze_epochs, learning_rate=args.learning_rate,
             batch_size=args.batch_size, overwrite=args.overwrite, new_classes=args.classes,
-            command=" ".join(["python -m fer_keras.finetune"]
+            scratch=args.scratch, command=" ".join(["python -m fer_keras.finetune"]
                              + (sys.argv[1:] if argv is None else list(argv))))
         print(f"classes: {', '.join(metrics['class_names'])}")
+        scratch = metrics.get("scratch_holdout_accuracy")
         print(f"holdout: accuracy {metrics['holdout_accuracy']:.2f} (zero-shot "
-              f"{metrics['zero_shot_holdout_accuracy']:.2f})")
+              f"{metrics['zero_shot_holdout_accuracy']:.2f}"
+              + (f", from scratch {scratch:.2f}" if scratch is not None else "") + ")")
         if "cross_validation" in metrics:
             folds, zero = metrics["cross_validation"], metrics["zero_shot_cross_validation"]
-            print(f"cross-validation: {folds['mean']:.2f} +- {folds['std']:.2f} (zero-shot "
-                  f"{zero['mean']:.2f} +- {zero['std']:.2f})")
+            line = (f"cross-validation: {folds['mean']:.2f} +- {folds['std']:.2f} (zero-shot "
+                    f"{zero['mean']:.2f} +- {zero['std']:.2f}")
+            if "scratch_cross_validation" in metrics:
+                fresh = metrics["scratch_cross_validation"]
+                line += f", from scratch {fresh['mean']:.2f} +- {fresh['std']:.2f}"
+            print(line + ")")
         print(f"wrote {args.output}")
 
     return run_command(body)

@@ -15,6 +15,7 @@ from fer_keras.adapt.finetune import (
     list_faces,
     load_faces,
     match_classes,
+    nested_fold_splits,
     subject_ids,
 )
 from fer_keras.data.labels import FER2013
@@ -59,6 +60,12 @@ def test_the_new_head_sits_on_a_copy_of_the_base_network(base_model):
     assert backbone.output_shape == base.layers[-1].input.shape
     backbone.set_weights([weight + 1.0 for weight in backbone.get_weights()])
     assert all(np.array_equal(a, b) for a, b in zip(before, base.get_weights()))
+    # From scratch: the same layers, none of the base's trained kernels.
+    fresh, fresh_backbone = build_finetune_model(base, 3, pretrained=False)
+    trained = before[:len(fresh_backbone.get_weights())]  # The base's head comes last.
+    assert [w.shape for w in fresh_backbone.get_weights()] == [w.shape for w in trained]
+    kernels = [(a, b) for a, b in zip(trained, fresh_backbone.get_weights()) if a.ndim > 1]
+    assert kernels and not any(np.allclose(a, b) for a, b in kernels)
 
 
 def test_folder_names_match_classes_with_synonyms_in_the_base_order():
@@ -126,6 +133,15 @@ def test_no_subject_falls_in_two_parts_of_any_split():
     assert 0 < len(held) < 40
     for train, test in fold_splits(labels, groups, 5):
         assert set(groups[train]).isdisjoint(groups[test])
+    # Inside a fold, the epoch is chosen on subjects of its training part only.
+    tested = []
+    for train, selection, test in nested_fold_splits(labels, groups, 5, 0.25):
+        parts = [set(groups[part]) for part in (train, selection, test)]
+        assert all(parts) and parts[0].isdisjoint(parts[1] | parts[2])
+        assert parts[1].isdisjoint(parts[2])
+        assert len(train) + len(selection) + len(test) == 40
+        tested += list(test)
+    assert sorted(tested) == list(range(40))
     with pytest.raises(ValueError, match="does not match the file name 'x.png'"):
         subject_ids(["x.png"], GROUP_BY)
     with pytest.raises(ValueError, match="needs a group"):
@@ -186,9 +202,11 @@ def test_folds_write_the_documented_block(tmp_path, base_model):
     output = tmp_path / "run"
     assert command.main([str(root), "--from", str(base_model), "--output", str(output),
                          "--group-by", GROUP_BY, "--folds", "2", "--epochs", "1",
-                         "--freeze-epochs", "1"]) == 0
+                         "--freeze-epochs", "1", "--scratch"]) == 0
     metrics = json.loads((output / "metrics.json").read_text())
-    for key in ("cross_validation", "zero_shot_cross_validation"):
+    assert 0 <= metrics["scratch_holdout_accuracy"] <= 100
+    assert "early stopping" in metrics["cross_validation"]["selection"]
+    for key in ("cross_validation", "zero_shot_cross_validation", "scratch_cross_validation"):
         block = metrics[key]
         assert len(block["folds"]) == 2 and all(0 <= value <= 100 for value in block["folds"])
         assert block["mean"] == pytest.approx(np.mean(block["folds"]), abs=1e-3)

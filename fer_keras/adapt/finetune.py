@@ -291,6 +291,18 @@ def fold_splits(labels, groups, folds, seed=SEED):
     return list(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
+def nested_fold_splits(labels, groups, folds, holdout, seed=SEED):
+    """K `(train, selection, test)` index triples: each fold's training part split again
+    (`holdout_split`, grouped) so that the epoch is chosen on `selection` and the fold's
+    `test` part is only ever scored. No group falls in two parts of one triple."""
+    triples = []
+    for train, test in fold_splits(labels, groups, folds, seed):
+        inner_train, inner_selection = holdout_split(labels[train], groups[train], holdout,
+                                                     seed)
+        triples.append((train[inner_train], train[inner_selection], test))
+    return triples
+
+
 def class_weights(labels, num_classes):
     """Balanced class weights: `N / (num_classes * count)`, for the classes present."""
     counts = np.bincount(labels, minlength=num_classes)
@@ -298,9 +310,10 @@ def class_weights(labels, num_classes):
             for index, count in enumerate(counts) if count}
 
 
-def build_finetune_model(base, num_classes):
+def build_finetune_model(base, num_classes, pretrained=True):
     """A copy of the base network (views unwrapped) with a new softmax head over
-    `num_classes`.
+    `num_classes`; with `pretrained=False`, the same layers freshly initialised (the
+    from-scratch comparison).
 
     Returns:
         `(model, backbone)`: the new network, and its part up to the penultimate features
@@ -314,7 +327,8 @@ def build_finetune_model(base, num_classes):
     # fold start from the weights it was loaded with).
     inner = unwrap_views(base)
     network = keras.models.clone_model(inner)
-    network.set_weights(inner.get_weights())
+    if pretrained:
+        network.set_weights(inner.get_weights())
     features = network.layers[-1].input
     backbone = keras.Model(network.inputs, features, name="finetune_backbone")
     image = keras.Input(shape=network.input_shape[1:], name="image")
@@ -349,13 +363,15 @@ def zero_shot_accuracy(base, images, labels, columns, batch_size=256):
 
 def train_head_then_all(base, images, labels, train, holdout, num_classes, epochs=30,
                         freeze_epochs=5, learning_rate=1e-3, batch_size=32,
-                        early_stopping=True):
+                        early_stopping=True, from_scratch=False):
     """Trains a new model from `base` on `images[train]`, scored on `images[holdout]`.
 
     The head trains `freeze_epochs` epochs with the backbone frozen, then all layers train
     the remaining `epochs - freeze_epochs` at `learning_rate * FINE_RATE_FACTOR`. With
     `early_stopping`, each phase stops after `PATIENCE` epochs without a better holdout
-    accuracy and keeps its best weights.
+    accuracy and keeps its best weights. With `from_scratch`, the base's architecture
+    starts from fresh weights and all layers train `epochs` at `learning_rate` (the
+    comparison that says what the base's weights are worth).
 
     Returns:
         `(model, history)`: the network, and one dict of per-epoch lists over both phases
@@ -366,7 +382,7 @@ def train_head_then_all(base, images, labels, train, holdout, num_classes, epoch
     from fer_keras.data.augmentation import Augmentation
     from fer_keras.data.sources import make_dataset
 
-    model, backbone = build_finetune_model(base, num_classes)
+    model, backbone = build_finetune_model(base, num_classes, pretrained=not from_scratch)
     weights = class_weights(labels[train], num_classes)
     training = make_dataset(images[train], labels[train], batch_size=batch_size, shuffle=True,
                             augmentation=Augmentation("combined"), seed=SEED,
@@ -376,6 +392,8 @@ def train_head_then_all(base, images, labels, train, holdout, num_classes, epoch
     history = {}
     phases = [("head", freeze_epochs, learning_rate, False),
               ("all", max(epochs - freeze_epochs, 0), learning_rate * FINE_RATE_FACTOR, True)]
+    if from_scratch:
+        phases = [("scratch", epochs, learning_rate, True)]
     for phase, phase_epochs, rate, trainable in phases:
         if phase_epochs <= 0:
             continue
@@ -422,7 +440,7 @@ def _mean_std(values):
 
 def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, detect=None,
              epochs=30, freeze_epochs=5, learning_rate=1e-3, batch_size=32, overwrite=False,
-             command=None, stream=sys.stderr, new_classes=()):
+             command=None, stream=sys.stderr, new_classes=(), scratch=False):
     """Fine-tunes the model of `base_path` on the faces in `data`; writes a run folder.
 
     Args:
@@ -431,8 +449,9 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
         output: the run folder to write (refused if it holds a finished run, unless
             `overwrite`).
         holdout: fraction of the subjects held out to choose the epoch and score the model.
-        folds: K for K-fold cross-validation (each fold trains `epochs` without early
-            stopping), or None.
+        folds: K for K-fold cross-validation, or None. Each fold holds out `holdout` of
+            its training subjects to choose the epoch (early stopping), and scores its
+            test part, which no choice has seen.
         group_by: a regular expression whose first group in a file name is the subject.
         detect: True/False/None (see `load_faces`).
         epochs: total epochs per training, the frozen ones included.
@@ -444,6 +463,8 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
         stream: where progress and warnings go.
         new_classes: class names the base model lacks that folders of `data` may hold
             (`--classes`); they get outputs of the new head after the base classes kept.
+        scratch: also train the base's architecture from fresh weights on the same
+            splits (`--scratch`), recorded beside the fine-tuned scores.
 
     Returns:
         The metrics written to `metrics.json` (`class_names`: the new model's classes in
@@ -475,32 +496,59 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
 
     metrics = {"class_names": list(class_names), "images": len(paths),
                "skipped_images": found - len(paths), "subjects": int(len(np.unique(groups)))}
-    if folds:
-        fold_scores, zero_scores, fold_seconds = [], [], []
-        for number, (train, test) in enumerate(fold_splits(labels, groups, folds), 1):
-            started = time.perf_counter()
-            model, _ = train_head_then_all(base, images, labels, train, test, num_classes,
-                                           early_stopping=False, **settings)
-            fold_seconds.append(round(time.perf_counter() - started, 1))
-            predicted = np.argmax(model.predict(images[test].astype(np.float32), verbose=0), 1)
-            fold_scores.append(100.0 * float(np.mean(predicted == labels[test])))
-            zero_scores.append(zero_shot_accuracy(base, images[test], labels[test], columns))
-            print(f"fold {number}/{folds}: accuracy {fold_scores[-1]:.2f} (zero-shot "
-                  f"{zero_scores[-1]:.2f}), trained on {len(train)} faces in "
-                  f"{fold_seconds[-1]:.0f} s", file=stream, flush=True)
-        metrics["cross_validation"] = {**_mean_std(fold_scores),
-                                       "train_seconds": fold_seconds}
-        metrics["zero_shot_cross_validation"] = _mean_std(zero_scores)
-
-    train, held = holdout_split(labels, groups, holdout)
-    model, history = train_head_then_all(base, images, labels, train, held, num_classes,
-                                         **settings)
     views = _views_of(base)
-    if views != ("identity",):
+
+    def served(model):
+        """The model as it is saved: the base's test-time views around it."""
+        if views == ("identity",):
+            return model
         from fer_keras.models.layers import wrap_with_views
 
-        # The base's test-time views go back around the new network, as it will be served.
-        model = wrap_with_views(model, views)
+        return wrap_with_views(model, views)
+
+    def fold_accuracy(model, test):
+        predicted = np.argmax(served(model).predict(images[test].astype(np.float32),
+                                                    verbose=0), axis=1)
+        return 100.0 * float(np.mean(predicted == labels[test]))
+
+    if folds:
+        scores = {"fine-tuned": [], "zero-shot": [], "scratch": []}
+        fold_seconds = []
+        triples = nested_fold_splits(labels, groups, folds, holdout)
+        for number, (train, selection, test) in enumerate(triples, 1):
+            started = time.perf_counter()
+            model, _ = train_head_then_all(base, images, labels, train, selection,
+                                           num_classes, **settings)
+            fold_seconds.append(round(time.perf_counter() - started, 1))
+            scores["fine-tuned"].append(fold_accuracy(model, test))
+            scores["zero-shot"].append(zero_shot_accuracy(base, images[test], labels[test],
+                                                          columns))
+            line = (f"fold {number}/{folds}: accuracy {scores['fine-tuned'][-1]:.2f} "
+                    f"(zero-shot {scores['zero-shot'][-1]:.2f}")
+            if scratch:
+                model, _ = train_head_then_all(base, images, labels, train, selection,
+                                               num_classes, from_scratch=True, **settings)
+                scores["scratch"].append(fold_accuracy(model, test))
+                line += f", from scratch {scores['scratch'][-1]:.2f}"
+            print(f"{line}), fine-tuned on {len(train)} faces (epoch chosen on "
+                  f"{len(selection)}) in {fold_seconds[-1]:.0f} s", file=stream, flush=True)
+        metrics["cross_validation"] = {**_mean_std(scores["fine-tuned"]),
+                                       "train_seconds": fold_seconds,
+                                       "selection": f"early stopping on {holdout:g} of each "
+                                                    f"fold's training subjects"}
+        metrics["zero_shot_cross_validation"] = _mean_std(scores["zero-shot"])
+        if scratch:
+            metrics["scratch_cross_validation"] = _mean_std(scores["scratch"])
+
+    train, held = holdout_split(labels, groups, holdout)
+    if scratch:
+        model, _ = train_head_then_all(base, images, labels, train, held, num_classes,
+                                       from_scratch=True, **settings)
+        metrics["scratch_holdout_accuracy"] = round(fold_accuracy(model, held), 4)
+    model, history = train_head_then_all(base, images, labels, train, held, num_classes,
+                                         **settings)
+    # The base's test-time views go back around the new network, as it will be served.
+    model = served(model)
     probabilities = np.asarray(model.predict(images[held].astype(np.float32), verbose=0))
     name = label_set_name(class_names, base_set)
     holdout_score = score(labels[held], probabilities, class_names)
@@ -517,7 +565,7 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
               "class_names": list(class_names), "labels": name,
               "new_classes": list(new_classes), "command": command,
               "group_by": group_by, "holdout": holdout, "folds": folds,
-              "detect": detect, "views": list(views), **settings}
+              "detect": detect, "views": list(views), "scratch": scratch, **settings}
 
     def write(folder):
         save_derived_run(folder, model, config, metrics, "holdout",
