@@ -222,3 +222,25 @@ def test_formats_names_a_metrics_file_that_is_not_json(models, tmp_path, capsys)
     (run / "metrics.json").write_text("{not json")
     one_line_error(formats.main([str(run)]), capsys.readouterr(),
                    f"{run / 'metrics.json'} cannot be read as JSON")
+
+
+def test_a_model_saved_with_a_one_element_input_list_loads_to_take_a_bare_batch(tmp_path):
+    # keras.Model([image], ...) records its input as a list, and Keras then warns at every
+    # call with a batch ("The structure of `inputs` doesn't match"): the packaged model of
+    # 0.1.0 is such a file. load_model gives the same graph around the bare input.
+    from fer_keras.models import load_model
+
+    image = keras.Input((48, 48, 1), name="image")
+    listed = keras.Model([image], keras.layers.Dense(7, activation="softmax")(
+        keras.layers.Flatten()(image)))
+    path = tmp_path / "listed.keras"
+    listed.save(path)
+    batch = np.random.default_rng(0).random((3, 48, 48, 1)).astype("float32")
+    loaded = load_model(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        called = keras.ops.convert_to_numpy(loaded(batch))
+        predicted = loaded.predict(batch, verbose=0)
+    expected = keras.ops.convert_to_numpy(listed.predict(batch, verbose=0))
+    np.testing.assert_allclose(called, expected, atol=1e-6)
+    np.testing.assert_allclose(predicted, expected, atol=1e-6)

@@ -107,6 +107,8 @@ def build_ensemble(members, name="ensemble"):
     # Lazy: the ensemble command's --help must not import Keras.
     import keras
 
+    from fer_keras.models.layers import graph_inputs
+
     if len(members) < 2:
         raise ValueError(f"An ensemble needs at least two members. Received: {len(members)}")
     image = keras.Input(shape=members[0].input_shape[1:], name="image")
@@ -115,7 +117,7 @@ def build_ensemble(members, name="ensemble"):
         if tuple(member.input_shape[1:]) != tuple(image.shape[1:]):
             raise ValueError(f"Member {index} takes inputs of shape {member.input_shape}, "
                              f"member 1 takes {members[0].input_shape}; all must match.")
-        renamed = keras.Model(member.inputs, member.outputs[0], name=f"member{index}")
+        renamed = keras.Model(graph_inputs(member), member.outputs[0], name=f"member{index}")
         outputs.append(renamed(image))
     average = keras.layers.Average(name="probabilities", dtype="float32")(outputs)
     return keras.Model(image, average, name=name)

@@ -84,7 +84,7 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False,
     import keras
 
     from fer_keras.models import load_model
-    from fer_keras.models.layers import LogitAdjustment
+    from fer_keras.models.layers import LogitAdjustment, graph_inputs
 
     run, output = Path(run), Path(output)
     refuse_finished_run(output, overwrite)
@@ -110,7 +110,7 @@ def rebalance(run, output, tau=None, max_drop=0.25, data=None, overwrite=False,
         selection = predict_probabilities(network, splits["validation"][0])
         tau, sweep = choose_tau(splits["validation"][1], selection, prior, max_drop)
     image = keras.Input(shape=network.input_shape[1:], name="image")
-    wrapped = keras.Model(network.inputs, network.outputs[0], name="network")
+    wrapped = keras.Model(graph_inputs(network), network.outputs[0], name="network")
     adjusted = LogitAdjustment(prior, tau, name="probabilities")(wrapped(image))
     model = keras.Model(image, adjusted, name=output.name)
     scored = evaluate_splits(model, splits)

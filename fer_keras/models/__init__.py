@@ -16,6 +16,7 @@ from fer_keras.models.layers import (  # noqa: F401
     MirrorAverage,
     SpatialTransformer,
     TestTimeAugmentation,
+    graph_inputs,
 )
 from fer_keras.models.registry import get_builder, get_model, list_models, register_model  # noqa: F401
 from fer_keras.models.schedules import WarmupCosine  # noqa: F401  (registers it for load_model)
@@ -144,6 +145,20 @@ def with_dtype_policy(model, policy="float32"):
     return rebuilt
 
 
+def with_bare_input(model):
+    """`model`, or the same graph rebuilt around its one input when it was recorded as a
+    one-element list (`keras.Model([image], ...)`), which makes Keras warn that "the
+    structure of `inputs` doesn't match" at every call with a batch. Weights and layers are
+    shared; nothing is computed differently."""
+    import keras
+
+    struct = getattr(model, "_inputs_struct", None)
+    if not (isinstance(model, keras.Model) and isinstance(struct, (list, tuple))
+            and len(struct) == 1 and len(getattr(model, "outputs", None) or ()) == 1):
+        return model
+    return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+
+
 def load_model(path, compile=False, dtype_policy="float32"):
     """Loads a `.keras` file written by fer_keras (custom layers are registered here).
 
@@ -186,6 +201,8 @@ def load_model(path, compile=False, dtype_policy="float32"):
         if problem is not None:
             raise damaged(problem) from error
         raise ValueError(f"Cannot load {path} as a Keras model: {error}") from error
-    if dtype_policy is None or compile:
+    if compile:
         return model
-    return with_dtype_policy(model, dtype_policy)
+    if dtype_policy is not None:
+        model = with_dtype_policy(model, dtype_policy)
+    return with_bare_input(model)

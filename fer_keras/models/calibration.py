@@ -21,6 +21,8 @@ import math
 import keras
 from keras import layers, ops
 
+from fer_keras.models.layers import graph_inputs
+
 PACKAGE = "fer_keras"
 
 PROBABILITY_FLOOR = 1e-7
@@ -95,7 +97,7 @@ def calibrated(model, temperature, name=None):
                          f"{temperature_of(model):g}); calibrate the model it was built from "
                          f"instead. Received: temperature={temperature!r}")
     scaled = TemperatureScaling(temperature, name=LAYER_NAME)(model.outputs[0])
-    return keras.Model(model.inputs, scaled, name=name or model.name)
+    return keras.Model(graph_inputs(model), scaled, name=name or model.name)
 
 
 def temperature_of(model):

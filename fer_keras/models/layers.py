@@ -398,3 +398,9 @@ def normalization(x, kind, name):
         return LocalResponseNormalization(name=f"{name}_lrn")(x)
     raise ValueError(f"normalization must be 'batch_norm', 'lrn' or 'none'. "
                      f"Received: normalization={kind!r}")
+
+
+def graph_inputs(model):
+    """`model`'s input tensor, or its list of inputs when it has several: what a new
+    `keras.Model` over its graph should take, so that it is called with a bare batch."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
