@@ -21,8 +21,13 @@ layer, so `evaluate --verify`, `export` and `predict` serve calibrated probabili
 and Brier score before and after, on the selection split and PrivateTest;
 `confusion_matrix.png` and `reliability.png`). Nothing is retrained.
 
+A run written by `finetune` has no FER2013 split of its classes: its T is fitted on its
+own holdout faces, rebuilt from the class folder it recorded (or `--data FOLDER`; the
+files must be the ones it was fine-tuned on), and the scores before and after are
+measured on those same faces, the only ones held out.
+
 This module is the command line only; the measures, the fit and the run folder are
-`fer_keras.accuracy.calibration`.
+`fer_keras.accuracy.calibration` (`fer_keras.adapt.finetune` for a fine-tuned run).
 """
 
 import argparse
@@ -40,7 +45,8 @@ def build_parser():
     parser.add_argument("--output", required=True, help="run folder to write (e.g. "
                         "saved_models/RUN_calibrated)")
     parser.add_argument("--data", help="FER2013 CSV or image folder (default: $FER2013_PATH, "
-                        "then the data the run recorded, then data/fer2013.csv[.gz])")
+                        "then the data the run recorded, then data/fer2013.csv[.gz]); for a "
+                        "fine-tuned run, its class folder (default: the one it recorded)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished run already in --output")
     return parser
@@ -50,10 +56,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
-        metrics = calibrate_run(args.run, args.output, data=args.data,
-                                overwrite=args.overwrite,
-                                command=" ".join(["python -m fer_keras.calibrate"]
-                                                 + sys.argv[1:]))
+        from fer_keras.adapt.finetune import calibrate_finetuned_run, is_finetuned_run
+
+        command = " ".join(["python -m fer_keras.calibrate"] + sys.argv[1:])
+        calibrate = calibrate_finetuned_run if is_finetuned_run(args.run) else calibrate_run
+        metrics = calibrate(args.run, args.output, data=args.data, overwrite=args.overwrite,
+                            command=command)
         calibration = metrics["calibration"]
         for split, before in calibration["before"].items():
             after = calibration["after"][split]

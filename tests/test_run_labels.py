@@ -192,3 +192,52 @@ def test_seven_classes_that_are_not_fer2013s_keep_their_recorded_names(tmp_path)
     classifier = Classifier(run / "model.keras")
     assert list(classifier.class_names) == seven != list(labels.FER2013.class_names)
     assert classifier.label_set.name == "ferplus:seven"
+
+
+def test_a_fine_tuned_run_is_calibrated_on_its_own_holdout(subset_run, tmp_path, capsys):
+    from fer_keras import calibrate
+    from fer_keras.adapt.finetune import holdout_faces
+    from fer_keras.models import load_model
+    from fer_keras.models.calibration import temperature_of
+
+    output = tmp_path / "calibrated"
+    assert calibrate.main([str(subset_run), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "holdout: ECE" in printed and "(unchanged)" in printed
+    metrics = json.loads((output / "metrics.json").read_text())
+    block = metrics["calibration"]
+    assert block["selection_split"] == "holdout" and block["temperature"] > 0
+    before, after = block["before"]["holdout"], block["after"]["holdout"]
+    assert after["nll"] <= before["nll"] + 1e-9
+    source = json.loads((subset_run / "metrics.json").read_text())
+    assert metrics["holdout_accuracy"] == pytest.approx(source["holdout_accuracy"], abs=1e-3)
+    model = load_model(output / "model.keras")
+    assert temperature_of(model) == pytest.approx(block["temperature"])
+    assert labels.label_set_of(output, 3).class_names == SUBSET
+    assert (output / "reliability.png").is_file()
+    # The written model gives the calibrated probabilities the scores were taken from.
+    config = json.loads((subset_run / "config.json").read_text())
+    images, truth = holdout_faces(config, (48, 48))
+    direct = model.predict(images.astype("float32"), verbose=0)
+    assert (direct.argmax(axis=1) == truth).mean() * 100 == pytest.approx(
+        metrics["holdout_accuracy"], abs=1e-3)
+    # Calibrated twice: refused, pointing at the source.
+    assert calibrate.main([str(output), "--output", str(tmp_path / "twice")]) == 2
+    assert "already calibrated" in capsys.readouterr().err
+
+
+def test_calibrating_a_fine_tuned_run_refuses_a_changed_folder(subset_run, tmp_path, capsys):
+    import shutil
+
+    from fer_keras import calibrate
+
+    config = json.loads((subset_run / "config.json").read_text())
+    changed = tmp_path / "data"
+    shutil.copytree(config["data"], changed)
+    extra = changed / "happy" / "s09_0.png"
+    shutil.copy(next((changed / "happy").iterdir()), extra)
+    assert calibrate.main([str(subset_run), "--output", str(tmp_path / "out"), "--data",
+                           str(changed)]) == 2
+    err = capsys.readouterr().err
+    assert "data_fingerprint differs" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -360,7 +360,9 @@ def calibrate_run(run, output, data=None, overwrite=False, command=None):
         raise ValueError(f"calibrate fits T on the FER2013 or FER+ splits of a run's label "
                          f"set; {run} records labels={data_labels!r} ({classes}), which "
                          f"those splits do not label. Calibrate a run trained on FER2013 or "
-                         f"FER+ labels. Received: run={str(run)!r}")
+                         f"FER+ labels, or a fine-tuned run with `python -m "
+                         f"fer_keras.calibrate` (on its holdout faces). Received: "
+                         f"run={str(run)!r}")
     data_path = resolve_data_path(data, recorded=(str(run / "config.json"),
                                                   source_config.get("data_path")))
     splits = splits_for_run(data_path, source_config or inherited)

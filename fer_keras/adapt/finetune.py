@@ -19,6 +19,7 @@ and early stopping on a holdout part.
 
 import csv
 import hashlib
+import json
 import re
 import sys
 import time
@@ -572,6 +573,136 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
                          title=f"fine-tuned {'/'.join(class_names)} (holdout)")
         _write_history(folder / "history.csv", history)
         plot_history(history, folder / "learning_curves.png", title="fine-tuning")
+
+    write_run_folder(output, write, overwrite, "--output")
+    return metrics
+
+
+FINETUNED_KEYS = ("base_model", "data", "data_fingerprint", "class_names", "holdout")
+"""The `config.json` entries that mark a run folder as written by `finetune`."""
+
+
+def is_finetuned_run(run) -> bool:
+    """Whether the run folder `run` was written by `finetune` (or calibrated from one)."""
+    try:
+        config = json.loads((Path(run) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and all(key in config for key in FINETUNED_KEYS)
+
+
+def holdout_faces(config, size, data=None, stream=sys.stderr):
+    """The holdout faces of a fine-tuned run, rebuilt from its class folder exactly as
+    `finetune` split them (same files, same subjects, same seed).
+
+    Returns:
+        `(images, labels)` of the holdout part.
+
+    Raises:
+        ValueError: when the folder is gone, or its classes or files (the recorded
+            `data_fingerprint`) are not those the run was fine-tuned on.
+    """
+    from fer_keras.data.labels import get_label_set
+
+    data = data or config["data"]
+    paths, labels, class_names = list_faces(data, get_label_set(config["base_labels"]),
+                                            config.get("new_classes") or ())
+    if list(class_names) != list(config["class_names"]):
+        raise ValueError(f"{data} now holds the classes {', '.join(class_names)}, not the "
+                         f"run's {', '.join(config['class_names'])}; give the folder it was "
+                         f"fine-tuned on with --data.")
+    images, kept = load_faces(paths, size=size, detect=config.get("detect"), stream=stream)
+    paths = [paths[index] for index in kept]
+    if fingerprint(paths) != config["data_fingerprint"]:
+        raise ValueError(f"The images of {data} are not the ones the run was fine-tuned on "
+                         f"(data_fingerprint differs: files added, removed or changed), so "
+                         f"its holdout cannot be rebuilt. Give the original folder with "
+                         f"--data, or fine-tune again.")
+    labels = labels[kept]
+    _, held = holdout_split(labels, subject_ids(paths, config.get("group_by")),
+                            config["holdout"])
+    return images[held], labels[held]
+
+
+def calibrate_finetuned_run(run, output, data=None, overwrite=False, command=None,
+                            stream=sys.stderr):
+    """Temperature scaling of a fine-tuned run, fitted on its holdout faces (the part that
+    chose its epoch, its selection split), written as the run folder `output`.
+
+    The ECE, NLL and Brier score before and after are measured on those same faces: a
+    fine-tuned run has no other labelled faces held out, so the "after" figures are the
+    fit's own (optimistic for a small holdout); the accuracy is unchanged by design.
+
+    Args:
+        run: a run folder written by `finetune`.
+        output: the run folder to write.
+        data: the class folder (default: the one the run recorded).
+        overwrite: replace a finished run already in `output`.
+        command: recorded in `config.json`.
+
+    Returns:
+        The new run's metrics (`calibration` as `calibrate_run` writes it, with
+        `selection_split` "holdout").
+    """
+    import keras
+
+    from fer_keras.accuracy.calibration import (
+        BINS,
+        TEMPERATURE_BRACKET,
+        calibration_scores,
+        fit_temperature,
+        plot_reliability,
+        reliability,
+    )
+    from fer_keras.models import load_model
+    from fer_keras.models.calibration import LAYER_NAME, calibrated, temperature_of
+
+    run, output = Path(run), Path(output)
+    refuse_finished_run(output, overwrite, "--output")
+    config = json.loads((run / "config.json").read_text())
+    source = load_model(run / "model.keras")
+    if temperature_of(source) is not None:
+        raise ValueError(f"{run} is already calibrated (T = {temperature_of(source):g}); "
+                         f"calibrate the run it was made from instead.")
+    images, labels = holdout_faces(config, tuple(source.input_shape[1:3]), data, stream)
+    before = np.asarray(source.predict(images.astype(np.float32), verbose=0), np.float64)
+    temperature = fit_temperature(labels, before, from_probabilities=True)
+    model = calibrated(source, temperature, name=output.name)
+    after = np.asarray(keras.ops.convert_to_numpy(
+        model.get_layer(LAYER_NAME)(before.astype(np.float32))), np.float64)
+    changed = int(np.sum(before.argmax(axis=1) != after.argmax(axis=1)))
+    if changed:
+        raise RuntimeError(f"Temperature scaling (T = {temperature:g}) changed the predicted "
+                           f"class of {changed} holdout faces; it must keep every one.")
+    class_names = list(config["class_names"])
+    calibration = {
+        "method": "temperature scaling", "temperature": temperature,
+        "selection_split": "holdout", "bins": BINS, "bracket": list(TEMPERATURE_BRACKET),
+        "measured_on": "the holdout faces that fitted T (no other faces are held out)",
+        "before": {"holdout": calibration_scores(labels, before)},
+        "after": {"holdout": calibration_scores(labels, after)},
+        "reliability": {"holdout": {"before": reliability(labels, before),
+                                    "after": reliability(labels, after)}},
+    }
+    scored = score(labels, after, class_names)
+    metrics = {"experiment": output.name, "model": "calibrated", "source": str(run),
+               "class_names": class_names, "labels": config.get("labels"),
+               "calibration": calibration, "splits": {"holdout": scored},
+               "holdout_accuracy": round(100.0 * scored["accuracy"], 4)}
+    new_config = {**config, "source": str(run), "model": "calibrated",
+                  "temperature": temperature, "selection_split": "holdout",
+                  "command": command}
+    diagram = {"holdout (fits T)": {
+        "before": calibration["reliability"]["holdout"]["before"],
+        "after": calibration["reliability"]["holdout"]["after"],
+        "ece_before": calibration["before"]["holdout"]["ece"],
+        "ece_after": calibration["after"]["holdout"]["ece"]}}
+
+    def write(folder):
+        save_derived_run(folder, model, new_config, metrics, "holdout",
+                         title=f"{output.name}: holdout")
+        plot_reliability(diagram, folder / "reliability.png",
+                         title=f"{run.name}: temperature scaling, T = {temperature:.3f}")
 
     write_run_folder(output, write, overwrite, "--output")
     return metrics
