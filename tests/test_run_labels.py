@@ -241,3 +241,26 @@ def test_calibrating_a_fine_tuned_run_refuses_a_changed_folder(subset_run, tmp_p
     err = capsys.readouterr().err
     assert "data_fingerprint differs" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_lists_fine_tuned_runs_in_their_own_table(subset_run, tmp_path):
+    import shutil
+
+    from fer_keras import calibrate
+    from fer_keras.reporting.report import load_inputs, render_results_readme
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    shutil.copytree(subset_run, root / "mine")
+    assert calibrate.main([str(root / "mine"), "--output", str(root / "mine_cal")]) == 0
+    inputs = load_inputs(root, tmp_path / "no_tuning")
+    assert [name for name, _, _ in inputs.finetuned] == ["mine", "mine_cal"]
+    assert inputs.runs == []  # Not FER2013-split runs: never in the main tables.
+    text = render_results_readme(inputs.runs, finetuned=inputs.finetuned)
+    rows = [line for line in text.splitlines() if line.startswith("| [mine")]
+    metrics = json.loads((root / "mine" / "metrics.json").read_text())
+    temperature = json.loads((root / "mine_cal" / "metrics.json").read_text())[
+        "calibration"]["temperature"]
+    assert len(rows) == 2 and "happy, sad, surprise" in rows[0]
+    assert f"| {metrics['holdout_accuracy']:.2f} |" in rows[0]
+    assert rows[1].rstrip().endswith(f"| {temperature:.3f} |")

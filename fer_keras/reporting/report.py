@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fer_keras.adapt.finetune import is_finetuned_run
 from fer_keras.benchmarks.bench import table_rows
 from fer_keras.benchmarks.results import BenchReport, read_bench_report
 from fer_keras.benchmarks.video import format_table as video_table
@@ -75,8 +76,11 @@ def load_runs(root: str | Path) -> list[Run]:
     # another name (`fit --output-dir`, e.g. a second seed); then runs derived from others
     # without training (ensembles, logit-adjusted runs, test-time views).
     experiments = list_experiments()
+    # Fine-tuned runs (and their calibrated copies) score on their own faces: their table
+    # is `finetuned_table`'s.
     found = {path.parent.name: json.loads(path.read_text())
-             for path in sorted(Path(root).glob("*/metrics.json"))}
+             for path in sorted(Path(root).glob("*/metrics.json"))
+             if not is_finetuned_run(path.parent)}
     derived = [name for name, metrics in found.items() if metrics.get("model") in DERIVED]
     replicas = [name for name, metrics in found.items()
                 if name not in experiments and name not in derived
@@ -87,6 +91,58 @@ def load_runs(root: str | Path) -> list[Run]:
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
         runs.append((name, found[name], config))
     return runs
+
+
+def load_finetuned_runs(root: str | Path) -> list[Run]:
+    """`[(name, metrics, config)]` of the run folders under `root` written by `finetune`
+    (and their calibrated copies), by name: they score on their own faces, not on
+    FER2013's splits, so they get a table of their own."""
+    runs = []
+    for path in sorted(Path(root).glob("*/config.json")):
+        if not is_finetuned_run(path.parent) or not (path.parent / "metrics.json").exists():
+            continue
+        runs.append((path.parent.name, json.loads((path.parent / "metrics.json").read_text()),
+                     json.loads(path.read_text())))
+    return runs
+
+
+def _mean_std(block):
+    return "" if not block else f"{block['mean']:.2f} ± {block['std']:.2f}"
+
+
+def finetuned_table(runs: list[Run], link_root: str = "") -> str:
+    """One row per fine-tuned run: its base, classes, faces, holdout accuracy beside the
+    base's zero-shot (and from scratch), K-fold means, and the temperature if calibrated."""
+    prefix = f"{link_root}/" if link_root else ""
+    lines = ["| run | base | classes | faces (subjects) | holdout | zero-shot | from scratch "
+             "| K-fold mean ± std (zero-shot, from scratch) | T |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, metrics, config in runs:
+        source = None
+        if metrics.get("model") == "calibrated":
+            # A calibrated copy holds the accuracy and T; the rest is its source's.
+            source_metrics = Path(config.get("source", "")) / "metrics.json"
+            source = json.loads(source_metrics.read_text()) if source_metrics.exists() else {}
+        scores = source if source is not None else metrics
+        folds = scores.get("cross_validation")
+        cv = ""
+        if folds:
+            cv = (f"{len(folds['folds'])} folds: {_mean_std(folds)} "
+                  f"({_mean_std(scores.get('zero_shot_cross_validation'))}"
+                  + (f", {_mean_std(scores['scratch_cross_validation'])}"
+                     if scores.get("scratch_cross_validation") else "") + ")")
+        scratch = scores.get("scratch_holdout_accuracy")
+        temperature = (metrics.get("calibration") or {}).get("temperature")
+        base = Path(config["base_model"])
+        base_name = base.parent.name if base.name == "model.keras" else base.name
+        faces = f"{scores.get('images', '')} ({scores.get('subjects', '')})"
+        lines.append(
+            f"| [{name}]({prefix}{name}/) | {base_name} | {', '.join(config['class_names'])} "
+            f"| {faces} | {metrics['holdout_accuracy']:.2f} "
+            f"| {scores.get('zero_shot_holdout_accuracy', 0):.2f} "
+            f"| {'' if scratch is None else f'{scratch:.2f}'} | {cv} "
+            f"| {'' if temperature is None else f'{temperature:.3f}'} |")
+    return "\n".join(lines)
 
 
 def _percent(value):
@@ -268,6 +324,15 @@ FERPLUS_NOTE = (
     "PrivateTest faces under FER+'s majority rule (3,153 faces with the published votes); "
     "FER2013 PrivateTest scores the same model on FER2013's labels over the 7 classes both "
     "label sets have (contempt's output left out).")
+
+
+FINETUNED_NOTE = (
+    "Runs written by `python -m fer_keras.finetune` (docs/finetune.md) on a folder of "
+    "labelled faces, scored on their own holdout subjects (which also chose the epoch), "
+    "beside the base model's zero-shot accuracy on the same faces and, where `--scratch` "
+    "was given, the same network trained from fresh weights; K-fold figures choose each "
+    "fold's epoch inside its training part. T is the temperature of a calibrated copy "
+    "(`python -m fer_keras.calibrate`, fitted on the holdout).")
 
 
 def single_models(runs: list[Run]) -> list[Run]:
@@ -453,10 +518,12 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
                           reference: dict | None = None, formats: dict | None = None,
                           probes: list[tuple[str, dict]] | None = None, tta: dict | None = None,
                           serving: BenchReport | None = None,
-                          crowd: dict | None = None, unseen: dict | None = None) -> str:
+                          crowd: dict | None = None, unseen: dict | None = None,
+                          finetuned: list[Run] | None = None) -> str:
     """The full text of `saved_models/README.md`: FER2013-label runs in the main table
     (with each one's FER+ majority accuracy from `crowd` and its accuracy on the unseen
-    PrivateTest faces from `unseen`), FER+ runs in their own."""
+    PrivateTest faces from `unseen`), FER+ runs in their own, and fine-tuned runs
+    (`finetuned`) in theirs."""
     ferplus_runs = runs_with_labels(runs, "ferplus")
     runs = runs_with_labels(runs, "fer2013")
     parts = [
@@ -495,6 +562,9 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
     if ferplus_runs:
         parts += ["## Trained on FER+ crowd labels", "", FERPLUS_NOTE, "",
                   ferplus_table(ferplus_runs), ""]
+    if finetuned:
+        parts += ["## Fine-tuned on users' own faces", "", FINETUNED_NOTE, "",
+                  finetuned_table(finetuned), ""]
     large = uncommitted_models(runs)
     if large:
         listed = ", ".join(f"`{name}` ({size:.0f} MB)" for name, size in large)
@@ -663,6 +733,7 @@ class Source:
 
 SOURCES = (
     Source("runs", "*/metrics.json", load_runs),
+    Source("finetuned", "*/config.json", load_finetuned_runs),
     Source("reference", f"{REFERENCE_DIR}/metrics.json", read_json),
     Source("benchmark", BENCH_FILE, read_saved_benchmark),
     Source("serving", SERVING_FILE, read_saved_benchmark),
@@ -687,6 +758,7 @@ class ReportInputs:
     """What `SOURCES` read (see there)."""
 
     runs: list[Run]
+    finetuned: list[Run]
     reference: dict | None
     benchmark: BenchReport | None
     serving: BenchReport | None
@@ -867,7 +939,7 @@ def render_pages(root: str, readme: str | Path, docs: str | Path | None = None,
     inputs = load_inputs(root, tuning_root)
     outputs = {Path(root) / "README.md": render_results_readme(
         inputs.runs, inputs.benchmark, inputs.reference, inputs.formats, inputs.probes,
-        inputs.tta, inputs.serving, inputs.crowd, inputs.unseen)}
+        inputs.tta, inputs.serving, inputs.crowd, inputs.unseen, inputs.finetuned)}
     readme = Path(readme)
     docs = Path(docs) if docs else readme.parent / "docs"
     folders = {"root": root, "tuning": tuning_root}
