@@ -29,17 +29,24 @@ from fer_keras.data.sources import make_dataset
 from fer_keras.models import get_model
 from fer_keras.models.layers import all_layers
 from fer_keras.training.builder import build_inputs, build_model, num_classes_of
-from fer_keras.training.experiments import get_experiment
+from fer_keras.training.distill import distillation_targets
+from fer_keras.training.experiments import DISTILL_DEFAULTS, get_experiment
 from fer_keras.training.recipe import StopOnNaN, TrainingDiverged
 from fer_keras.training.settings import resolve_settings
 
-SEARCHABLE = ("learning_rate", "weight_decay", "dropout_rate")
-"""Hyperparameters the tuner can search: `fit`'s names for them."""
+SEARCHABLE = ("learning_rate", "weight_decay", "dropout_rate", "distill_temperature",
+              "distill_weight")
+"""Hyperparameters the tuner can search: `fit`'s names for them (the distillation ones
+need a job with `teachers`)."""
+
+DISTILL_SEARCHABLE = ("distill_temperature", "distill_weight")
 
 SPEC_KEYS = {
     "learning_rate": ("min", "max"),
     "weight_decay": ("min", "max", "steps_per_decade", "allow_zero"),
     "dropout_rate": ("min", "max", "step"),
+    "distill_temperature": ("min", "max"),
+    "distill_weight": ("min", "max", "step"),
 }
 """Keys of each hyperparameter's search-space table; min and max are required."""
 
@@ -122,13 +129,16 @@ def check_search_space(search_space):
             raise ValueError(f"{where}: min must be smaller than max (an inverted or empty "
                              f"range). Received: min={spec['min']!r}, max={spec['max']!r}")
         out = {"min": low, "max": high}
-        if name in ("learning_rate", "weight_decay") and low <= 0:
+        if name in ("learning_rate", "weight_decay", "distill_temperature") and low <= 0:
             raise ValueError(f"{where}.min must be positive: the range is searched on a log "
                              + ("scale (zero is added by allow_zero). " if name == "weight_decay"
                                 else "scale. ") + f"Received: {where}.min={spec['min']!r}")
         if name == "dropout_rate" and (low < 0 or high >= 1):
             raise ValueError(f"{where}: dropout rates must lie in [0, 1). "
                              f"Received: min={spec['min']!r}, max={spec['max']!r}")
+        if name == "distill_weight" and (low < 0 or high > 1):
+            raise ValueError(f"{where}: the teachers' share of the target must lie in "
+                             f"[0, 1]. Received: min={spec['min']!r}, max={spec['max']!r}")
         if name == "weight_decay":
             steps = spec.get("steps_per_decade", 1)
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -145,7 +155,7 @@ def check_search_space(search_space):
                                  f"{MAX_WEIGHT_DECAY_CHOICES}; use fewer steps per decade. "
                                  f"Received: {where}.steps_per_decade={steps!r}")
             out.update(steps_per_decade=steps, allow_zero=allow_zero)
-        if name == "dropout_rate":
+        if name in ("dropout_rate", "distill_weight"):
             out["step"] = None
             if spec.get("step") is not None:
                 step = _number(spec["step"], f"{where}.step")
@@ -222,11 +232,13 @@ class FERHyperModel(keras_tuner.HyperModel):
     """
 
     def __init__(self, experiment_name, search_space=None, steps_per_epoch=1, epochs=None,
-                 seed=None, verbose="auto", **kwargs):
+                 seed=None, verbose="auto", teacher_probabilities=None, **kwargs):
         super().__init__(name=experiment_name, **kwargs)
         self.experiment = get_experiment(experiment_name)
         self.search_space = check_search_space(
             default_search_space(self.experiment) if search_space is None else search_space)
+        # Each teacher's probabilities on the training faces, in the order `fit` gets them.
+        self.teacher_probabilities = teacher_probabilities
         self.settings = resolve_settings(experiment_name)
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs or self.experiment.epochs)
@@ -236,6 +248,10 @@ class FERHyperModel(keras_tuner.HyperModel):
                          "weight_decay": float(self.experiment.weight_decay)}
         if "dropout_rate" in self.search_space:
             self.defaults["dropout_rate"] = default_dropout_rate(self.experiment)
+        if teacher_probabilities is not None or any(name in self.search_space
+                                                   for name in DISTILL_SEARCHABLE):
+            for name, value in DISTILL_DEFAULTS.items():
+                self.defaults[name] = float(getattr(self.experiment, name) or value)
 
     def sample(self, hp):
         """Registers the search space in `hp` and returns the sampled values by name."""
@@ -255,7 +271,38 @@ class FERHyperModel(keras_tuner.HyperModel):
             values["dropout_rate"] = hp.Float("dropout_rate", spec["min"], spec["max"],
                                               step=spec["step"],
                                               default=self.defaults["dropout_rate"])
+        if "distill_temperature" in space:
+            spec = space["distill_temperature"]
+            values["distill_temperature"] = hp.Float(
+                "distill_temperature", spec["min"], spec["max"], sampling="log",
+                default=min(max(self.defaults["distill_temperature"], spec["min"]),
+                            spec["max"]))
+        if "distill_weight" in space:
+            spec = space["distill_weight"]
+            values["distill_weight"] = hp.Float(
+                "distill_weight", spec["min"], spec["max"], step=spec["step"],
+                default=min(max(self.defaults["distill_weight"], spec["min"]), spec["max"]))
         return values
+
+    def targets(self, hp, labels):
+        """The training targets of a trial: the hard `labels`, or with teachers the
+        distillation targets at the trial's temperature and weight (the experiment's, or
+        `DISTILL_DEFAULTS`, where they are not searched)."""
+        if self.teacher_probabilities is None:
+            searched = [name for name in DISTILL_SEARCHABLE if name in self.search_space]
+            if searched:
+                raise ValueError(f"search_space.{searched[0]} needs teachers: give the job "
+                                 f"`teachers = [\"saved_models/RUN\", ...]`.")
+            return labels
+        if len(self.teacher_probabilities[0]) != len(labels):
+            raise ValueError(f"The teachers' probabilities cover "
+                             f"{len(self.teacher_probabilities[0]):,} faces and the trial "
+                             f"trains on {len(labels):,}; predict them on the same faces.")
+        values = {name: hp.values.get(name, self.defaults[name])
+                  for name in DISTILL_SEARCHABLE}
+        return distillation_targets(self.teacher_probabilities, labels,
+                                    num_classes_of(self.settings),
+                                    values["distill_temperature"], values["distill_weight"])
 
     def build(self, hp):
         settings = resolve_settings(self.experiment.name, hparams=self.sample(hp))
@@ -279,7 +326,8 @@ class FERHyperModel(keras_tuner.HyperModel):
                 records a failed trial and moves on.
         """
         if y is not None:
-            x, weights, _ = build_inputs(self.settings, x, y, seed=self.seed)
+            x, weights, _ = build_inputs(self.settings, x, self.targets(hp, y),
+                                         seed=self.seed)
             kwargs.setdefault("class_weight", weights)
         if isinstance(validation_data, tuple) and len(validation_data) == 2:
             validation_data = make_dataset(*validation_data, 512,

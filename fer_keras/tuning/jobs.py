@@ -29,7 +29,7 @@ from fer_keras.utils.names import did_you_mean
 
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVES = ("val_accuracy", "val_loss")
-TOP_KEYS = ("experiment", "tuner", "objective", "seed", "search_space", "budget")
+TOP_KEYS = ("experiment", "tuner", "objective", "seed", "teachers", "search_space", "budget")
 REQUIRED = object()
 BUDGET_KEYS = {
     "hyperband": {"max_epochs": REQUIRED, "factor": 3, "hyperband_iterations": 1},
@@ -55,6 +55,9 @@ class Job:
             for 0).
         search_space: the checked search space (see `fer_keras.tuning.hypermodel`).
         budget: the tuner's budget keys with defaults filled in.
+        teachers: run folders whose averaged probabilities every trial distils from
+            (`fer_keras.training.distill`), predicted once for the search; empty for
+            hard labels. `search_space.distill_temperature` / `distill_weight` need them.
     """
 
     path: Path
@@ -65,6 +68,7 @@ class Job:
     seed: int
     search_space: dict
     budget: dict
+    teachers: tuple = ()
 
     @property
     def max_epochs(self):
@@ -197,6 +201,20 @@ def load_job(path):
     except ValueError as error:
         fail(str(error))
 
+    teachers = raw.get("teachers", [])
+    if (not isinstance(teachers, list)
+            or not all(isinstance(each, str) and each.strip() for each in teachers)):
+        fail(f"teachers must be a list of run folders, e.g. teachers = "
+             f"[\"saved_models/fer_vgg_kaggle_long\"]. Received: teachers={teachers!r}")
+    if len(set(teachers)) != len(teachers):
+        fail(f"teachers lists a run twice. Received: teachers={teachers!r}")
+    distilled = [name for name in ("distill_temperature", "distill_weight")
+                 if name in search_space]
+    if distilled and not teachers:
+        fail(f"search_space.{distilled[0]} needs teachers: add teachers = "
+             f"[\"saved_models/RUN\", ...] (committed runs of the experiment's protocol "
+             f"and label set).")
+
     budget_in = raw["budget"]
     if not isinstance(budget_in, dict):
         fail(f"budget must be a table ([budget]). Received: budget={budget_in!r}")
@@ -220,7 +238,8 @@ def load_job(path):
         except ValueError as error:
             fail(str(error))
     return Job(path=path, name=path.stem, experiment=experiment, tuner=tuner,
-               objective=objective, seed=seed, search_space=search_space, budget=budget)
+               objective=objective, seed=seed, search_space=search_space, budget=budget,
+               teachers=tuple(teachers))
 
 
 def hyperband_plan(max_epochs, factor=3, iterations=1):

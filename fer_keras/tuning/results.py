@@ -165,8 +165,8 @@ def format_table(rows, job):
     lines = []
     for row in ordered:
         cells = [row["trial_id"]]
-        cells += [f"{row[name]:.3g}" if name != "dropout_rate" else f"{row[name]:.2f}"
-                  for name in names]
+        cells += [f"{row[name]:.2f}" if name in ("dropout_rate", "distill_weight")
+                  else f"{row[name]:.3g}" for name in names]
         cells += [f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-",
                   str(row["best_epoch"] or "-"),
                   f"{row['epochs_run']}/{row['epochs']}" if row["from_trial"] else
@@ -209,7 +209,7 @@ def plot_trials(rows, job, path, defaults=None):
             axis.axvline(defaults[name], color="gray", linestyle="--", linewidth=1,
                          label="experiment's value")
         low, high = job.search_space[name]["min"], job.search_space[name]["max"]
-        if name == "learning_rate":
+        if name in ("learning_rate", "distill_temperature"):
             axis.set_xscale("log")
             axis.set_xlim(low / 1.4, high * 1.4)
             axis.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -269,7 +269,9 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
             "objective": job.objective, "val_accuracy": best["val_accuracy"],
             "val_loss": best["val_loss"], "trial_epochs": best["epochs"],
             "hyperparameters": hyperparameters,
-            "train_with": f"python -m fer_keras.fit {job.experiment} --hparams {best_path}",
+            "train_with": f"python -m fer_keras.fit {job.experiment}"
+                          + (f" --teachers {' '.join(job.teachers)}" if job.teachers else "")
+                          + f" --hparams {best_path}",
         })
     return summary
 

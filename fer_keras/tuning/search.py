@@ -33,7 +33,7 @@ from fer_keras.tuning.results import (
     results_folder,
     write_results,
 )
-from fer_keras.utils.files import write_text_atomically
+from fer_keras.utils.files import PARTIAL_SUFFIX, write_text_atomically
 
 JOB_RECORD = "fer_keras_job.json"
 DISTRIBUTED_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -80,7 +80,9 @@ def _check_port_free(host, port):
 # folder, so it also marks the folder as ours) and its temporary copy, our trial log, and
 # Keras Tuner's files: oracle.json, one `{}` state file per tuner id (tuner0.json,
 # chief.json, ...) and a trial_ID/ folder per trial with its trial.json and checkpoint.
-STATE_FILES = (JOB_RECORD, "oracle.json")
+TEACHER_CACHE = "teacher_targets.npz"
+"""The teachers' probabilities on the training faces, predicted once for a whole search."""
+STATE_FILES = (JOB_RECORD, "oracle.json", TEACHER_CACHE)
 TRIAL_FILES = ("trial.json", "build_config.json", "checkpoint.weights.h5", "checkpoint",
                "checkpoint.index")
 
@@ -113,7 +115,10 @@ def _is_state_entry(entry):
     if name in STATE_FILES:
         return True
     if name.startswith(Path(JOB_RECORD).stem + ".") and name.endswith(".tmp"):
-        return True  # Our record, cut off before its rename.
+        return True  # Our record, cut off before its rename (as written before 0.2).
+    if name.endswith(PARTIAL_SUFFIX) and any(name.startswith(f".{state}.")
+                                             for state in STATE_FILES):
+        return True  # A state file of ours cut off before its rename (`write_atomically`).
     return _is_tuner_state_file(entry)
 
 
@@ -395,10 +400,22 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
 
         batch_size = int(resolve_settings(job.experiment)["batch_size"])
         steps = steps_per_epoch(len(splits["train"][1]), batch_size)
+    teachers = None
+    if job.teachers and role != "chief":
+        from fer_keras.training.distill import check_teachers, teacher_probabilities
+
+        # Checked as fit checks them (protocol, label set), predicted once for all trials.
+        settings = resolve_settings(job.experiment)
+        fingerprints = check_teachers(job.teachers, settings)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        teachers = teacher_probabilities(job.teachers, splits["train"][0],
+                                         cache=runs_dir / TEACHER_CACHE,
+                                         fingerprints=fingerprints)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     hypermodel = FERHyperModel(job.experiment, job.search_space, steps_per_epoch=steps,
-                               epochs=job.max_epochs, seed=job.seed, verbose=verbose)
+                               epochs=job.max_epochs, seed=job.seed, verbose=verbose,
+                               teacher_probabilities=teachers)
     tuner = make_tuner(job, hypermodel, runs_dir)
     progress = Progress(job, role, tuner_id, runs_dir, output_dir, hypermodel.defaults)
     tuner.after_trial = progress.after_trial
