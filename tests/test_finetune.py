@@ -60,6 +60,16 @@ def test_the_new_head_sits_on_a_copy_of_the_base_network(base_model):
     assert backbone.output_shape == base.layers[-1].input.shape
     backbone.set_weights([weight + 1.0 for weight in backbone.get_weights()])
     assert all(np.array_equal(a, b) for a, b in zip(before, base.get_weights()))
+    # Kept classes start from the base classifier's rows: the new head answers as the base
+    # does over those classes (its zero-shot), a new class's output starts from scratch.
+    faces = np.random.default_rng(2).random((16, 48, 48, 1)).astype("float32") * 255
+    kept = [3, 5, 0]
+    seeded, _ = build_finetune_model(base, 4, columns=kept)
+    base_logits = np.log(np.asarray(base.predict(faces, verbose=0)))[:, kept]
+    seeded_logits = np.log(np.asarray(seeded.predict(faces, verbose=0)))[:, :3]
+    np.testing.assert_allclose(seeded_logits - seeded_logits.mean(axis=1, keepdims=True),
+                               base_logits - base_logits.mean(axis=1, keepdims=True),
+                               atol=1e-4)
     # From scratch: the same layers, none of the base's trained kernels.
     fresh, fresh_backbone = build_finetune_model(base, 3, pretrained=False)
     trained = before[:len(fresh_backbone.get_weights())]  # The base's head comes last.

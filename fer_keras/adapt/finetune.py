@@ -311,10 +311,15 @@ def class_weights(labels, num_classes):
             for index, count in enumerate(counts) if count}
 
 
-def build_finetune_model(base, num_classes, pretrained=True):
+def build_finetune_model(base, num_classes, pretrained=True, columns=()):
     """A copy of the base network (views unwrapped) with a new softmax head over
     `num_classes`; with `pretrained=False`, the same layers freshly initialised (the
     from-scratch comparison).
+
+    `columns` are the base outputs of the classes kept, which come first in the new
+    order: their rows of the new head start as the base classifier's (so training starts
+    from the base's own answers over those classes, its zero-shot accuracy); the outputs
+    of new classes start from Keras' initialisation.
 
     Returns:
         `(model, backbone)`: the new network, and its part up to the penultimate features
@@ -333,8 +338,17 @@ def build_finetune_model(base, num_classes, pretrained=True):
     features = network.layers[-1].input
     backbone = keras.Model(network.inputs, features, name="finetune_backbone")
     image = keras.Input(shape=network.input_shape[1:], name="image")
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                 name="probabilities")(backbone(image))
+    head = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                              name="probabilities")
+    outputs = head(backbone(image))
+    classifier = inner.layers[-1]
+    if pretrained and len(columns) and isinstance(classifier, keras.layers.Dense):
+        kernel, bias = head.get_weights()
+        base_kernel, base_bias = classifier.get_weights()[:2]
+        columns = list(columns)
+        kernel[:, :len(columns)] = base_kernel[:, columns]
+        bias[:len(columns)] = base_bias[columns]
+        head.set_weights([kernel, bias])
     return keras.Model(image, outputs, name="finetuned"), backbone
 
 
@@ -364,15 +378,19 @@ def zero_shot_accuracy(base, images, labels, columns, batch_size=256):
 
 def train_head_then_all(base, images, labels, train, holdout, num_classes, epochs=30,
                         freeze_epochs=5, learning_rate=1e-3, batch_size=32,
-                        early_stopping=True, from_scratch=False):
+                        early_stopping=True, from_scratch=False, columns=()):
     """Trains a new model from `base` on `images[train]`, scored on `images[holdout]`.
 
     The head trains `freeze_epochs` epochs with the backbone frozen, then all layers train
     the remaining `epochs - freeze_epochs` at `learning_rate * FINE_RATE_FACTOR`. With
     `early_stopping`, each phase stops after `PATIENCE` epochs without a better holdout
-    accuracy and keeps its best weights. With `from_scratch`, the base's architecture
+    accuracy and keeps its best weights, or the weights it started from when no epoch
+    beat them on the holdout (so fine-tuning never ends below where it began on the faces
+    that choose). With `from_scratch`, the base's architecture
     starts from fresh weights and all layers train `epochs` at `learning_rate` (the
     comparison that says what the base's weights are worth).
+    `columns`: the base outputs of the kept classes, whose classifier rows the new head
+    starts from (`build_finetune_model`).
 
     Returns:
         `(model, history)`: the network, and one dict of per-epoch lists over both phases
@@ -383,7 +401,8 @@ def train_head_then_all(base, images, labels, train, holdout, num_classes, epoch
     from fer_keras.data.augmentation import Augmentation
     from fer_keras.data.sources import make_dataset
 
-    model, backbone = build_finetune_model(base, num_classes, pretrained=not from_scratch)
+    model, backbone = build_finetune_model(base, num_classes, pretrained=not from_scratch,
+                                           columns=columns)
     weights = class_weights(labels[train], num_classes)
     training = make_dataset(images[train], labels[train], batch_size=batch_size, shuffle=True,
                             augmentation=Augmentation("combined"), seed=SEED,
@@ -401,6 +420,12 @@ def train_head_then_all(base, images, labels, train, holdout, num_classes, epoch
         backbone.trainable = trainable
         model.compile(optimizer=keras.optimizers.Adam(rate), loss="categorical_crossentropy",
                       metrics=["accuracy"])
+        if early_stopping:
+            # Where the phase starts (the base's own answers, for the first): a phase
+            # whose every epoch scores worse on the holdout is undone below.
+            start_weights = model.get_weights()
+            start_accuracy = model.evaluate(validation, verbose=0, return_dict=True)[
+                "accuracy"]
         callbacks = [keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=PATIENCE,
             restore_best_weights=True)] if early_stopping else []
@@ -408,6 +433,11 @@ def train_head_then_all(base, images, labels, train, holdout, num_classes, epoch
         fitted = model.fit(training, validation_data=validation, epochs=phase_epochs,
                            class_weight=weights, callbacks=callbacks, shuffle=False,
                            verbose=0)
+        if early_stopping and max(fitted.history["val_accuracy"]) < start_accuracy:
+            model.set_weights(start_weights)
+        history.setdefault("phase_start_val_accuracy", []).extend(
+            [float(start_accuracy) if early_stopping else float("nan")]
+            * len(fitted.history["loss"]))
         for key, values in fitted.history.items():
             history.setdefault(key, []).extend(float(value) for value in values)
         history.setdefault("phase", []).extend([phase] * len(fitted.history["loss"]))
@@ -519,7 +549,7 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
         for number, (train, selection, test) in enumerate(triples, 1):
             started = time.perf_counter()
             model, _ = train_head_then_all(base, images, labels, train, selection,
-                                           num_classes, **settings)
+                                           num_classes, columns=columns, **settings)
             fold_seconds.append(round(time.perf_counter() - started, 1))
             scores["fine-tuned"].append(fold_accuracy(model, test))
             scores["zero-shot"].append(zero_shot_accuracy(base, images[test], labels[test],
@@ -547,7 +577,7 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
                                        from_scratch=True, **settings)
         metrics["scratch_holdout_accuracy"] = round(fold_accuracy(model, held), 4)
     model, history = train_head_then_all(base, images, labels, train, held, num_classes,
-                                         **settings)
+                                         columns=columns, **settings)
     # The base's test-time views go back around the new network, as it will be served.
     model = served(model)
     probabilities = np.asarray(model.predict(images[held].astype(np.float32), verbose=0))
