@@ -71,7 +71,8 @@ def main(argv=None):
                   f"{after['brier']:.4f}, accuracy "
                   f"{100 * metrics['splits'][split]['accuracy']:.2f} (unchanged)")
         print(f"T = {calibration['temperature']:.4f} (fitted on "
-              f"{SPLIT_TITLES.get(calibration['selection_split'])}); wrote {args.output}")
+              f"{SPLIT_TITLES.get(calibration['selection_split'], calibration['selection_split'])}"
+              f"); wrote {args.output}")
 
     return run_command(body)
 

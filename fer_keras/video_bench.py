@@ -75,7 +75,12 @@ def main(argv=None):
         result["command"] = shlex.join(["python", "-m", "fer_keras.video_bench", *argv])
         print(format_table(result))
         if args.save is not None:
-            write_text_atomically(args.save, json.dumps(result, indent=2) + "\n")
+            try:
+                write_text_atomically(args.save, json.dumps(result, indent=2) + "\n",
+                                      exclusive=not args.overwrite)
+            except FileExistsError:
+                raise ValueError(f"--save {args.save} appeared while the pipelines ran; "
+                                 f"pass --overwrite to replace it, or another path.") from None
             print(f"Wrote {args.save}")
 
     return run_command(body)

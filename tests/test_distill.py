@@ -67,11 +67,16 @@ def test_distribution_labels_take_the_hard_labels_place():
 def test_teacher_probabilities_are_cached_by_fingerprint(tmp_path, monkeypatch):
     cache = tmp_path / "teacher_targets.npz"
     stored = np.full((1, 4, 7), 1 / 7, np.float32)
-    np.savez(cache, key=np.array(["run", "sha256:a"]), probabilities=stored)
     images = np.zeros((4, 48, 48, 1), np.uint8)
+    np.savez(cache, key=np.array(["run", "sha256:a", distill._faces_digest(images)]),
+             probabilities=stored)
     got = distill.teacher_probabilities(["run"], images, cache=cache,
                                         fingerprints={"run": "sha256:a"})
     np.testing.assert_array_equal(got[0], stored[0])
+    # As many faces but other pixels (another --data at the same --limit): not this cache.
+    with pytest.raises(ValueError, match="Model file not found"):
+        distill.teacher_probabilities(["run"], images + 1, cache=cache,
+                                      fingerprints={"run": "sha256:a"})
     # Another fingerprint is not this cache: the teacher must predict (here: no model).
     with pytest.raises(Exception):
         distill.teacher_probabilities(["missing_run"], images, cache=cache,

@@ -45,13 +45,23 @@ def test_exclusive_never_replaces(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["report.json"]
 
 
-def test_a_symbolic_link_stays_one(tmp_path):
+def test_a_symbolic_link_is_replaced_unless_followed(tmp_path):
     real = tmp_path / "real.csv"
     real.write_text("old")
     link = tmp_path / "link.csv"
     link.symlink_to(real)
+    # By default the link itself is replaced: what it pointed to is never touched.
     write_text_atomically(link, "new")
-    assert link.is_symlink() and real.read_text() == "new"
+    assert not link.is_symlink() and link.read_text() == "new" and real.read_text() == "old"
+    # follow_links (a user's --csv link): the link stays one, its target is replaced.
+    link.unlink()
+    link.symlink_to(real)
+    assert write_text_atomically(link, "newer", follow_links=True) == real.resolve()
+    assert link.is_symlink() and real.read_text() == "newer"
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    with pytest.raises(OSError, match="leads nowhere"):
+        write_text_atomically(loop, "x", follow_links=True)
 
 
 def test_the_partial_file_is_hidden_and_never_a_users_file(tmp_path):
@@ -73,6 +83,8 @@ def test_partials_of_gone_processes_are_removed_and_others_kept(tmp_path):
     other = tmp_path / f".other.json.{_dead_pid()}.0badc0de.partial"
     for path in (stale, live, odd, other):
         path.write_text("kept?")
+    write_text_atomically(target, "x", clean_stale=False)  # A folder others may share.
+    assert stale.exists()
     write_text_atomically(target, "x")
     assert not stale.exists()
     assert live.exists() and odd.exists() and other.exists()

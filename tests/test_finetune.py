@@ -152,6 +152,10 @@ def test_no_subject_falls_in_two_parts_of_any_split():
         assert len(train) + len(selection) + len(test) == 40
         tested += list(test)
     assert sorted(tested) == list(range(40))
+    # A fold left with one training subject cannot also choose its epoch: one line.
+    few = np.array(["a", "a", "b", "b", "c", "c"])
+    with pytest.raises(ValueError, match="--folds 2 leaves fold .* use fewer --folds"):
+        nested_fold_splits(np.array([0, 0, 1, 1, 0, 0]), few, 2, 0.5)
     with pytest.raises(ValueError, match="does not match the file name 'x.png'"):
         subject_ids(["x.png"], GROUP_BY)
     with pytest.raises(ValueError, match="needs a group"):

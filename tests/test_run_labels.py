@@ -204,6 +204,7 @@ def test_a_fine_tuned_run_is_calibrated_on_its_own_holdout(subset_run, tmp_path,
     assert calibrate.main([str(subset_run), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "holdout: ECE" in printed and "(unchanged)" in printed
+    assert "(fitted on holdout)" in printed
     metrics = json.loads((output / "metrics.json").read_text())
     block = metrics["calibration"]
     assert block["selection_split"] == "holdout" and block["temperature"] > 0

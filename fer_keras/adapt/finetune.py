@@ -297,7 +297,13 @@ def nested_fold_splits(labels, groups, folds, holdout, seed=SEED):
     (`holdout_split`, grouped) so that the epoch is chosen on `selection` and the fold's
     `test` part is only ever scored. No group falls in two parts of one triple."""
     triples = []
-    for train, test in fold_splits(labels, groups, folds, seed):
+    for number, (train, test) in enumerate(fold_splits(labels, groups, folds, seed), 1):
+        subjects = len(np.unique(groups[train]))
+        if subjects < 2:
+            raise ValueError(f"--folds {folds} leaves fold {number} {subjects} subject to "
+                             f"train on, too few to also choose its epoch on a holdout of "
+                             f"them; use fewer --folds (or more subjects). Received: "
+                             f"folds={folds}, subjects={len(np.unique(groups))}")
         inner_train, inner_selection = holdout_split(labels[train], groups[train], holdout,
                                                      seed)
         triples.append((train[inner_train], train[inner_selection], test))
@@ -592,6 +598,7 @@ def finetune(data, base_path, output, holdout=0.2, folds=None, group_by=None, de
         "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
     })
     config = {"base_model": str(model_file), "base_labels": base_set.name,
+              "base_class_names": list(base_set.class_names),
               "data": str(data), "data_fingerprint": fingerprint(paths),
               "class_names": list(class_names), "labels": name,
               "new_classes": list(new_classes), "command": command,
@@ -632,11 +639,13 @@ def holdout_faces(config, size, data=None, stream=sys.stderr):
         ValueError: when the folder is gone, or its classes or files (the recorded
             `data_fingerprint`) are not those the run was fine-tuned on.
     """
-    from fer_keras.data.labels import get_label_set
+    from fer_keras.data.labels import get_label_set, label_set_named
 
     data = data or config["data"]
-    paths, labels, class_names = list_faces(data, get_label_set(config["base_labels"]),
-                                            config.get("new_classes") or ())
+    # A base that was itself fine-tuned has classes of its own, recorded beside its name.
+    base_set = (label_set_named(config["base_class_names"], config["base_labels"])
+                if config.get("base_class_names") else get_label_set(config["base_labels"]))
+    paths, labels, class_names = list_faces(data, base_set, config.get("new_classes") or ())
     if list(class_names) != list(config["class_names"]):
         raise ValueError(f"{data} now holds the classes {', '.join(class_names)}, not the "
                          f"run's {', '.join(config['class_names'])}; give the folder it was "

@@ -362,7 +362,11 @@ def save_results(rows, path, command=None, overwrite=False):
                          "over photos of each photo's median over repeats, after a warm-up",
                 "detectors": rows}
     try:
-        write_text_atomically(path, json.dumps(document, indent=2) + "\n")
+        write_text_atomically(path, json.dumps(document, indent=2) + "\n",
+                              exclusive=not overwrite, follow_links=True)
+    except FileExistsError:
+        raise ValueError(f"--save {path} appeared while the detectors ran; pass --overwrite "
+                         f"to replace it, or another path. Received: --save {path}") from None
     except OSError as error:
         raise ValueError(f"cannot write --save {path}: {error.strerror or error}. Pass a path "
                          f"in a writable folder. Received: --save {path}") from None

@@ -101,13 +101,28 @@ def load_finetuned_runs(root: str | Path) -> list[Run]:
     for path in sorted(Path(root).glob("*/config.json")):
         if not is_finetuned_run(path.parent) or not (path.parent / "metrics.json").exists():
             continue
-        runs.append((path.parent.name, json.loads((path.parent / "metrics.json").read_text()),
-                     json.loads(path.read_text())))
+        metrics = json.loads((path.parent / "metrics.json").read_text())
+        config = json.loads(path.read_text())
+        if metrics.get("model") == "calibrated":
+            # A calibrated copy holds its accuracy and T; the folds, zero-shot and scratch
+            # scores are its source's: the recorded path, else a folder of that name here.
+            source = Path(config.get("source", ""))
+            found = [folder / "metrics.json" for folder in (source, Path(root) / source.name)
+                     if source.name and (folder / "metrics.json").is_file()]
+            source_metrics = json.loads(found[0].read_text()) if found else {}
+            metrics = {**{key: value for key, value in source_metrics.items()
+                          if key != "calibration"}, **metrics}
+        runs.append((path.parent.name, metrics, config))
     return runs
 
 
 def _mean_std(block):
     return "" if not block else f"{block['mean']:.2f} ± {block['std']:.2f}"
+
+
+def _number(value, digits=2):
+    """A table cell: blank where the value is missing."""
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def finetuned_table(runs: list[Run], link_root: str = "") -> str:
@@ -118,30 +133,24 @@ def finetuned_table(runs: list[Run], link_root: str = "") -> str:
              "| K-fold mean ± std (zero-shot, from scratch) | T |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, metrics, config in runs:
-        source = None
-        if metrics.get("model") == "calibrated":
-            # A calibrated copy holds the accuracy and T; the rest is its source's.
-            source_metrics = Path(config.get("source", "")) / "metrics.json"
-            source = json.loads(source_metrics.read_text()) if source_metrics.exists() else {}
-        scores = source if source is not None else metrics
-        folds = scores.get("cross_validation")
+        folds = metrics.get("cross_validation")
         cv = ""
         if folds:
             cv = (f"{len(folds['folds'])} folds: {_mean_std(folds)} "
-                  f"({_mean_std(scores.get('zero_shot_cross_validation'))}"
-                  + (f", {_mean_std(scores['scratch_cross_validation'])}"
-                     if scores.get("scratch_cross_validation") else "") + ")")
-        scratch = scores.get("scratch_holdout_accuracy")
+                  f"({_mean_std(metrics.get('zero_shot_cross_validation')) or 'n/a'}"
+                  + (f", {_mean_std(metrics['scratch_cross_validation'])}"
+                     if metrics.get("scratch_cross_validation") else "") + ")")
         temperature = (metrics.get("calibration") or {}).get("temperature")
         base = Path(config["base_model"])
         base_name = base.parent.name if base.name == "model.keras" else base.name
-        faces = f"{scores.get('images', '')} ({scores.get('subjects', '')})"
+        faces = (f"{metrics['images']} ({metrics.get('subjects', '?')})"
+                 if "images" in metrics else "")
         lines.append(
             f"| [{name}]({prefix}{name}/) | {base_name} | {', '.join(config['class_names'])} "
-            f"| {faces} | {metrics['holdout_accuracy']:.2f} "
-            f"| {scores.get('zero_shot_holdout_accuracy', 0):.2f} "
-            f"| {'' if scratch is None else f'{scratch:.2f}'} | {cv} "
-            f"| {'' if temperature is None else f'{temperature:.3f}'} |")
+            f"| {faces} | {_number(metrics.get('holdout_accuracy'))} "
+            f"| {_number(metrics.get('zero_shot_holdout_accuracy'))} "
+            f"| {_number(metrics.get('scratch_holdout_accuracy'))} | {cv} "
+            f"| {_number(temperature, 3)} |")
     return "\n".join(lines)
 
 

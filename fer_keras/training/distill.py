@@ -27,6 +27,7 @@ Example:
 array([[0.7, 0.2, 0.1]], dtype=float32)
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -109,14 +110,26 @@ def check_teachers(teachers, settings):
     return fingerprints
 
 
+def _faces_digest(images):
+    """Names the faces a cache was predicted on: a digest of the pixels of an array (or of
+    the file list of streamed images)."""
+    if isinstance(images, np.ndarray):
+        data = np.ascontiguousarray(images).tobytes()
+    else:
+        data = "\0".join(map(str, getattr(images, "paths", [len(images)]))).encode()
+    return f"faces:sha256:{hashlib.sha256(data).hexdigest()}"
+
+
 def teacher_probabilities(teachers, images, batch_size=512, cache=None,
                           fingerprints=None):
     """Each teacher's probabilities on `images` (a list of `(N, classes)` arrays).
 
     With `cache` (a `.npz` path) they are read from it when it holds the same teachers
-    (by fingerprint) and as many faces, else computed and written there.
+    (by fingerprint) and the same faces (a digest of their pixels), else computed and
+    written there.
     """
-    key = np.array(sorted((fingerprints or {}).items()), dtype=str).reshape(-1)
+    key = np.array([*np.array(sorted((fingerprints or {}).items()), dtype=str).reshape(-1),
+                    _faces_digest(images)], dtype=str)
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as stored:
             if (np.array_equal(stored["key"], key)
@@ -139,5 +152,6 @@ def teacher_probabilities(teachers, images, batch_size=512, cache=None,
             with open(path, "wb") as handle:  # A file object: np.savez adds no ".npz".
                 np.savez(handle, key=key, probabilities=stacked)
 
-        write_atomically(cache, save)
+        # The cache may sit in a search state that other machines share.
+        write_atomically(cache, save, clean_stale=False)
     return computed

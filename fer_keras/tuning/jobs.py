@@ -77,9 +77,13 @@ class Job:
 
     def record(self):
         """The fields that define the search (what a resumed run must not change)."""
-        return {"experiment": self.experiment, "tuner": self.tuner,
-                "objective": self.objective, "seed": self.seed,
-                "search_space": self.search_space, "budget": self.budget}
+        record = {"experiment": self.experiment, "tuner": self.tuner,
+                  "objective": self.objective, "seed": self.seed,
+                  "search_space": self.search_space, "budget": self.budget}
+        if self.teachers:
+            # Only when given, so that searches recorded before teachers existed continue.
+            record["teachers"] = list(self.teachers)
+        return record
 
 
 def _integer(value, where, minimum):

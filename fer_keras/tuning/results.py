@@ -9,6 +9,7 @@ trains the untuned experiment as long as the search's longest trial and writes
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 from fer_keras.training.experiments import get_experiment
@@ -152,6 +153,14 @@ def format_duration(seconds):
         else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def train_command(job, best_path):
+    """The `fit` command line that trains the job's best setting (with its teachers)."""
+    words = ["python", "-m", "fer_keras.fit", job.experiment]
+    if job.teachers:
+        words += ["--teachers", *job.teachers]
+    return shlex.join(words + ["--hparams", str(best_path)])
+
+
 def format_table(rows, job):
     """The trials as a plain-text table, best objective first."""
     # Lazy: the hypermodel imports Keras and Keras Tuner, which `tune --help` must not.
@@ -253,7 +262,8 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
     }
     # trials.json goes first, whole or not at all: it is what marks the folder as ours
     # (`check_results_dir`), so a search killed while writing can still be continued.
-    write_atomically(output_dir / "trials.json", lambda path: write_json(path, summary))
+    write_atomically(output_dir / "trials.json", lambda path: write_json(path, summary),
+                     clean_stale=False)
     columns = list(rows[0]) if rows else ["trial_id"]
     with open(output_dir / "trials.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -269,9 +279,7 @@ def write_results(rows, job, output_dir, defaults=None, planned=None):
             "objective": job.objective, "val_accuracy": best["val_accuracy"],
             "val_loss": best["val_loss"], "trial_epochs": best["epochs"],
             "hyperparameters": hyperparameters,
-            "train_with": f"python -m fer_keras.fit {job.experiment}"
-                          + (f" --teachers {' '.join(job.teachers)}" if job.teachers else "")
-                          + f" --hparams {best_path}",
+            "train_with": train_command(job, best_path),
         })
     return summary
 
@@ -342,9 +350,12 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
             raise ValueError(f"{untuned_dir} has a metrics.json but no readable config.json, "
                              "so it is not a finished fit run; move it away, or pass another "
                              "--output-dir.") from error
-        wanted = {"epochs": epochs, "seed": job.seed, "limit": limit}
-        changed = [f"{key} {config.get(key)!r}, now {value!r}" for key, value in wanted.items()
-                   if config.get(key) != value]
+        wanted = {"epochs": epochs, "seed": job.seed, "limit": limit,
+                  "teachers": list(job.teachers)}
+        # Runs trained before teachers existed record none: the same as an empty list.
+        recorded = {**config, "teachers": list(config.get("teachers") or [])}
+        changed = [f"{key} {recorded.get(key)!r}, now {value!r}"
+                   for key, value in wanted.items() if recorded.get(key) != value]
         if changed and not overwrite:
             raise ValueError(
                 f"{untuned_dir} holds a finished untuned run trained with other settings "
@@ -359,7 +370,10 @@ def compare_untuned(job_path, data=None, output_dir=None, verbose="auto",
         print(f"Training the untuned {job.experiment} for {epochs} epochs (the search's "
               f"longest trial) into {untuned_dir}", flush=True)
         metrics = train(job.experiment, data=data, output_dir=untuned_dir, seed=job.seed,
-                        limit=limit, overrides={"epochs": epochs}, verbose=verbose,
+                        limit=limit, verbose=verbose,
+                        # The untuned run distils from the job's teachers at the
+                        # experiment's settings, so the comparison is of tuning alone.
+                        overrides={"epochs": epochs, "teachers": list(job.teachers)},
                         skip_bad_rows=skip_bad_rows, splits=splits, overwrite=bool(changed))
     experiment = get_experiment(job.experiment)
     study = experiment.study

@@ -31,6 +31,7 @@ from fer_keras.tuning.results import (
     format_duration,
     format_table,
     results_folder,
+    train_command,
     write_results,
 )
 from fer_keras.utils.files import PARTIAL_SUFFIX, write_text_atomically
@@ -205,7 +206,9 @@ def _check_run_dir(runs_dir, job, limit, overwrite, parent=None):
                 f"{' ...' if len(foreign) > 3 else ''}); a new search needs a folder of its "
                 "own. Pass a --runs-dir naming a new or empty folder.")
     runs_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    # Other machines may share the search state: no clean-up of their partial files.
+    write_text_atomically(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n",
+                          clean_stale=False)
 
 
 def job_folders(job, runs_dir=None, output_dir=None):
@@ -446,8 +449,8 @@ def run_job(job_path, data=None, limit=None, output_dir=None, runs_dir=None,
           f"{', '.join(name for name in RESULT_FILES if (output_dir / name).exists())} "
           f"to {output_dir}")
     if summary["best_trial"] is not None:
-        print(f"Train the best setting: python -m fer_keras.fit {job.experiment} "
-              f"--hparams {output_dir / 'best_hparams.json'}", flush=True)
+        print(f"Train the best setting: "
+              f"{train_command(job, output_dir / 'best_hparams.json')}", flush=True)
     return summary
 
 

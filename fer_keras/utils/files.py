@@ -27,6 +27,8 @@ def process_gone(pid: int) -> bool:
 
 
 def _remove_stale_partials(target: Path):
+    # Judged by process id on this machine: callers whose folder other machines share (a
+    # distributed search's state) pass clean_stale=False.
     prefix = f".{target.name}."
     try:
         entries = list(target.parent.iterdir())
@@ -43,11 +45,10 @@ def _remove_stale_partials(target: Path):
             entry.unlink(missing_ok=True)
 
 
-def write_atomically(target, write, exclusive: bool = False) -> Path:
+def write_atomically(target, write, exclusive: bool = False, follow_links: bool = False,
+                     clean_stale: bool = True) -> Path:
     """Writes `target` through a hidden partial file: `write(path)` fills the partial file
     (it exists, empty, when `write` is called), which then takes `target`'s name.
-
-    A `target` that is a symbolic link stays one: the file it points to is replaced.
 
     Args:
         target: the file to write.
@@ -55,18 +56,27 @@ def write_atomically(target, write, exclusive: bool = False) -> Path:
         exclusive: take the name only if no file has it (raises `FileExistsError`
             otherwise, even if one appeared while `write` ran); by default an existing
             file is replaced, which callers allow only where the user asked for it.
+        follow_links: for a `target` that is a symbolic link, replace the file it points
+            to, so the link stays one (a user's `--csv` link); by default the link itself
+            is replaced and what it points to is never touched.
+        clean_stale: remove partial files of this name left by processes that are gone
+            (judged on this machine; pass False for a folder other machines share).
 
     Returns:
-        the path written (the link's target for a symbolic link).
+        the path written (the link's target with `follow_links`).
 
     Raises:
         FileExistsError: with `exclusive`, when `target` exists.
         OSError: when the folder cannot be written; nothing is left behind.
     """
     target = Path(target)
-    if target.is_symlink():
-        target = target.resolve()
-    _remove_stale_partials(target)
+    if follow_links and target.is_symlink():
+        try:
+            target = target.resolve(strict=True)
+        except (RuntimeError, OSError) as error:  # A loop, or a link to nothing.
+            raise OSError(f"the link {target} leads nowhere ({error})") from None
+    if clean_stale:
+        _remove_stale_partials(target)
     partial = target.with_name(
         f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -91,7 +101,7 @@ def write_atomically(target, write, exclusive: bool = False) -> Path:
         partial.unlink(missing_ok=True)
 
 
-def write_text_atomically(target, text: str, exclusive: bool = False) -> Path:
-    """`write_atomically` for a text (UTF-8)."""
+def write_text_atomically(target, text: str, **options) -> Path:
+    """`write_atomically` for a text (UTF-8); `options` are its keyword arguments."""
     return write_atomically(target, lambda path: path.write_text(text, encoding="utf-8"),
-                            exclusive=exclusive)
+                            **options)

@@ -18,7 +18,7 @@ def in_range(value, low=None, high=None, low_open=False, high_open=False):
     """Whether `value` is a finite number inside the interval `describe_range` names."""
     try:
         value = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     # NaN fails every comparison below, but inf passes one side of each, so both are
     # refused here: a rate of inf trains a model of NaN weights.

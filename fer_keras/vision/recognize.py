@@ -528,7 +528,8 @@ def write_csv(records, path, class_names=FER2013.class_names):
             return table
         # A --csv that is a symbolic link stays one: its target is replaced.
         Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda partial: table.to_csv(partial, index=False))
+        write_atomically(path, lambda partial: table.to_csv(partial, index=False),
+                         follow_links=True)
     except OSError as error:
         raise ValueError(f"cannot write the CSV table {path}: {error.strerror or error}. "
                          f"Pass a --csv path in a writable folder. Received: --csv {path}"
