@@ -12,6 +12,7 @@ Usage:
     python -m fer_keras.evaluate saved_models/*/model.keras --split private_test --unseen \
         [--save saved_models/unseen_scores.json]
     python -m fer_keras.evaluate A/model.keras B/model.keras --compare [--split private_test]
+    python -m fer_keras.evaluate A B C ... --compare --save saved_models/paired_tests.json
         [--unseen]
 
 Prints accuracy with its 95% Wilson interval (`accuracy 70.27% (95% CI 68.76-71.74)`),
@@ -43,25 +44,33 @@ with `unseen: true`, in the JSON); `--save` keeps such a score under the split k
 `--compare` scores two models on the same faces and runs the exact McNemar test on the
 faces only one of them gets right: each accuracy with its interval, the two discordant
 counts, the p-value and a plain sentence saying whether the difference is beyond noise at
-the 5% level.
+the 5% level. With more than two models (or `--save`), every pair is tested, each model
+predicted once, and `--save FILE` merges the table into a JSON file (one entry per split,
+label set and `--unseen`), which `python -m fer_keras.report` reads from
+`saved_models/paired_tests.json`.
 
 This module is the command line only; the scoring is `fer_keras.serving.evaluation`.
 """
 
 import argparse
 import json
+import shlex
 import sys
 
 from fer_keras.cli import command_prog, entry_point, int_at_least, run_command
 from fer_keras.data.labels import list_label_sets
 from fer_keras.data.sources import SPLITS
 from fer_keras.serving.evaluation import (
+    check_pairs_path,
     compare,
+    compare_all,
     data_for,
     evaluate,
     format_comparison,
     format_coverage,
+    format_pairs,
     format_scores,
+    save_pairs,
     save_scores,
     saved_entry,
     verify,
@@ -72,7 +81,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog=command_prog("evaluate"),
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="+", help="a .keras file written by fer_keras.fit "
-                        "(several with --verify or --save, two with --compare), or a "
+                        "(several with --verify, --save or --compare), or a "
                         ".tflite file written by fer_keras.export (run with LiteRT)")
     parser.add_argument("--data", help="FER2013 CSV or image folder (default: $FER2013_PATH, "
                         "then data/fer2013.csv[.gz])")
@@ -119,17 +128,29 @@ def main(argv=None):
         if args.verify and (args.unseen or args.compare):
             flag = "--unseen" if args.unseen else "--compare"
             raise ValueError(f"--verify compares whole splits with metrics.json: drop {flag}.")
-        if args.compare and args.save:
-            raise ValueError(f"--compare prints a test of two models, not scores to keep: "
-                             f"drop --save. Received: save={args.save!r}")
+        if args.compare and args.limit:
+            raise ValueError("--compare tests whole splits: drop --limit.")
         args.data = data_for(args.model[0], args.data)
-        if args.compare:
+        if args.compare and len(args.model) == 2 and not args.save:
             result = compare(args.model, args.split, args.data, args.limit, args.batch_size,
                              mirror=not args.no_mirror, num_threads=args.threads,
                              labels=args.labels, labels_file=args.labels_file,
                              unseen=args.unseen)
             print(json.dumps(result, sort_keys=True) if args.json
                   else format_comparison(result))
+            return 0
+        if args.compare:
+            if args.save:
+                check_pairs_path(args.save)
+            result = compare_all(args.model, args.split, args.data, args.batch_size,
+                                 mirror=not args.no_mirror, num_threads=args.threads,
+                                 labels=args.labels, labels_file=args.labels_file,
+                                 unseen=args.unseen)
+            print(json.dumps(result, sort_keys=True) if args.json else format_pairs(result))
+            if args.save:
+                command = shlex.join(["python", "-m", "fer_keras.evaluate",
+                                      *(sys.argv[1:] if argv is None else argv)])
+                print(f"Wrote {save_pairs(result, args.save, command)}")
             return 0
         if args.verify:
             rows = verify(args.model, args.data, args.batch_size)

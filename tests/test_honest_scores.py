@@ -168,11 +168,66 @@ def test_compare_counts_the_discordant_faces_of_the_two_models(honest, capsys):
     assert comparison_sentence(result) in text
 
 
-def test_compare_refuses_other_than_two_models_and_save(honest, capsys):
+def test_compare_refuses_one_model_a_repeated_one_and_a_foreign_save(honest, tmp_path,
+                                                                       capsys):
     assert evaluate.main([honest.models[0], "--compare", "--data", str(honest.data)]) == 2
-    assert "give exactly two" in capsys.readouterr().err
-    assert evaluate.main([*honest.models, "--compare", "--save", "x.json"]) == 2
-    assert "drop --save" in capsys.readouterr().err
+    assert "give at least two" in capsys.readouterr().err
+    assert evaluate.main([honest.models[0], honest.models[0], honest.models[1], "--compare",
+                          "--data", str(honest.data)]) == 2
+    assert "given a model twice" in capsys.readouterr().err
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": 1}')
+    assert evaluate.main([*honest.models, "--compare", "--data", str(honest.data),
+                          "--save", str(foreign)]) == 2
+    assert "not a paired-tests file" in capsys.readouterr().err
+    assert foreign.read_text() == '{"mine": 1}'
+
+
+def test_compare_save_tests_every_pair_and_the_report_shows_them(honest, tmp_path, capsys):
+    import shutil
+
+    from fer_keras.reporting.report import (
+        PAIRED_FILE,
+        load_inputs,
+        render_results_readme,
+    )
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    models = []
+    for index, model in enumerate(honest.models + [honest.models[0]]):
+        # A third run: a copy of the first, so one pair has no discordant face at all.
+        folder = root / f"run{index}"
+        folder.mkdir()
+        shutil.copy(model, folder / "model.keras")
+        models.append(str(folder / "model.keras"))
+    saved = root / PAIRED_FILE
+    assert evaluate.main([*models, "--compare", "--split", "private_test", "--data",
+                          str(honest.data), "--unseen", "--save", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    test = json.loads(saved.read_text())["tests"][0]
+    assert test["unseen"] and test["count"] == 28 - len(COPIES)
+    assert [(pair["a"], pair["b"]) for pair in test["pairs"]] == [(0, 1), (0, 2), (1, 2)]
+    correct_a, correct_b = (each[honest.unseen] for each in honest.correct)
+    expected = mcnemar(correct_a, correct_b)
+    first = test["pairs"][0]
+    assert (first["n01"], first["n10"]) == (expected["n01"], expected["n10"])
+    assert first["significant"] == (expected["p_value"] < 0.05)
+    same = test["pairs"][1]
+    assert (same["n01"], same["n10"], same["p_value"]) == (0, 0, 1.0)
+    assert not same["significant"] and "[0] vs [2]: +0.00 points" in printed
+    # Saved again on the whole split: a second entry, the unseen one kept.
+    assert evaluate.main([*models[:2], "--compare", "--split", "private_test", "--data",
+                          str(honest.data), "--save", str(saved)]) == 0
+    assert [entry["unseen"] for entry in json.loads(saved.read_text())["tests"]] == [
+        False, True]
+    text = render_results_readme([], paired=load_inputs(root, tmp_path / "t").paired)
+    assert "## Paired tests of the top runs" in text
+    assert "| 0 vs 2 | +0.00 | 0 / 0 | 1 | not significant |" in text
+    # A model that changed since it was tested is marked stale.
+    shutil.copy(honest.models[1], root / "run0" / "model.keras")
+    text = render_results_readme([], paired=load_inputs(root, tmp_path / "t").paired)
+    assert "run0 (stale: the model changed since)" in text
 
 
 def test_comparison_sentence_reads_noise_significance_and_ties():

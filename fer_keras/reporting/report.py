@@ -57,6 +57,8 @@ VIDEO_START, VIDEO_END = markers("video")
 LABEL_SCORES_FILE = "label_scores.json"
 """Scores of runs on another label set's labels (`evaluate --labels ferplus --save`)."""
 UNSEEN_SCORES_FILE = "unseen_scores.json"
+PAIRED_FILE = "paired_tests.json"
+"""Paired tests of the top runs, written by `evaluate A B ... --compare --save`."""
 """Scores of runs on the PrivateTest faces with no exact copy in Training (`evaluate
 --split private_test --unseen --save`)."""
 UNSEEN_COMMAND = (f"python -m fer_keras.evaluate saved_models/*/model.keras --split "
@@ -528,7 +530,8 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
                           probes: list[tuple[str, dict]] | None = None, tta: dict | None = None,
                           serving: BenchReport | None = None,
                           crowd: dict | None = None, unseen: dict | None = None,
-                          finetuned: list[Run] | None = None) -> str:
+                          finetuned: list[Run] | None = None,
+                          paired: list[dict] | None = None) -> str:
     """The full text of `saved_models/README.md`: FER2013-label runs in the main table
     (with each one's FER+ majority accuracy from `crowd` and its accuracy on the unseen
     PrivateTest faces from `unseen`), FER+ runs in their own, and fine-tuned runs
@@ -568,6 +571,13 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
         results_table(runs, crowd=crowd, unseen=unseen),
         "",
     ]
+    if paired:
+        parts += ["## Paired tests of the top runs", "",
+                  f"From `{PAIRED_FILE}` (`python -m fer_keras.evaluate A B ... --compare "
+                  f"--save saved_models/{PAIRED_FILE}`): the exact McNemar test on the faces "
+                  "only one of two runs gets right. A difference marked not significant is "
+                  "within what the test set's size leaves to chance.", "",
+                  paired_tables(paired), ""]
     if ferplus_runs:
         parts += ["## Trained on FER+ crowd labels", "", FERPLUS_NOTE, "",
                   ferplus_table(ferplus_runs), ""]
@@ -687,6 +697,52 @@ def read_saved_scores(path: str | Path, labels: str, split: str) -> dict[str, di
     return scores
 
 
+def read_paired_tests(path: str | Path) -> list[dict]:
+    """The entries of `PAIRED_FILE`, each model marked `stale` where the run's committed
+    `model.keras` is no longer the file that was tested."""
+    path = Path(path)
+    saved = read_json(path)
+    if not saved:
+        return []
+    tests = []
+    for test in saved.get("tests", []):
+        models = []
+        for model in test["models"]:
+            given = Path(model["model"])
+            run = given.parent.name if given.name == "model.keras" else given.name
+            committed = path.parent / run / "model.keras"
+            stale = (committed.is_file()
+                     and source_fingerprint(committed) != model.get("fingerprint"))
+            models.append({**model, "run": run, "stale": stale})
+        tests.append({**test, "models": models})
+    return tests
+
+
+def paired_tables(tests: list[dict]) -> str:
+    """Per saved test: the runs with their accuracy and interval, then every pair with its
+    difference, discordant faces and exact McNemar p, saying which are not significant."""
+    parts = []
+    for test in tests:
+        faces = f"{test['count']:,} {test['split']} faces"
+        if test.get("unseen"):
+            faces += " with no exact copy in Training"
+        parts += [f"On {faces} ({test['labels']} labels; `{test.get('command') or ''}`):", "",
+                  "| | run | accuracy (95% interval) |", "|---|---|---|"]
+        for index, model in enumerate(test["models"]):
+            low, high = model["accuracy_interval"]
+            note = " (stale: the model changed since)" if model["stale"] else ""
+            parts.append(f"| {index} | {model['run']}{note} | {100 * model['accuracy']:.2f} "
+                         f"({100 * low:.2f}-{100 * high:.2f}) |")
+        parts += ["", "| pair | difference (points) | only the first right / only the "
+                      "second | McNemar p | at 5% |", "|---|---|---|---|---|"]
+        for pair in test["pairs"]:
+            parts.append(f"| {pair['a']} vs {pair['b']} | {pair['difference_points']:+.2f} "
+                         f"| {pair['n10']:,} / {pair['n01']:,} | {pair['p_value']:.2g} | "
+                         f"{'significant' if pair['significant'] else 'not significant'} |")
+        parts.append("")
+    return "\n".join(parts).rstrip("\n")
+
+
 def read_crowd_scores(path: str | Path) -> dict[str, dict | None]:
     """FER+ majority PrivateTest scores in `LABEL_SCORES_FILE` (see `read_saved_scores`)."""
     return read_saved_scores(path, "ferplus", "private_test")
@@ -752,6 +808,7 @@ SOURCES = (
     Source("tta", TTA_FILE, read_json),
     Source("crowd", LABEL_SCORES_FILE, read_crowd_scores),
     Source("unseen", UNSEEN_SCORES_FILE, read_unseen_scores),
+    Source("paired", PAIRED_FILE, read_paired_tests),
     Source("video", VIDEO_FILE, read_json),
     Source("comparisons", "*/comparison.json", load_comparisons, folder="tuning"),
 )
@@ -777,6 +834,7 @@ class ReportInputs:
     tta: dict | None
     crowd: dict
     unseen: dict
+    paired: list[dict]
     video: dict | None
     comparisons: list[tuple[str, dict]]
 
@@ -948,7 +1006,8 @@ def render_pages(root: str, readme: str | Path, docs: str | Path | None = None,
     inputs = load_inputs(root, tuning_root)
     outputs = {Path(root) / "README.md": render_results_readme(
         inputs.runs, inputs.benchmark, inputs.reference, inputs.formats, inputs.probes,
-        inputs.tta, inputs.serving, inputs.crowd, inputs.unseen, inputs.finetuned)}
+        inputs.tta, inputs.serving, inputs.crowd, inputs.unseen, inputs.finetuned,
+        inputs.paired)}
     readme = Path(readme)
     docs = Path(docs) if docs else readme.parent / "docs"
     folders = {"root": root, "tuning": tuning_root}

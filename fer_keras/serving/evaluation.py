@@ -28,6 +28,7 @@ from fer_keras.data.sources import (
     load_fer2013,
     load_splits,
     resolve_data_path,
+    source_fingerprint,
     splits_for_run,
 )
 from fer_keras.serving.runner import Classifier, model_format
@@ -451,6 +452,129 @@ def compare(model_paths: list, split: str = "private_test",
     if unseen:
         result.update(unseen=True, left_out_copies=copies)
     return result
+
+
+PAIRED_KIND = "fer_keras paired tests"
+"""The `kind` of a file written by `evaluate --compare --save` (what merging checks)."""
+
+
+def compare_all(model_paths: list, split: str = "private_test",
+                data: str | os.PathLike | None = None, batch_size: int = 512,
+                mirror: bool = True, num_threads: int | None = None,
+                labels: str = FER2013.name, labels_file: str | os.PathLike | None = None,
+                unseen: bool = False) -> dict:
+    """Every pair of two or more models tested on the same faces (exact McNemar), each
+    model predicted once.
+
+    Returns:
+        `split`, `labels`, `unseen`, `count` (faces every model is scored on), `left_out`,
+        `models` (per model: `model`, `fingerprint` of its file, `accuracy`,
+        `accuracy_interval`, `correct`) in the order given, and `pairs`: for each pair
+        `a` < `b` (indices into `models`), `n01`, `n10`, `p_value`, `better`,
+        `difference_points` (b's accuracy minus a's) and `significant` (p below
+        `SIGNIFICANCE`).
+
+    Raises:
+        ValueError: for fewer than two models, a model given twice, any `evaluate`
+            refusal, or no face every model can be scored on.
+    """
+    if len(model_paths) < 2:
+        raise ValueError(f"--compare tests models against each other: give at least two. "
+                         f"Received: {len(model_paths)} model")
+    if len({str(path) for path in model_paths}) != len(model_paths):
+        raise ValueError(f"--compare was given a model twice. Received: "
+                         f"{list(map(str, model_paths))}")
+    images, truth, copies = split_faces(split, data, None, labels, labels_file, unseen)
+    label_set = get_label_set(labels)
+    scored, correct = [], []
+    for path in model_paths:
+        classifier = open_classifier(path, mirror, num_threads)[0]
+        each_scored, each_correct = correct_per_face(
+            truth, label_set, classifier.predict(images, batch_size), classifier.label_set)
+        scored.append(each_scored)
+        correct.append(each_correct)
+    every = np.logical_and.reduce(scored)
+    if not every.any():
+        raise ValueError(f"No face of {split} can be scored by every model on {labels} "
+                         f"labels. Compare models of one label set. Received: "
+                         f"{list(map(str, model_paths))}")
+    correct = [each[every] for each in correct]
+    models = [{"model": str(path), "fingerprint": source_fingerprint(model_file_of(path)),
+               "accuracy": float(each.mean()), "correct": int(each.sum()),
+               "accuracy_interval": list(wilson_interval(int(each.sum()), len(each),
+                                                         CONFIDENCE))}
+              for path, each in zip(model_paths, correct)]
+    pairs = []
+    for a in range(len(models)):
+        for b in range(a + 1, len(models)):
+            test = mcnemar(correct[a], correct[b])
+            pairs.append({"a": a, "b": b, **test,
+                          "difference_points": 100 * (models[b]["accuracy"]
+                                                      - models[a]["accuracy"]),
+                          "significant": bool(test["p_value"] < SIGNIFICANCE)})
+    result = {"split": split, "labels": labels, "unseen": bool(unseen),
+              "count": int(every.sum()), "left_out": int((~every).sum()),
+              "models": models, "pairs": pairs}
+    if unseen:
+        result["left_out_copies"] = copies
+    return result
+
+
+def model_file_of(path) -> Path:
+    """The file behind a model argument: a run folder's `model.keras`, else the path."""
+    path = Path(path)
+    return path / "model.keras" if (path / "model.keras").is_file() else path
+
+
+def format_pairs(result: dict) -> str:
+    """The table `evaluate --compare` prints for more than two models."""
+    lines = [f"on {result['split']}{' (unseen faces)' if result.get('unseen') else ''}, "
+             f"{result['labels']} labels: {result['count']:,} faces"]
+    for index, model in enumerate(result["models"]):
+        lines.append(f"[{index}] {accuracy_text(model['accuracy'], model['accuracy_interval'])}"
+                     f"  {model['model']}")
+    for pair in result["pairs"]:
+        lines.append(f"[{pair['a']}] vs [{pair['b']}]: {pair['difference_points']:+.2f} points, "
+                     f"{pair['n10']:,} / {pair['n01']:,} discordant, p = "
+                     f"{format_p_value(pair['p_value'])}"
+                     f"{'' if pair['significant'] else ' (not significant)'}")
+    return "\n".join(lines)
+
+
+def check_pairs_path(path) -> dict:
+    """The paired-tests file at `path` (an empty one if there is none); refuses, before
+    anything is scored, a file that is not one of ours or a folder that does not exist."""
+    path = Path(path)
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise ValueError(f"--save {path}: the folder {path.parent} does not exist. "
+                             f"Create it or pass another --save path.")
+        return {"kind": PAIRED_KIND, "tests": []}
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        stored = None
+    if not isinstance(stored, dict) or stored.get("kind") != PAIRED_KIND:
+        raise ValueError(f"{path} exists and is not a paired-tests file written by "
+                         f"evaluate --compare --save; it is left as it is. Pass another "
+                         f"--save path.")
+    return stored
+
+
+def save_pairs(result: dict, path: str | os.PathLike, command: str | None = None) -> Path:
+    """Merges `result` into the paired-tests file `path`, one entry per (split, labels,
+    unseen), replacing an earlier entry of the same key. A file that is not one of ours
+    is refused and left as it is."""
+    path = Path(path)
+    stored = check_pairs_path(path)
+    key = (result["split"], result["labels"], bool(result.get("unseen")))
+    tests = [test for test in stored["tests"]
+             if (test["split"], test["labels"], bool(test.get("unseen"))) != key]
+    tests.append({**result, "command": command})
+    stored["tests"] = sorted(tests, key=lambda test: (test["labels"], test["split"],
+                                                       bool(test.get("unseen"))))
+    write_text_atomically(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def format_p_value(p_value: float) -> str:
