@@ -550,14 +550,20 @@ def check_pairs_path(path) -> dict:
             raise ValueError(f"--save {path}: the folder {path.parent} does not exist. "
                              f"Create it or pass another --save path.")
         return {"kind": PAIRED_KIND, "tests": []}
+    return read_own_json(path, PAIRED_KIND, "a paired-tests file written by evaluate "
+                         "--compare --save")
+
+
+def read_own_json(path: Path, kind: str, what: str) -> dict:
+    """The JSON object at `path` if its `kind` is ours; else one line refusing it (the
+    file is left as it is)."""
     try:
         stored = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         stored = None
-    if not isinstance(stored, dict) or stored.get("kind") != PAIRED_KIND:
-        raise ValueError(f"{path} exists and is not a paired-tests file written by "
-                         f"evaluate --compare --save; it is left as it is. Pass another "
-                         f"--save path.")
+    if not isinstance(stored, dict) or stored.get("kind") != kind:
+        raise ValueError(f"{path} exists and is not {what}; it is left as it is. Pass "
+                         f"another --save path.")
     return stored
 
 
@@ -672,13 +678,7 @@ def save_scores(path, entries) -> Path:
     path = Path(path)
     stored = {"kind": SCORES_KIND, "scores": {}}
     if path.exists():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            stored = None
-        if not isinstance(stored, dict) or stored.get("kind") != SCORES_KIND:
-            raise ValueError(f"{path} exists and is not a scores file written by evaluate "
-                             f"--save; it is left as it is. Pass another --save path.")
+        stored = read_own_json(path, SCORES_KIND, "a scores file written by evaluate --save")
     for name, entry in entries.items():
         by_split = stored["scores"].setdefault(entry["labels"], {}).setdefault(
             entry["split"], {})
